@@ -1,0 +1,1 @@
+"""CQRS-DDD advanced core: event-sourced persistence as pipeline middlewares."""

@@ -1,0 +1,1 @@
+"""Adapters that implement the persistence ports, one sub-package per technology."""

@@ -1,0 +1,96 @@
+"""An in-memory event store: streams with versions 1..n and a global position."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from cqrs_ddd_core.exceptions import ConcurrencyError
+from cqrs_ddd_core.persistence.records import StoredEvent, stream_name
+from cqrs_ddd_core.persistence.serialization import PendingEvent, encode_event
+from cqrs_ddd_core.persistence.unit_of_work import require_uow
+
+if TYPE_CHECKING:
+    from cqrs_ddd_core.domain.messages import DomainEvent
+    from cqrs_ddd_core.persistence.ports import UnitOfWork
+
+__all__ = ["InMemoryEventStore"]
+
+_Batch = tuple[str, str, int, list[PendingEvent]]
+
+
+class InMemoryEventStore:
+    """Keeps committed events in lists; appends are staged on the unit of work."""
+
+    collection = "events"
+    operation = "INSERT"
+
+    def __init__(self) -> None:
+        self._all: list[StoredEvent] = []
+        self._streams: dict[tuple[str, str], list[StoredEvent]] = {}
+
+    async def append(
+        self,
+        aggregate_type: str,
+        aggregate_id: str,
+        events: Sequence[DomainEvent],
+        *,
+        expected_version: int,
+        uow: UnitOfWork | None = None,
+    ) -> None:
+        uow = require_uow(uow, "InMemoryEventStore.append")
+        if not events:
+            return
+        pending = [
+            encode_event(event, aggregate_type, aggregate_id, expected_version + offset)
+            for offset, event in enumerate(events, start=1)
+        ]
+        uow.stage(self, (aggregate_type, aggregate_id, expected_version, pending))
+
+    def prepare(self, records: list[_Batch]) -> Callable[[], None]:
+        heads: dict[tuple[str, str], int] = {}
+        for aggregate_type, aggregate_id, expected, pending in records:
+            key = (aggregate_type, aggregate_id)
+            current = heads.get(key, len(self._streams.get(key, ())))
+            if current != expected:
+                raise ConcurrencyError(stream_name(*key), expected, current)
+            heads[key] = expected + len(pending)
+
+        def apply() -> None:
+            for aggregate_type, aggregate_id, _, pending in records:
+                stream = self._streams.setdefault((aggregate_type, aggregate_id), [])
+                for row in pending:
+                    stored = StoredEvent(
+                        position=len(self._all) + 1,
+                        event_id=row.event_id,
+                        aggregate_type=aggregate_type,
+                        aggregate_id=aggregate_id,
+                        version=row.version,
+                        event_type=row.event_type,
+                        schema_version=row.schema_version,
+                        payload=json.loads(row.payload_json),
+                        metadata=json.loads(row.metadata_json),
+                        occurred_at=row.occurred_at,
+                        correlation_id=row.correlation_id,
+                        causation_id=row.causation_id,
+                    )
+                    self._all.append(stored)
+                    stream.append(stored)
+
+        return apply
+
+    async def load_stream(
+        self, aggregate_type: str, aggregate_id: str, *, from_version: int = 1
+    ) -> list[StoredEvent]:
+        stream = self._streams.get((aggregate_type, aggregate_id), [])
+        return stream[max(from_version, 1) - 1 :]
+
+    async def read_all(self, *, after_position: int = 0, limit: int = 500) -> list[StoredEvent]:
+        return self._all[max(after_position, 0) : max(after_position, 0) + limit]
+
+    async def latest_position(self) -> int:
+        return len(self._all)
+
+    def __repr__(self) -> str:
+        return f"InMemoryEventStore(events={len(self._all)}, streams={len(self._streams)})"

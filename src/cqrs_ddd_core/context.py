@@ -1,0 +1,146 @@
+"""The per-dispatch context and the context variables that carry it.
+
+A :class:`DispatchContext` is created for every ``send``/``query`` and handed
+to each middleware. It is also published in a context variable for the
+duration of the dispatch, so a command sent from inside a handler (or a saga
+step) finds its parent: it joins the parent's unit of work, inherits the
+correlation id and takes the parent's message id as its causation id.
+
+Everything runs in the caller's task (``call_next`` is awaited, never
+scheduled), so context variables set by an outer middleware are visible to
+the handler.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from cqrs_ddd_core.domain.messages import DomainEvent, Message
+    from cqrs_ddd_core.persistence.ports import UnitOfWork
+
+__all__ = [
+    "DispatchContext",
+    "ambient_correlation_id",
+    "correlation_scope",
+    "current_context",
+    "current_uow",
+]
+
+MessageKind = Literal["command", "query"]
+
+_current: ContextVar[DispatchContext | None] = ContextVar("cqrs_dispatch_context", default=None)
+_ambient_correlation: ContextVar[str | None] = ContextVar("cqrs_correlation_id", default=None)
+_ambient_causation: ContextVar[str | None] = ContextVar("cqrs_causation_id", default=None)
+
+
+class DispatchContext:
+    """What travels with one message through the pipeline.
+
+    Attributes:
+        message: The command or query being dispatched.
+        kind: ``"command"`` or ``"query"``.
+        message_id: The message's id.
+        message_type: The message's type name.
+        correlation_id: Shared by every message of one business flow.
+        causation_id: The id of the message that caused this one, if any.
+        uow: The unit of work, once a unit-of-work middleware opened or joined one.
+        metadata: Free-form values middlewares and handlers share (actor, tenant...).
+        parent: The dispatch this one was sent from, if any.
+        events: The events this dispatch produced (set when the handler returns).
+        published: The root's list of events to hand to in-process event
+            handlers once the root dispatch has committed, in persistence order.
+    """
+
+    __slots__ = (
+        "causation_id",
+        "correlation_id",
+        "events",
+        "kind",
+        "message",
+        "message_id",
+        "message_type",
+        "metadata",
+        "parent",
+        "published",
+        "uow",
+    )
+
+    def __init__(
+        self,
+        message: Message,
+        kind: MessageKind,
+        *,
+        parent: DispatchContext | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        self.message = message
+        self.kind = kind
+        self.message_id = message.message_id
+        self.message_type = type(message).type_name()
+        self.parent = parent
+        self.events: tuple[DomainEvent, ...] = ()
+        if parent is not None:
+            self.correlation_id: str = message.correlation_id or parent.correlation_id
+            self.causation_id: str | None = parent.message_id
+            # A nested command joins the parent's transaction; a query only reads.
+            self.uow: UnitOfWork | None = parent.uow
+            self.metadata: dict[str, Any] = {**parent.metadata, **(metadata or {})}
+            self.published: list[list[DomainEvent]] = parent.published
+        else:
+            self.correlation_id = (
+                message.correlation_id or _ambient_correlation.get() or str(uuid.uuid4())
+            )
+            self.causation_id = _ambient_causation.get()
+            self.uow = None
+            self.metadata = dict(metadata) if metadata else {}
+            self.published = []
+
+    @property
+    def is_nested(self) -> bool:
+        """True when this message was sent from inside another dispatch."""
+        return self.parent is not None
+
+    def __repr__(self) -> str:
+        return (
+            f"DispatchContext({self.kind} {self.message_type} id={self.message_id} "
+            f"correlation={self.correlation_id} causation={self.causation_id})"
+        )
+
+
+def current_context() -> DispatchContext | None:
+    """The dispatch running in this task, if any."""
+    return _current.get()
+
+
+def current_uow() -> UnitOfWork | None:
+    """The unit of work of the dispatch running in this task, if any."""
+    ctx = _current.get()
+    return None if ctx is None else ctx.uow
+
+
+def ambient_correlation_id() -> str | None:
+    """The correlation id set by :func:`correlation_scope`, if any."""
+    return _ambient_correlation.get()
+
+
+@contextmanager
+def correlation_scope(correlation_id: str, causation_id: str | None = None) -> Iterator[str]:
+    """Make ``correlation_id`` (and ``causation_id``) the default for messages
+    sent inside the block that have no parent dispatch.
+
+    Typical uses: a web middleware opens a scope with the request id; the
+    mediator opens one around in-process event handlers, with the event's id
+    as the causation id of the commands they send.
+    """
+    token = _ambient_correlation.set(correlation_id)
+    cause_token = _ambient_causation.set(causation_id)
+    try:
+        yield correlation_id
+    finally:
+        _ambient_causation.reset(cause_token)
+        _ambient_correlation.reset(token)

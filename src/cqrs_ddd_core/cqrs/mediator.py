@@ -1,0 +1,185 @@
+"""The mediator: sends each message through its pipeline to its handler."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import structlog
+
+from cqrs_ddd_core.context import DispatchContext, _current, correlation_scope
+from cqrs_ddd_core.cqrs.registry import HandlerRegistry
+from cqrs_ddd_core.cqrs.response import CommandResponse
+from cqrs_ddd_core.exceptions import HandlerNotFoundError
+from cqrs_ddd_core.pipeline.pipeline import Middleware, Pipeline
+
+if TYPE_CHECKING:
+    from cqrs_ddd_core.domain.messages import Command, DomainEvent, Query
+    from cqrs_ddd_core.persistence.ports import UnitOfWorkFactory
+
+__all__ = ["Mediator"]
+
+TResult = TypeVar("TResult")
+
+_log = structlog.get_logger("cqrs_ddd_core.mediator")
+
+
+class Mediator:
+    """Dispatches commands and queries through pipelines built once.
+
+    Args:
+        registry: Where handlers are looked up.
+        uow_factory: Makes a unit of work per top-level command; used by the
+            default pipeline's :class:`UnitOfWorkMiddleware`.
+        middlewares: The command pipeline, outermost first. ``None`` means
+            the default (see :func:`cqrs_ddd_core.middleware.default_command_middlewares`);
+            an empty list means none at all.
+        query_middlewares: The query pipeline, outermost first (``None``: default).
+
+    In-process event handlers run **after** the top-level command's unit of
+    work has committed, in the order the events were persisted, so they never
+    see state that may still roll back. A failing event handler is logged and
+    does not fail the command (it has committed); reliable delivery to other
+    services goes through the outbox. Commands sent by event handlers start
+    their own unit of work, with the event's correlation id and the event's
+    id as causation id.
+    """
+
+    def __init__(
+        self,
+        registry: HandlerRegistry,
+        uow_factory: UnitOfWorkFactory | None = None,
+        *,
+        middlewares: Sequence[Middleware] | None = None,
+        query_middlewares: Sequence[Middleware] | None = None,
+    ) -> None:
+        self.registry = registry
+        self.uow_factory = uow_factory
+        commands = self._default_command_middlewares() if middlewares is None else middlewares
+        queries = (
+            self._default_query_middlewares() if query_middlewares is None else query_middlewares
+        )
+        self.pipeline = Pipeline(commands, self._handle_command, kind="command")
+        self.query_pipeline = Pipeline(queries, self._handle_query, kind="query")
+        self._commands = registry._commands
+        self._queries = registry._queries
+
+    # -- defaults (subclasses extend these) -------------------------------
+
+    def _default_command_middlewares(self) -> list[Middleware]:
+        from cqrs_ddd_core.middleware.defaults import default_command_middlewares
+
+        return default_command_middlewares(uow_factory=self.uow_factory)
+
+    def _default_query_middlewares(self) -> list[Middleware]:
+        from cqrs_ddd_core.middleware.defaults import default_query_middlewares
+
+        return default_query_middlewares()
+
+    def describe(self) -> str:
+        """Both pipelines' resolved order, for logs and docs."""
+        return f"commands: {self.pipeline.describe()}\nqueries:  {self.query_pipeline.describe()}"
+
+    # -- dispatch ----------------------------------------------------------
+
+    async def send(
+        self, command: Command[TResult], *, metadata: Mapping[str, Any] | None = None
+    ) -> CommandResponse[TResult]:
+        """Dispatch ``command`` through the command pipeline.
+
+        Sent from inside a handler, the command joins the running unit of work,
+        inherits the correlation id and takes the sender's id as causation id.
+
+        Raises:
+            HandlerNotFoundError: nothing handles ``type(command)``.
+        """
+        parent = _current.get()
+        context = DispatchContext(
+            command, "command", parent=parent, metadata=dict(metadata) if metadata else None
+        )
+        token = _current.set(context)
+        try:
+            response: CommandResponse[TResult] = await self.pipeline(command, context)
+        finally:
+            _current.reset(token)
+        if parent is None and context.published and self.registry.has_event_handlers:
+            await self._publish(context)
+        return response
+
+    async def query(
+        self, query: Query[TResult], *, metadata: Mapping[str, Any] | None = None
+    ) -> TResult:
+        """Dispatch ``query`` through the query pipeline and return its result.
+
+        Raises:
+            HandlerNotFoundError: nothing handles ``type(query)``.
+        """
+        context = DispatchContext(
+            query, "query", parent=_current.get(), metadata=dict(metadata) if metadata else None
+        )
+        token = _current.set(context)
+        try:
+            result: TResult = await self.query_pipeline(query, context)
+        finally:
+            _current.reset(token)
+        return result
+
+    # -- terminals ---------------------------------------------------------
+
+    async def _handle_command(self, command: Any, context: DispatchContext) -> CommandResponse[Any]:
+        handler = self._commands.get(type(command))
+        if handler is None:
+            raise HandlerNotFoundError(type(command), "command")
+        # Reserve this command's place before its handler can send others.
+        published: list[DomainEvent] = []
+        context.published.append(published)
+        outcome = await handler(command)
+        if isinstance(outcome, CommandResponse):
+            response = outcome
+            response.correlation_id = context.correlation_id
+            response.causation_id = context.message_id
+        else:
+            response = CommandResponse(outcome, (), context.correlation_id, context.message_id)
+        if response.events:
+            response.events = _stamp(response.events, context)
+            published.extend(response.events)
+        context.events = tuple(response.events)
+        return response
+
+    async def _handle_query(self, query: Any, context: DispatchContext) -> Any:
+        handler = self._queries.get(type(query))
+        if handler is None:
+            raise HandlerNotFoundError(type(query), "query")
+        return await handler(query)
+
+    async def _publish(self, context: DispatchContext) -> None:
+        for slot in context.published:
+            for event in slot:
+                for handler in self.registry.get_event_handlers(type(event)):
+                    with correlation_scope(context.correlation_id, event.event_id):
+                        try:
+                            await handler(event)
+                        except Exception as exc:
+                            _log.error(
+                                "event_handler_failed",
+                                event_type=event.type_name(),
+                                event_id=event.event_id,
+                                handler=getattr(handler, "__qualname__", repr(handler)),
+                                error_type=type(exc).__name__,
+                                exc_info=exc,
+                            )
+
+
+def _stamp(events: Sequence[DomainEvent], context: DispatchContext) -> tuple[DomainEvent, ...]:
+    """Give each event the command's correlation id and the command as its cause."""
+    stamped = []
+    for event in events:
+        if event.correlation_id is None or event.causation_id is None:
+            event = event.model_copy(
+                update={
+                    "correlation_id": event.correlation_id or context.correlation_id,
+                    "causation_id": event.causation_id or context.message_id,
+                }
+            )
+        stamped.append(event)
+    return tuple(stamped)

@@ -1,0 +1,42 @@
+"""What ``Mediator.send`` returns."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from cqrs_ddd_core.domain.aggregate import AggregateRoot
+    from cqrs_ddd_core.domain.messages import DomainEvent
+
+__all__ = ["CommandResponse"]
+
+TResult = TypeVar("TResult")
+
+
+@dataclass(slots=True)
+class CommandResponse(Generic[TResult]):
+    """A command's result and the events it produced.
+
+    Attributes:
+        result: What the handler returned.
+        events: The domain events the command raised, in the order raised.
+        correlation_id: The business flow the command belongs to.
+        causation_id: The id of the command that caused ``events``.
+    """
+
+    result: TResult
+    events: Sequence[DomainEvent] = ()
+    correlation_id: str | None = None
+    causation_id: str | None = None
+
+    @classmethod
+    def from_aggregates(
+        cls, result: TResult, *aggregates: AggregateRoot
+    ) -> CommandResponse[TResult]:
+        """A response carrying the pending events collected from ``aggregates``."""
+        events: list[DomainEvent] = []
+        for aggregate in aggregates:
+            events.extend(aggregate.collect_events())
+        return cls(result=result, events=tuple(events))

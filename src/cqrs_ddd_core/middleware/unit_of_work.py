@@ -1,0 +1,49 @@
+"""Open a unit of work around the command; commit on success, roll back on failure."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from cqrs_ddd_core.pipeline.pipeline import CallNext, Placement
+
+if TYPE_CHECKING:
+    from cqrs_ddd_core.context import DispatchContext
+    from cqrs_ddd_core.persistence.ports import UnitOfWorkFactory
+
+__all__ = ["UnitOfWorkMiddleware"]
+
+
+class UnitOfWorkMiddleware:
+    """Runs everything inside it in one transaction.
+
+    A nested command (sent from a handler) finds the parent's unit of work on
+    its context and joins it: only the outermost dispatch commits. Any
+    exception rolls the transaction back and propagates unchanged; a failure
+    at commit rolls back too.
+    """
+
+    name = "unit_of_work"
+    placement = Placement.of(provides=("unit_of_work",))
+
+    __slots__ = ("_factory",)
+
+    def __init__(self, uow_factory: UnitOfWorkFactory) -> None:
+        if not callable(uow_factory):
+            raise TypeError(f"uow_factory must be callable, got {uow_factory!r}")
+        self._factory = uow_factory
+
+    async def __call__(self, message: Any, context: DispatchContext, call_next: CallNext) -> Any:
+        if context.uow is not None:  # nested: the outermost dispatch owns the transaction
+            return await call_next(message, context)
+        uow = self._factory()
+        context.uow = uow
+        try:
+            result = await call_next(message, context)
+        except BaseException:
+            await uow.rollback()
+            raise
+        await uow.commit()
+        return result
+
+    def __repr__(self) -> str:
+        return f"UnitOfWorkMiddleware(uow_factory={self._factory!r})"

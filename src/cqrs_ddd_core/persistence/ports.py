@@ -1,0 +1,179 @@
+"""The persistence ports: what the pipeline needs from storage.
+
+Adapters (``cqrs_ddd_core.adapters.memory``, ``cqrs_ddd_core.adapters.sqlalchemy``)
+implement these; nothing here imports an adapter.
+
+Writes are *staged* on the unit of work and reach storage when it commits,
+in as few round trips as the adapter can manage. A store method that takes
+``uow=None`` uses the unit of work of the dispatch running in the task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+from cqrs_ddd_core.domain.aggregate import AggregateRoot
+from cqrs_ddd_core.domain.messages import DomainEvent
+from cqrs_ddd_core.persistence.records import AuditRecord, OutboxMessage, StepTiming, StoredEvent
+
+__all__ = [
+    "AfterHook",
+    "AuditStore",
+    "EventStore",
+    "OutboxStore",
+    "StateRepository",
+    "UnitOfWork",
+    "UnitOfWorkFactory",
+]
+
+AfterHook = Callable[[], Awaitable[None]]
+TAggregate = TypeVar("TAggregate", bound=AggregateRoot)
+
+
+@runtime_checkable
+class UnitOfWork(Protocol):
+    """One transaction: staged writes that commit together or not at all.
+
+    Attributes:
+        timings: The steps measured at commit (filled by :meth:`commit`).
+    """
+
+    timings: list[StepTiming]
+
+    @property
+    def is_open(self) -> bool: ...
+
+    def open_slot(self) -> list[tuple[Any, Any]]:
+        """Reserve a place in the write order, to fill later.
+
+        A middleware that persists what its handler produced reserves the slot
+        *before* calling the handler, so a parent's writes precede those of
+        commands it causes, whatever order they finish in.
+        """
+        ...
+
+    def stage(self, writer: Any, record: Any, slot: list[tuple[Any, Any]] | None = None) -> None:
+        """Queue ``record`` for ``writer`` (a store of the same adapter)."""
+        ...
+
+    def after_commit(self, hook: AfterHook) -> None:
+        """Run ``hook`` once the transaction has committed."""
+        ...
+
+    def after_rollback(self, hook: AfterHook) -> None:
+        """Run ``hook`` once the transaction has rolled back."""
+        ...
+
+    async def commit(self) -> None:
+        """Write everything staged and commit; on any failure roll back and re-raise."""
+        ...
+
+    async def rollback(self) -> None:
+        """Discard everything staged (a no-op once committed or rolled back)."""
+        ...
+
+
+UnitOfWorkFactory = Callable[[], UnitOfWork]
+
+
+class EventStore(Protocol):
+    """Append-only storage of event streams, one stream per aggregate."""
+
+    async def append(
+        self,
+        aggregate_type: str,
+        aggregate_id: str,
+        events: Sequence[DomainEvent],
+        *,
+        expected_version: int,
+        uow: UnitOfWork | None = None,
+    ) -> None:
+        """Stage ``events`` as versions ``expected_version + 1 ...`` of the stream.
+
+        Raises:
+            SerializationError: a payload cannot be stored (nothing is staged).
+            ConcurrencyError: at commit, when the stream is not at ``expected_version``.
+        """
+        ...
+
+    async def load_stream(
+        self, aggregate_type: str, aggregate_id: str, *, from_version: int = 1
+    ) -> list[StoredEvent]:
+        """The committed events of one stream, by version."""
+        ...
+
+    async def read_all(self, *, after_position: int = 0, limit: int = 500) -> list[StoredEvent]:
+        """Committed events with a position above ``after_position``, by position.
+
+        A reader never sees position k+1 while k may still commit.
+        """
+        ...
+
+    async def latest_position(self) -> int:
+        """The highest committed position, 0 when the store is empty."""
+        ...
+
+
+class OutboxStore(Protocol):
+    """Messages written with the transaction, published after it."""
+
+    async def enqueue(
+        self, messages: Sequence[OutboxMessage], *, uow: UnitOfWork | None = None
+    ) -> None:
+        """Stage ``messages`` in the unit of work."""
+        ...
+
+    async def claim_batch(
+        self, limit: int = 100, *, now: datetime | None = None
+    ) -> list[OutboxMessage]:
+        """Pending messages due at ``now``, oldest first, claimed for this worker."""
+        ...
+
+    async def mark_published(
+        self, message_ids: Sequence[str], *, at: datetime | None = None
+    ) -> None:
+        """Record that the broker accepted these messages."""
+        ...
+
+    async def mark_failed(self, message_id: str, error: str, *, next_attempt_at: datetime) -> None:
+        """Record a failed attempt; the message is retried at ``next_attempt_at``."""
+        ...
+
+    async def get(self, message_id: str) -> OutboxMessage | None:
+        """One message by id, whatever its status."""
+        ...
+
+
+class AuditStore(Protocol):
+    """Audit trail of dispatched commands."""
+
+    async def stage(self, record: AuditRecord, uow: UnitOfWork) -> None:
+        """Write ``record`` with the unit of work (it rolls back with it)."""
+        ...
+
+    async def write(self, record: AuditRecord) -> None:
+        """Write ``record`` in a transaction of its own, now."""
+        ...
+
+    async def list_records(self, *, correlation_id: str | None = None) -> list[AuditRecord]:
+        """Stored records, oldest first."""
+        ...
+
+
+class StateRepository(Protocol[TAggregate]):
+    """State-stored aggregates with optimistic locking on ``version``."""
+
+    async def get(self, aggregate_id: str, *, uow: UnitOfWork | None = None) -> TAggregate:
+        """Load an aggregate; raises ``RecordNotFoundError`` when absent."""
+        ...
+
+    async def find(self, aggregate_id: str, *, uow: UnitOfWork | None = None) -> TAggregate | None:
+        """Load an aggregate or return None."""
+        ...
+
+    def save(self, aggregate: TAggregate, *, uow: UnitOfWork | None = None) -> None:
+        """Stage the aggregate's state; at commit the stored version must still be
+        the version it was loaded at, else ``ConcurrencyError``."""
+        ...

@@ -1,0 +1,80 @@
+"""Turning events into storable rows, once, before anything is written.
+
+Serialising at staging time means a payload that cannot be stored fails the
+command inside its handler's transaction, before any row is written.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic_core import PydanticSerializationError
+
+from cqrs_ddd_core.domain.messages import DomainEvent
+from cqrs_ddd_core.exceptions import SerializationError
+
+__all__ = ["PendingEvent", "dumps", "encode_event", "envelope_fields"]
+
+_ENVELOPE = frozenset(DomainEvent.model_fields)
+
+
+def envelope_fields() -> frozenset[str]:
+    """The fields every event has; the rest of an event's fields are its payload."""
+    return _ENVELOPE
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEvent:
+    """An event serialised and numbered, waiting for its transaction to commit."""
+
+    event_id: str
+    aggregate_type: str
+    aggregate_id: str
+    version: int
+    event_type: str
+    schema_version: int
+    payload_json: str
+    metadata_json: str
+    occurred_at: datetime
+    correlation_id: str | None
+    causation_id: str | None
+
+
+def dumps(value: Any, type_name: str) -> str:
+    """JSON text of ``value``; raises :class:`SerializationError` if it has none."""
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise SerializationError(type_name, str(exc)) from exc
+
+
+def encode_event(
+    event: DomainEvent, aggregate_type: str, aggregate_id: str, version: int
+) -> PendingEvent:
+    """Serialise ``event`` as version ``version`` of the given stream.
+
+    Raises:
+        SerializationError: the payload or metadata is not JSON-serialisable.
+    """
+    type_name = event.type_name()
+    try:
+        payload_json = event.model_dump_json(exclude=_ENVELOPE)  # type: ignore[arg-type]
+    except (PydanticSerializationError, TypeError, ValueError) as exc:
+        raise SerializationError(type_name, str(exc)) from exc
+    metadata_json = dumps(event.metadata, type_name) if event.metadata else "{}"
+    return PendingEvent(
+        event_id=event.event_id,
+        aggregate_type=aggregate_type,
+        aggregate_id=aggregate_id,
+        version=version,
+        event_type=type_name,
+        schema_version=event.schema_version,
+        payload_json=payload_json,
+        metadata_json=metadata_json,
+        occurred_at=event.occurred_at,
+        correlation_id=event.correlation_id,
+        causation_id=event.causation_id,
+    )

@@ -1,0 +1,14 @@
+"""The composable middleware pipeline."""
+
+from __future__ import annotations
+
+from cqrs_ddd_core.pipeline.pipeline import (
+    CallNext,
+    Middleware,
+    Pipeline,
+    Placement,
+    middleware_name,
+    placement,
+)
+
+__all__ = ["CallNext", "Middleware", "Pipeline", "Placement", "middleware_name", "placement"]

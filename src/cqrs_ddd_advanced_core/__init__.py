@@ -1,1 +1,60 @@
-"""CQRS-DDD advanced core: event-sourced persistence as pipeline middlewares."""
+"""CQRS-DDD advanced core: event-sourced persistence as pipeline middlewares.
+
+The seed's front door (``EventSourcedMediator``, its factory, the
+orchestrator, ``@non_event_sourced`` and the errors) is built on middlewares
+a team can also list itself: ``EventPersistenceMiddleware``,
+``OutboxMiddleware``, ``AuditMiddleware`` and ``EventDispatchMiddleware``.
+"""
+
+from __future__ import annotations
+
+from cqrs_ddd_advanced_core.cqrs import EventSourcedMediator, EventSourcedMediatorFactory
+from cqrs_ddd_advanced_core.decorators import is_non_event_sourced, non_event_sourced
+from cqrs_ddd_advanced_core.domain import (
+    EventHandlerError,
+    EventSourcedAggregateRequiredError,
+    EventSourcingConfigurationError,
+    InvalidEventHandlerError,
+    MissingEventHandlerError,
+    StrictValidationViolationError,
+    UnroutableEventError,
+)
+from cqrs_ddd_advanced_core.event_sourcing import (
+    EventSourcedAggregate,
+    EventSourcedPersistenceOrchestrator,
+    EventSourcedRepository,
+)
+from cqrs_ddd_advanced_core.middleware import (
+    AuditMiddleware,
+    EventDispatcher,
+    EventDispatchMiddleware,
+    EventPersistenceMiddleware,
+    OutboxMiddleware,
+)
+from cqrs_ddd_advanced_core.outbox import Backoff, OutboxService, OutboxWorker, Publisher
+
+__all__ = [
+    "AuditMiddleware",
+    "Backoff",
+    "EventDispatchMiddleware",
+    "EventDispatcher",
+    "EventHandlerError",
+    "EventPersistenceMiddleware",
+    "EventSourcedAggregate",
+    "EventSourcedAggregateRequiredError",
+    "EventSourcedMediator",
+    "EventSourcedMediatorFactory",
+    "EventSourcedPersistenceOrchestrator",
+    "EventSourcedRepository",
+    "EventSourcingConfigurationError",
+    "InvalidEventHandlerError",
+    "MissingEventHandlerError",
+    "OutboxMiddleware",
+    "OutboxService",
+    "OutboxWorker",
+    "Publisher",
+    "StrictValidationViolationError",
+    "UnroutableEventError",
+    "is_non_event_sourced",
+    "non_event_sourced",
+]

@@ -1,0 +1,23 @@
+"""Domain-level pieces of the advanced package: its errors."""
+
+from __future__ import annotations
+
+from cqrs_ddd_advanced_core.domain.exceptions import (
+    EventHandlerError,
+    EventSourcedAggregateRequiredError,
+    EventSourcingConfigurationError,
+    InvalidEventHandlerError,
+    MissingEventHandlerError,
+    StrictValidationViolationError,
+    UnroutableEventError,
+)
+
+__all__ = [
+    "EventHandlerError",
+    "EventSourcedAggregateRequiredError",
+    "EventSourcingConfigurationError",
+    "InvalidEventHandlerError",
+    "MissingEventHandlerError",
+    "StrictValidationViolationError",
+    "UnroutableEventError",
+]

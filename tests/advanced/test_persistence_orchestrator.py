@@ -1,0 +1,245 @@
+"""The orchestrator: registration, strict and lenient modes, event checks, the seed's methods."""
+
+from __future__ import annotations
+
+import pytest
+from structlog.testing import capture_logs
+
+from cqrs_ddd_advanced_core import (
+    EventSourcedAggregateRequiredError,
+    EventSourcedMediator,
+    EventSourcedPersistenceOrchestrator,
+    EventSourcingConfigurationError,
+    StrictValidationViolationError,
+    UnroutableEventError,
+)
+from cqrs_ddd_core.adapters.memory import InMemoryEventStore, InMemoryUnitOfWork
+from cqrs_ddd_core.cqrs import CommandResponse, HandlerRegistry
+from cqrs_ddd_core.exceptions import UnitOfWorkError
+from tests.advanced.domain import (
+    ItemAdded,
+    Order,
+    OrderPlaced,
+    PlaceOrder,
+    TouchUnregistered,
+    UserPreferences,
+    World,
+)
+
+
+def mediator_for(
+    world: World, orchestrator: EventSourcedPersistenceOrchestrator
+) -> EventSourcedMediator:
+    return EventSourcedMediator(
+        registry=world.registry,
+        uow_factory=world.uow_factory,
+        event_persistence_orchestrator=orchestrator,
+    )
+
+
+def placed(order_id: str = "o-1", version: int = 1) -> OrderPlaced:
+    return OrderPlaced(
+        customer_id="c",
+        total=1,
+        aggregate_type="Order",
+        aggregate_id=order_id,
+        aggregate_version=version,
+    )
+
+
+async def test_strict_mode_refuses_an_unregistered_type_and_persists_nothing(world: World) -> None:
+    orchestrator = EventSourcedPersistenceOrchestrator(default_event_store=world.events)
+    orchestrator.register_event_sourced_type("Order")
+    mediator = mediator_for(world, orchestrator)
+
+    with pytest.raises(EventSourcedAggregateRequiredError) as info:
+        await mediator.send(TouchUnregistered(aggregate_id="u-1"))
+
+    assert info.value.aggregate_type == "Unregistered"
+    assert info.value.aggregate_id == "u-1"
+    assert info.value.event_type == "ItemAdded"
+    assert isinstance(info.value, StrictValidationViolationError)
+    assert await world.events.latest_position() == 0
+    assert world.uows[-1].is_open is False
+
+
+async def test_strict_mode_fails_the_whole_command_even_when_another_stream_was_fine() -> None:
+    store = InMemoryEventStore()
+    orchestrator = EventSourcedPersistenceOrchestrator(default_event_store=store)
+    orchestrator.register_event_sourced_type(Order)
+    stranger = ItemAdded(
+        sku="x", quantity=1, aggregate_type="Stranger", aggregate_id="s", aggregate_version=1
+    )
+    uow = InMemoryUnitOfWork()
+
+    with pytest.raises(EventSourcedAggregateRequiredError):
+        await orchestrator.persist([placed(), stranger], uow=uow)
+
+    assert not uow.has_staged  # checked before anything was staged
+
+
+async def test_lenient_mode_persists_unregistered_types_to_the_default_store_and_warns_once(
+    world: World,
+) -> None:
+    orchestrator = EventSourcedPersistenceOrchestrator(
+        default_event_store=world.events, strict=False
+    )
+    mediator = mediator_for(world, orchestrator)
+
+    with capture_logs() as logs:
+        await mediator.send(TouchUnregistered(aggregate_id="u-1"))
+        await mediator.send(TouchUnregistered(aggregate_id="u-2"))
+
+    assert [e.aggregate_id for e in await world.events.read_all()] == ["u-1", "u-2"]
+    warnings = [entry for entry in logs if entry["log_level"] == "warning"]
+    assert len(warnings) == 1
+    assert warnings[0]["event"] == "unregistered_aggregate_type_persisted"
+    assert warnings[0]["aggregate_type"] == "Unregistered"
+    assert not orchestrator.is_event_sourced("Unregistered")
+
+
+async def test_an_event_without_aggregate_type_is_refused_in_both_modes() -> None:
+    for strict in (True, False):
+        orchestrator = EventSourcedPersistenceOrchestrator(
+            default_event_store=InMemoryEventStore(), strict=strict
+        )
+        orphan = OrderPlaced(customer_id="c", total=1)
+
+        with pytest.raises(UnroutableEventError) as info:
+            await orchestrator.persist([orphan], uow=InMemoryUnitOfWork())
+
+        assert info.value.event_type == "OrderPlaced"
+        assert info.value.aggregate_type is None
+
+
+async def test_an_event_without_aggregate_id_is_refused() -> None:
+    orchestrator = EventSourcedPersistenceOrchestrator(default_event_store=InMemoryEventStore())
+    orchestrator.register_event_sourced_type("Order")
+    event = OrderPlaced(customer_id="c", total=1, aggregate_type="Order", aggregate_version=1)
+
+    with pytest.raises(UnroutableEventError) as info:
+        await orchestrator.persist([event], uow=InMemoryUnitOfWork())
+
+    assert info.value.aggregate_type == "Order"
+
+
+async def test_gaps_and_missing_versions_in_a_stream_are_refused() -> None:
+    orchestrator = EventSourcedPersistenceOrchestrator(default_event_store=InMemoryEventStore())
+    orchestrator.register_event_sourced_type("Order")
+
+    with pytest.raises(StrictValidationViolationError, match="not contiguous") as gap:
+        await orchestrator.persist([placed(version=1), placed(version=3)], uow=InMemoryUnitOfWork())
+    unversioned = OrderPlaced(customer_id="c", total=1, aggregate_type="Order", aggregate_id="o")
+    with pytest.raises(StrictValidationViolationError, match="aggregate_version"):
+        await orchestrator.persist([unversioned], uow=InMemoryUnitOfWork())
+
+    assert gap.value.aggregate_id == "o-1"
+
+
+def test_plan_keeps_the_raised_order_and_continues_versions_across_interleaved_streams() -> None:
+    store = InMemoryEventStore()
+    orchestrator = EventSourcedPersistenceOrchestrator(default_event_store=store)
+    orchestrator.register_event_sourced_type("Order")
+    events = [placed("a", 4), placed("a", 5), placed("b", 1), placed("a", 6)]
+
+    plans = orchestrator.plan(events)
+
+    assert [(p[1], p[2], p[3], len(p[4])) for p in plans] == [
+        ("Order", "a", 3, 2),
+        ("Order", "b", 0, 1),
+        ("Order", "a", 5, 1),
+    ]
+
+
+async def test_each_type_can_have_its_own_event_store(world: World) -> None:
+    audit_store = InMemoryEventStore()
+    orchestrator = EventSourcedPersistenceOrchestrator(default_event_store=world.events)
+    orchestrator.register_event_sourced_type(Order, event_store=audit_store)
+    mediator = mediator_for(world, orchestrator)
+
+    await mediator.send(PlaceOrder(order_id="o-1"))
+
+    assert await world.events.latest_position() == 0
+    assert [e.event_type for e in await audit_store.read_all()] == ["OrderPlaced"]
+
+
+def test_registering_a_type_both_ways_is_refused() -> None:
+    orchestrator = EventSourcedPersistenceOrchestrator(default_event_store=InMemoryEventStore())
+    orchestrator.register_event_sourced_type("Order")
+    orchestrator.register_event_sourced_type("Order")  # idempotent
+    orchestrator.register_non_event_sourced_type("Prefs")
+
+    with pytest.raises(EventSourcingConfigurationError):
+        orchestrator.register_non_event_sourced_type("Order")
+    with pytest.raises(EventSourcingConfigurationError):
+        orchestrator.register_event_sourced_type("Prefs")
+    assert orchestrator.event_sourced_types == frozenset({"Order"})
+    assert orchestrator.non_event_sourced_types == frozenset({"Prefs"})
+
+
+def test_a_default_store_that_is_not_an_event_store_is_refused() -> None:
+    with pytest.raises(EventSourcingConfigurationError, match="default_event_store"):
+        EventSourcedPersistenceOrchestrator(default_event_store=object())  # type: ignore[arg-type]
+
+
+async def test_persist_events_uses_the_running_dispatchs_unit_of_work(world: World) -> None:
+    orchestrator = EventSourcedPersistenceOrchestrator(default_event_store=world.events)
+    orchestrator.register_event_sourced_type("Order")
+
+    async def handler(command: PlaceOrder) -> str:
+        order = Order.place(command.order_id, "c", 3)
+        events = order.collect_events()
+        # Not returned in the response: persisted by hand, in the same transaction.
+        await orchestrator.persist_event(events[0], CommandResponse(order.id))
+        return order.id
+
+    registry = HandlerRegistry()
+    registry.register_command_handler(PlaceOrder, handler)
+    mediator = EventSourcedMediator(
+        registry=registry,
+        uow_factory=world.uow_factory,
+        event_persistence_orchestrator=orchestrator,
+    )
+
+    response = await mediator.send(PlaceOrder(order_id="o-9"))
+
+    assert response.events == ()
+    [stored] = await world.events.load_stream("Order", "o-9")
+    assert stored.correlation_id == response.correlation_id
+    assert stored.causation_id == response.causation_id
+
+
+async def test_persist_events_outside_a_dispatch_raises_unit_of_work_error() -> None:
+    orchestrator = EventSourcedPersistenceOrchestrator(default_event_store=InMemoryEventStore())
+    orchestrator.register_event_sourced_type("Order")
+
+    with pytest.raises(UnitOfWorkError, match="running dispatch"):
+        await orchestrator.persist_events([placed()], CommandResponse(None))
+
+
+async def test_a_decorated_class_is_non_event_sourced_without_being_registered(
+    world: World,
+) -> None:
+    orchestrator = EventSourcedPersistenceOrchestrator(default_event_store=world.events)
+    prefs = UserPreferences(id="u")
+    prefs.change("dark")
+
+    staged = await orchestrator.persist(prefs.collect_events(), uow=InMemoryUnitOfWork())
+
+    assert staged == 0
+    assert "UserPreferences" in orchestrator.non_event_sourced_types
+    assert not orchestrator.is_event_sourced(UserPreferences)
+    with pytest.raises(EventSourcingConfigurationError, match="non-event-sourced"):
+        orchestrator.register_event_sourced_type(UserPreferences)
+    with pytest.raises(EventSourcingConfigurationError, match="non-event-sourced"):
+        orchestrator.register_event_sourced_type("UserPreferences")
+
+
+def test_repr_shows_mode_and_registrations() -> None:
+    orchestrator = EventSourcedPersistenceOrchestrator(
+        default_event_store=InMemoryEventStore(), strict=False
+    )
+    orchestrator.register_event_sourced_type("Order")
+
+    assert "lenient" in repr(orchestrator)
+    assert "['Order']" in repr(orchestrator)

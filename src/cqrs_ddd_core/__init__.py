@@ -32,7 +32,13 @@ from cqrs_ddd_core.exceptions import (
     SerializationError,
     UnitOfWorkError,
 )
-from cqrs_ddd_core.middleware import UnitOfWorkMiddleware, ValidationMiddleware
+from cqrs_ddd_core.middleware import (
+    LoggingMiddleware,
+    MetricsMiddleware,
+    TracingMiddleware,
+    UnitOfWorkMiddleware,
+    ValidationMiddleware,
+)
 from cqrs_ddd_core.pipeline import CallNext, Middleware, Pipeline, Placement, placement
 from cqrs_ddd_core.version import __version__
 
@@ -53,9 +59,11 @@ __all__ = [
     "HandlerNotFoundError",
     "HandlerRegistrationError",
     "HandlerRegistry",
+    "LoggingMiddleware",
     "Mediator",
     "Message",
     "MessageValidationError",
+    "MetricsMiddleware",
     "Middleware",
     "PersistenceError",
     "Pipeline",
@@ -66,6 +74,7 @@ __all__ = [
     "QueryHandler",
     "RecordNotFoundError",
     "SerializationError",
+    "TracingMiddleware",
     "UnitOfWorkError",
     "UnitOfWorkMiddleware",
     "ValidationMiddleware",

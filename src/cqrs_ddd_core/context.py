@@ -13,7 +13,6 @@ the handler.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -36,6 +35,9 @@ MessageKind = Literal["command", "query"]
 _current: ContextVar[DispatchContext | None] = ContextVar("cqrs_dispatch_context", default=None)
 _ambient_correlation: ContextVar[str | None] = ContextVar("cqrs_correlation_id", default=None)
 _ambient_causation: ContextVar[str | None] = ContextVar("cqrs_causation_id", default=None)
+# ``type_name()`` per message class, looked up once: it is a stable name, and a
+# classmethod call on every dispatch costs more than a dict lookup.
+_type_names: dict[type, str] = {}
 
 
 class DispatchContext:
@@ -46,7 +48,9 @@ class DispatchContext:
         kind: ``"command"`` or ``"query"``.
         message_id: The message's id.
         message_type: The message's type name.
-        correlation_id: Shared by every message of one business flow.
+        correlation_id: Shared by every message of one business flow: the
+            message's own, else the parent's or the ambient one, else (a root
+            message starting a flow) the message's id.
         causation_id: The id of the message that caused this one, if any.
         uow: The unit of work, once a unit-of-work middleware opened or joined one.
         metadata: Free-form values middlewares and handlers share (actor, tenant...).
@@ -81,7 +85,11 @@ class DispatchContext:
         self.message = message
         self.kind = kind
         self.message_id = message.message_id
-        self.message_type = type(message).type_name()
+        message_class = type(message)
+        try:
+            self.message_type = _type_names[message_class]
+        except KeyError:
+            self.message_type = _type_names[message_class] = message_class.type_name()
         self.parent = parent
         self.events: tuple[DomainEvent, ...] = ()
         if parent is not None:
@@ -92,8 +100,11 @@ class DispatchContext:
             self.metadata: dict[str, Any] = {**parent.metadata, **(metadata or {})}
             self.published: list[list[DomainEvent]] = parent.published
         else:
+            # A root message with no correlation id starts a flow: its own id names
+            # the flow (the usual correlation/causation convention), and no new
+            # random id is drawn on every dispatch.
             self.correlation_id = (
-                message.correlation_id or _ambient_correlation.get() or str(uuid.uuid4())
+                message.correlation_id or _ambient_correlation.get() or message.message_id
             )
             self.causation_id = _ambient_causation.get()
             self.uow = None

@@ -63,6 +63,7 @@ class Mediator:
         self.query_pipeline = Pipeline(queries, self._handle_query, kind="query")
         self._commands = registry._commands
         self._queries = registry._queries
+        self._event_handlers = registry._events
 
     # -- defaults (subclasses extend these) -------------------------------
 
@@ -102,7 +103,7 @@ class Mediator:
             response: CommandResponse[TResult] = await self.pipeline(command, context)
         finally:
             _current.reset(token)
-        if parent is None and context.published and self.registry.has_event_handlers:
+        if parent is None and self._event_handlers and context.published:
             await self._publish(context)
         return response
 

@@ -17,6 +17,13 @@ H = TypeVar("H")
 
 
 def _as_callable(handler: object, message_type: type) -> HandlerFn:
+    if isinstance(handler, type):
+        # A class's ``handle`` is an unbound function: the message would become ``self``.
+        raise HandlerRegistrationError(
+            f"{handler.__qualname__} is a class; register an instance of it as the handler "
+            f"for {message_type.__qualname__}",
+            message_type=message_type,
+        )
     handle: object = getattr(handler, "handle", None)
     if callable(handle):
         return cast(HandlerFn, handle)

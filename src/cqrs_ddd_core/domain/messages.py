@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from cqrs_ddd_core._ids import new_id
+
 __all__ = ["Command", "DomainEvent", "Message", "Query", "new_id", "utc_now"]
 
 TResult = TypeVar("TResult")
-
-
-def new_id() -> str:
-    """A new random identifier (UUID4, canonical text form)."""
-    return str(uuid.uuid4())
 
 
 def utc_now() -> datetime:
@@ -27,7 +23,8 @@ class Message(BaseModel):
     """Base of commands, queries and events: immutable, with an id.
 
     ``correlation_id`` may be set by the sender; when it is not, the mediator
-    takes the ambient one or makes a new one (see :mod:`cqrs_ddd_core.cqrs.context`).
+    takes the ambient one or, for a message that starts a flow, its own
+    ``message_id`` (see :mod:`cqrs_ddd_core.context`).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")

@@ -45,9 +45,8 @@ class ValidationMiddleware:
         validators: Mapping[type, Sequence[Validator]] | None = None,
         revalidate: bool = True,
     ) -> None:
-        self._validators: dict[type, tuple[tuple[Validator, bool], ...]] = {
-            message_type: tuple((check, inspect.iscoroutinefunction(check)) for check in checks)
-            for message_type, checks in (validators or {}).items()
+        self._validators: dict[type, tuple[Validator, ...]] = {
+            message_type: tuple(checks) for message_type, checks in (validators or {}).items()
         }
         self._revalidate = revalidate
 
@@ -62,9 +61,13 @@ class ValidationMiddleware:
                 )
         checks = self._validators.get(type(message))
         if checks:
-            for check, is_async in checks:
-                found = await check(message) if is_async else check(message)  # type: ignore[misc]
-                errors.extend(found)  # type: ignore[arg-type]
+            for check in checks:
+                found = check(message)
+                # Awaitable-ness is checked on the result, not guessed from the callable:
+                # an object with ``async def __call__`` is not a coroutine function.
+                if inspect.isawaitable(found):
+                    found = await found
+                errors.extend(found)
         if errors:
             raise MessageValidationError(type(message), errors)
         return await call_next(message, context)

@@ -114,7 +114,8 @@ class BaseUnitOfWork(ABC):
         self._state = "committed"
         self._slots.clear()
         hooks, self._after_commit, self._after_rollback = self._after_commit, [], []
-        await self._run_hooks(hooks, "after_commit")
+        if hooks:
+            await self._run_hooks(hooks, "after_commit")
 
     async def rollback(self) -> None:
         if self._state != "open":

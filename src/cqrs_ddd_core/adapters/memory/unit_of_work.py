@@ -35,6 +35,10 @@ class InMemoryUnitOfWork(BaseUnitOfWork):
     system: ClassVar[str] = "memory"
 
     async def _write_and_commit(self, groups: list[StagedGroup]) -> None:
+        if not groups:
+            # Nothing to write: no step to measure (no COMMIT span or latency
+            # for a command that persisted nothing).
+            return
         appliers: list[Callable[[], None]] = []
         for writer, records in groups:
             start = time.time_ns()

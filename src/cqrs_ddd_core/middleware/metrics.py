@@ -1,0 +1,129 @@
+"""Duration histograms per message type, persistence latency and persisted events."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from cqrs_ddd_core.pipeline.pipeline import CallNext, Placement
+from cqrs_ddd_core.telemetry.api import error_type, get_meter
+from cqrs_ddd_core.telemetry.instruments import Instruments
+from cqrs_ddd_core.telemetry.names import (
+    ATTR_AGGREGATE_TYPE,
+    ATTR_ERROR_TYPE,
+    ATTR_MESSAGE_TYPE,
+    ATTR_OUTCOME,
+    NO_AGGREGATE_TYPE,
+    OUTCOME_ERROR,
+    OUTCOME_SUCCESS,
+)
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import Histogram, MeterProvider
+
+    from cqrs_ddd_core.context import DispatchContext
+    from cqrs_ddd_core.persistence.records import StepTiming
+
+__all__ = ["MetricsMiddleware"]
+
+_Attributes = Mapping[str, str]
+
+
+class MetricsMiddleware:
+    """Records ``cqrs.command.duration`` / ``cqrs.query.duration`` for every dispatch.
+
+    Attributes: ``cqrs.message.type``, ``cqrs.outcome`` (``success``/``error``)
+    and, on failure, ``error.type``. Placed outside the unit of work, the
+    command's duration includes its commit.
+
+    When a command owned its unit of work and it committed, also records:
+
+    * ``cqrs.persistence.duration``: from the first write step's start to the
+      end of ``COMMIT`` (the ``StepTiming`` s the unit of work measured), once
+      per distinct aggregate type among the events of the unit of work (nested
+      commands' events included), or once with ``cqrs.aggregate.type="none"``
+      when it committed no events;
+    * ``cqrs.events.persisted``: those events, counted per aggregate type,
+      when the commit wrote at least one row.
+
+    Attribute sets are computed once per (message type, error type) and reused.
+
+    Args:
+        meter_provider: Use this provider instead of the global one (resolved
+            lazily: an SDK installed after the mediator was built is used).
+    """
+
+    name = "metrics"
+    placement = Placement.of(outside=("unit_of_work",))
+
+    __slots__ = ("_attributes", "_durations", "_instruments", "_provider")
+
+    def __init__(self, *, meter_provider: MeterProvider | None = None) -> None:
+        self._provider = meter_provider
+        self._instruments = Instruments(get_meter(meter_provider))
+        self._durations: dict[str, Histogram] = {
+            "command": self._instruments.command_duration,
+            "query": self._instruments.query_duration,
+        }
+        # Caches keyed by low-cardinality names, not per-call state.
+        self._attributes: dict[tuple[str, str | None], _Attributes] = {}
+
+    async def __call__(self, message: Any, context: DispatchContext, call_next: CallNext) -> Any:
+        owns_uow = context.uow is None  # see TracingMiddleware: outside the unit of work
+        start = time.perf_counter()
+        try:
+            result = await call_next(message, context)
+        except BaseException as exc:
+            self._durations[context.kind].record(
+                time.perf_counter() - start,
+                self._attributes_for(context.message_type, error_type(exc)),
+            )
+            raise
+        self._durations[context.kind].record(
+            time.perf_counter() - start, self._attributes_for(context.message_type, None)
+        )
+        uow = context.uow
+        if owns_uow and uow is not None and uow.timings:
+            self._record_persistence(context, uow.timings)
+        return result
+
+    def _attributes_for(self, message_type: str, error_type: str | None) -> _Attributes:
+        key = (message_type, error_type)
+        found = self._attributes.get(key)
+        if found is None:
+            if error_type is None:
+                found = {ATTR_MESSAGE_TYPE: message_type, ATTR_OUTCOME: OUTCOME_SUCCESS}
+            else:
+                found = {
+                    ATTR_MESSAGE_TYPE: message_type,
+                    ATTR_OUTCOME: OUTCOME_ERROR,
+                    ATTR_ERROR_TYPE: error_type,
+                }
+            self._attributes[key] = found
+        return found
+
+    def _record_persistence(self, context: DispatchContext, timings: Sequence[StepTiming]) -> None:
+        seconds = (max(t.end_ns for t in timings) - min(t.start_ns for t in timings)) / 1e9
+        # Every command of the unit of work (the root and the ones it sent)
+        # has its slot in context.published, in persistence order.
+        per_type = Counter(
+            event.aggregate_type or NO_AGGREGATE_TYPE
+            for slot in context.published
+            for event in slot
+        )
+        histogram = self._instruments.persistence_duration
+        if not per_type:
+            histogram.record(seconds, {ATTR_AGGREGATE_TYPE: NO_AGGREGATE_TYPE})
+            return
+        wrote = any(t.collection is not None and t.rows > 0 for t in timings)
+        for aggregate_type, count in per_type.items():
+            attributes = {ATTR_AGGREGATE_TYPE: aggregate_type}
+            histogram.record(seconds, attributes)
+            if wrote:
+                self._instruments.events_persisted.add(count, attributes)
+
+    def __repr__(self) -> str:
+        provider = "global" if self._provider is None else repr(self._provider)
+        return f"MetricsMiddleware(meter_provider={provider})"

@@ -1,0 +1,83 @@
+"""The telemetry names the library emits (fixed: dashboards depend on them).
+
+Span, metric and attribute names follow the OpenTelemetry semantic
+conventions where one applies (``error.type``, ``db.*``) and use the
+``cqrs.*`` namespace for the rest. ``docs/observability.md`` lists them with
+their Prometheus spellings.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = [
+    "ATTR_AGGREGATE_TYPE",
+    "ATTR_CAUSATION_ID",
+    "ATTR_CORRELATION_ID",
+    "ATTR_DB_COLLECTION",
+    "ATTR_DB_OPERATION",
+    "ATTR_DB_ROWS",
+    "ATTR_DB_SYSTEM",
+    "ATTR_ERROR_TYPE",
+    "ATTR_MESSAGE_ID",
+    "ATTR_MESSAGE_KIND",
+    "ATTR_MESSAGE_TYPE",
+    "ATTR_OUTCOME",
+    "DURATION_BUCKETS",
+    "METRIC_COMMAND_DURATION",
+    "METRIC_EVENTS_PERSISTED",
+    "METRIC_PERSISTENCE_DURATION",
+    "METRIC_QUERY_DURATION",
+    "NO_AGGREGATE_TYPE",
+    "OUTCOME_ERROR",
+    "OUTCOME_SUCCESS",
+    "SCOPE_NAME",
+]
+
+SCOPE_NAME: Final = "cqrs_ddd"
+"""Instrumentation scope name of every tracer and meter the library uses."""
+
+# -- span and metric attributes -----------------------------------------------
+ATTR_MESSAGE_TYPE: Final = "cqrs.message.type"
+ATTR_MESSAGE_ID: Final = "cqrs.message.id"
+ATTR_MESSAGE_KIND: Final = "cqrs.message.kind"
+ATTR_CORRELATION_ID: Final = "cqrs.correlation_id"
+ATTR_CAUSATION_ID: Final = "cqrs.causation_id"
+ATTR_OUTCOME: Final = "cqrs.outcome"
+ATTR_AGGREGATE_TYPE: Final = "cqrs.aggregate.type"
+ATTR_ERROR_TYPE: Final = "error.type"
+
+# Database semantic conventions (stable names, semconv >= 1.26).
+ATTR_DB_SYSTEM: Final = "db.system.name"
+ATTR_DB_OPERATION: Final = "db.operation.name"
+ATTR_DB_COLLECTION: Final = "db.collection.name"
+ATTR_DB_ROWS: Final = "cqrs.db.rows"
+"""Rows the step wrote (semconv has ``db.response.returned_rows`` for reads only)."""
+
+OUTCOME_SUCCESS: Final = "success"
+OUTCOME_ERROR: Final = "error"
+NO_AGGREGATE_TYPE: Final = "none"
+"""``cqrs.aggregate.type`` of a commit that persisted no events."""
+
+# -- metrics --------------------------------------------------------------------
+METRIC_COMMAND_DURATION: Final = "cqrs.command.duration"
+METRIC_QUERY_DURATION: Final = "cqrs.query.duration"
+METRIC_PERSISTENCE_DURATION: Final = "cqrs.persistence.duration"
+METRIC_EVENTS_PERSISTED: Final = "cqrs.events.persisted"
+
+DURATION_BUCKETS: Final[tuple[float, ...]] = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+"""Histogram bucket boundaries in seconds, 1 ms to 10 s (the SDK's defaults are for ms)."""

@@ -1,0 +1,294 @@
+"""TracingMiddleware: the span tree of a dispatch, its attributes and its failures."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+from opentelemetry.trace import SpanKind, StatusCode
+
+from cqrs_ddd_core.adapters.memory import InMemoryUnitOfWork
+from cqrs_ddd_core.context import DispatchContext
+from cqrs_ddd_core.exceptions import ConcurrencyError, MessageValidationError
+from cqrs_ddd_core.middleware import TracingMiddleware
+from cqrs_ddd_core.pipeline import CallNext
+from cqrs_ddd_core.telemetry import SCOPE_NAME
+from cqrs_ddd_core.testing import SpanCapture
+from cqrs_ddd_core.version import __version__
+from tests.observability.app import (
+    Boom,
+    Explode,
+    GetOrder,
+    PlaceOrder,
+    Shop,
+    build_mediator,
+)
+
+
+class RecordingUowFactory:
+    def __init__(self) -> None:
+        self.created: list[InMemoryUnitOfWork] = []
+
+    def __call__(self) -> InMemoryUnitOfWork:
+        uow = InMemoryUnitOfWork()
+        self.created.append(uow)
+        return uow
+
+
+async def test_a_command_gets_one_internal_span_named_after_it_with_its_ids(
+    shop: Shop, span_capture: SpanCapture
+) -> None:
+    mediator = build_mediator(shop, tracer_provider=span_capture.tracer_provider)
+    command = PlaceOrder(order_id="o-1", amount=3)
+
+    response = await mediator.send(command)
+
+    span = span_capture.named("command PlaceOrder")
+    assert span.kind is SpanKind.INTERNAL
+    assert span.parent is None
+    assert span.attributes == {
+        "cqrs.message.kind": "command",
+        "cqrs.message.type": "PlaceOrder",
+        "cqrs.message.id": command.message_id,
+        "cqrs.correlation_id": response.correlation_id,
+    }
+    assert span.status.status_code is StatusCode.UNSET
+    assert span.instrumentation_scope is not None
+    assert span.instrumentation_scope.name == SCOPE_NAME == "cqrs_ddd"
+    assert span.instrumentation_scope.version == __version__
+
+
+async def test_persistence_steps_are_client_child_spans_with_db_attributes_and_real_times(
+    shop: Shop, span_capture: SpanCapture
+) -> None:
+    uows = RecordingUowFactory()
+    mediator = build_mediator(shop, tracer_provider=span_capture.tracer_provider, uow_factory=uows)
+
+    await mediator.send(PlaceOrder(order_id="o-1", amount=3))
+
+    command = span_capture.named("command PlaceOrder")
+    children = span_capture.children(command)
+    assert [c.name for c in children] == ["INSERT events", "INSERT outbox", "COMMIT"]
+    assert all(c.kind is SpanKind.CLIENT for c in children)
+    assert all(c.context.trace_id == command.context.trace_id for c in children)
+    insert_events, insert_outbox, commit = children
+    assert insert_events.attributes == {
+        "db.system.name": "memory",
+        "db.operation.name": "INSERT",
+        "db.collection.name": "events",
+        "cqrs.db.rows": 1,
+    }
+    assert insert_outbox.attributes is not None
+    assert insert_outbox.attributes["db.collection.name"] == "outbox"
+    assert commit.attributes == {"db.system.name": "memory", "db.operation.name": "COMMIT"}
+    # The spans carry the times the unit of work measured, inside the command's span.
+    (uow,) = uows.created
+    for child, step in zip(children, uow.timings, strict=True):
+        assert (child.start_time, child.end_time) == (step.start_ns, step.end_ns)
+        assert child.status.status_code is StatusCode.UNSET
+    assert command.start_time is not None
+    assert command.end_time is not None
+    assert command.start_time <= children[0].start_time <= children[-1].end_time  # type: ignore[operator]
+    assert children[-1].end_time <= command.end_time  # type: ignore[operator]
+
+
+async def test_a_nested_command_is_a_child_span_and_the_steps_are_reported_once_by_the_root(
+    shop: Shop, span_capture: SpanCapture
+) -> None:
+    mediator = build_mediator(shop, tracer_provider=span_capture.tracer_provider)
+
+    response = await mediator.send(PlaceOrder(order_id="o-1", amount=3, sku="sku-1"))
+
+    root = span_capture.named("command PlaceOrder")
+    nested = span_capture.named("command ReserveStock")
+    assert nested.parent is not None
+    assert nested.parent.span_id == root.context.span_id
+    assert nested.attributes is not None
+    assert nested.attributes["cqrs.causation_id"] == root.attributes["cqrs.message.id"]  # type: ignore[index]
+    assert nested.attributes["cqrs.correlation_id"] == response.correlation_id
+    assert span_capture.children(nested) == []
+    assert [c.name for c in span_capture.children(root)] == [
+        "command ReserveStock",
+        "INSERT events",
+        "INSERT outbox",
+        "COMMIT",
+    ]
+    insert_events = span_capture.named("INSERT events")
+    assert insert_events.attributes is not None
+    assert insert_events.attributes["cqrs.db.rows"] == 2  # both commands' events, one statement
+
+
+async def test_the_command_span_is_current_while_the_handler_runs(
+    shop: Shop, span_capture: SpanCapture
+) -> None:
+    mediator = build_mediator(shop, tracer_provider=span_capture.tracer_provider)
+
+    await mediator.send(PlaceOrder(order_id="o-1", amount=3))
+
+    span = span_capture.named("command PlaceOrder")
+    ctx = span.context
+    assert ctx is not None
+    (carrier,) = shop.trace_contexts
+    _version, trace_id, span_id, flags = carrier["traceparent"].split("-")
+    assert (trace_id, span_id) == (f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}")
+    assert int(flags, 16) & 0x01  # sampled
+    assert trace.get_current_span() is trace.INVALID_SPAN  # detached afterwards
+
+
+async def test_a_query_gets_a_query_span_without_persistence_children(
+    shop: Shop, span_capture: SpanCapture
+) -> None:
+    mediator = build_mediator(shop, tracer_provider=span_capture.tracer_provider)
+    query = GetOrder(order_id="o-1")
+
+    assert await mediator.query(query) == 0
+
+    span = span_capture.named("query GetOrder")
+    assert span.kind is SpanKind.INTERNAL
+    assert span.attributes is not None
+    assert span.attributes["cqrs.message.kind"] == "query"
+    assert span.attributes["cqrs.message.id"] == query.message_id
+    assert span_capture.children(span) == []
+
+
+async def test_a_handler_error_sets_status_error_error_type_and_records_the_exception(
+    shop: Shop, span_capture: SpanCapture
+) -> None:
+    mediator = build_mediator(shop, tracer_provider=span_capture.tracer_provider)
+
+    with pytest.raises(Boom):
+        await mediator.send(Explode())
+
+    span = span_capture.named("command Explode")
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.status.description == "the handler failed"
+    assert span.attributes is not None
+    assert span.attributes["error.type"] == "tests.observability.app.Boom"
+    (event,) = span.events
+    assert event.name == "exception"
+    assert event.attributes is not None
+    assert str(event.attributes["exception.type"]).endswith("Boom")
+    assert event.attributes["exception.message"] == "the handler failed"
+    assert span_capture.children(span) == []  # rolled back: nothing was written
+
+
+async def test_a_validation_error_sets_status_error_and_opens_no_transaction(
+    shop: Shop, span_capture: SpanCapture
+) -> None:
+    uows = RecordingUowFactory()
+    mediator = build_mediator(shop, tracer_provider=span_capture.tracer_provider, uow_factory=uows)
+    invalid = PlaceOrder.model_construct(order_id="o-1", amount=0, message_id="m-1")
+
+    with pytest.raises(MessageValidationError):
+        await mediator.send(invalid)
+
+    span = span_capture.named("command PlaceOrder")
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes is not None
+    assert span.attributes["error.type"] == "cqrs_ddd_core.exceptions.MessageValidationError"
+    assert uows.created == []
+    assert span_capture.children(span) == []
+
+
+async def test_a_concurrency_error_at_commit_marks_the_failing_step_and_the_command(
+    shop: Shop, span_capture: SpanCapture
+) -> None:
+    mediator = build_mediator(shop, tracer_provider=span_capture.tracer_provider)
+    await mediator.send(PlaceOrder(order_id="o-1", amount=3))
+    span_capture.clear()
+
+    with pytest.raises(ConcurrencyError):
+        await mediator.send(PlaceOrder(order_id="o-1", amount=4))
+
+    command = span_capture.named("command PlaceOrder")
+    assert command.status.status_code is StatusCode.ERROR
+    assert command.attributes is not None
+    assert command.attributes["error.type"] == "cqrs_ddd_core.exceptions.ConcurrencyError"
+    (step,) = span_capture.children(command)  # the failed check ended the commit
+    assert step.name == "INSERT events"
+    assert step.status.status_code is StatusCode.ERROR
+    assert step.attributes is not None
+    assert step.attributes["error.type"] == "ConcurrencyError"  # as the adapter recorded it
+
+
+async def test_a_span_that_is_not_sampled_is_current_but_not_exported(shop: Shop) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ALWAYS_OFF)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    mediator = build_mediator(shop, tracer_provider=provider)
+
+    await mediator.send(PlaceOrder(order_id="o-1", amount=3))
+
+    assert exporter.get_finished_spans() == ()
+    (carrier,) = shop.trace_contexts
+    flags = carrier["traceparent"].rsplit("-", 1)[1]
+    assert not int(flags, 16) & 0x01  # "not sampled" reaches the outbox
+
+
+async def test_without_an_sdk_the_middleware_passes_through_and_sets_no_span(
+    shop: Shop,
+) -> None:
+    seen: list[Any] = []
+
+    async def look(message: Any, context: DispatchContext, call_next: CallNext) -> Any:
+        seen.append(trace.get_current_span())
+        return await call_next(message, context)
+
+    mediator = build_mediator(shop, tracer_provider=trace.NoOpTracerProvider(), extra=(look,))
+
+    response = await mediator.send(PlaceOrder(order_id="o-1", amount=3))
+
+    assert response.result == "o-1"
+    assert seen == [trace.INVALID_SPAN]
+    assert shop.trace_contexts == [{}]
+
+
+def test_a_provider_installed_after_the_mediator_was_built_gets_the_spans() -> None:
+    # The global provider can be set once per process: run in a fresh one.
+    script = textwrap.dedent(
+        """
+        import asyncio
+        from opentelemetry import trace
+        from cqrs_ddd_core.testing import SpanCapture
+        from tests.observability.app import PlaceOrder, Shop, build_mediator
+
+        shop = Shop()
+        mediator = build_mediator(shop)  # global provider: the API's proxy
+        capture = SpanCapture()
+        trace.set_tracer_provider(capture.tracer_provider)
+        asyncio.run(mediator.send(PlaceOrder(order_id="o-1", amount=3)))
+        print(capture.names)
+        """
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    assert (
+        done.stdout.strip().splitlines()[-1]
+        == "['INSERT events', 'INSERT outbox', 'COMMIT', 'command PlaceOrder']"
+    )
+
+
+def test_the_middleware_is_named_placed_outside_the_unit_of_work_and_printable() -> None:
+    middleware = TracingMiddleware(tracer_provider=trace.NoOpTracerProvider())
+
+    assert middleware.name == "tracing"
+    assert "unit_of_work" in middleware.placement.outside
+    assert repr(middleware).startswith("TracingMiddleware(")

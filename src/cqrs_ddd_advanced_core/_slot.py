@@ -52,6 +52,12 @@ class SlotStaging:
     def stage(self, writer: Any, record: Any, slot: Slot | None = None) -> None:
         self._uow.stage(writer, record, self._slot if slot is None else slot)
 
+    def savepoint(self) -> int:
+        return self._uow.savepoint()
+
+    def rollback_to_savepoint(self, mark: int) -> None:
+        self._uow.rollback_to_savepoint(mark)
+
     def after_commit(self, hook: AfterHook) -> None:
         self._uow.after_commit(hook)
 

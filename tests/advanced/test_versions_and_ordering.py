@@ -140,3 +140,75 @@ async def test_a_failing_nested_command_rolls_back_the_parents_events_too(world:
 
     assert await world.events.latest_position() == 0
     assert len(world.outbox) == 0
+
+
+class PlaceOrderTolerantly(Command[str]):
+    """Places an order and sends a nested command whose failure it catches."""
+
+    order_id: str
+
+
+async def test_a_nested_command_that_fails_and_is_caught_leaves_none_of_its_writes(
+    world: World,
+) -> None:
+    mediator = mediator_for(world, outbox=True)
+    child_ran: list[bool] = []
+
+    class FailingChild(Command[None]):
+        order_id: str
+
+    async def failing_child(command: FailingChild) -> CommandResponse[None]:
+        child_ran.append(True)
+        order = Order.place(command.order_id, "c-2", 1)
+        response = CommandResponse.from_aggregates(None, order)
+        # Stage the child's writes first, then fail after its handler returned:
+        # an outer middleware of the child sees the failure.
+        raise RuntimeError(f"child failed after raising {len(response.events)} event")
+
+    async def tolerant_parent(command: PlaceOrderTolerantly) -> CommandResponse[str]:
+        order = Order.place(command.order_id, "c-1", 5)
+        parent_response = CommandResponse.from_aggregates(order.id, order)
+        with pytest.raises(RuntimeError, match="child failed"):
+            await mediator.send(FailingChild(order_id=f"{command.order_id}-child"))
+        return parent_response
+
+    world.registry.register_command_handler(FailingChild, failing_child)
+    world.registry.register_command_handler(PlaceOrderTolerantly, tolerant_parent)
+
+    await mediator.send(PlaceOrderTolerantly(order_id="t"))
+
+    assert child_ran == [True]
+    stored = await world.events.read_all()
+    assert [e.aggregate_id for e in stored] == ["t"]
+    assert [m.aggregate_id for m in await world.outbox.claim_batch()] == ["t"]
+
+
+async def test_two_nested_commands_appending_the_same_version_fail_the_whole_transaction(
+    world: World,
+) -> None:
+    mediator = mediator_for(world, outbox=True)
+    await mediator.send(PlaceOrder(order_id="existing"))
+
+    class AddTwiceStale(Command[None]):
+        pass
+
+    async def stale_child(command: AddTwiceStale) -> CommandResponse[None]:
+        order = await world.orders.load("existing")
+        order.add_item("a", 1)
+        return CommandResponse.from_aggregates(None, order)
+
+    async def parent(command: PlaceOrderTolerantly) -> CommandResponse[str]:
+        order = Order.place(command.order_id, "c-1", 5)
+        response = CommandResponse.from_aggregates(order.id, order)
+        await mediator.send(AddTwiceStale())
+        await mediator.send(AddTwiceStale())  # loads the same committed version again
+        return response
+
+    world.registry.register_command_handler(AddTwiceStale, stale_child)
+    world.registry.register_command_handler(PlaceOrderTolerantly, parent)
+
+    # Both children append version 2 of "existing": the conflict surfaces at
+    # commit, and the whole transaction (parent included) rolls back.
+    with pytest.raises(ConcurrencyError):
+        await mediator.send(PlaceOrderTolerantly(order_id="u"))
+    assert [e.aggregate_id for e in await world.events.read_all()] == ["existing"]

@@ -17,7 +17,9 @@ class UnitOfWorkMiddleware:
     """Runs everything inside it in one transaction.
 
     A nested command (sent from a handler) finds the parent's unit of work on
-    its context and joins it: only the outermost dispatch commits. Any
+    its context and joins it: only the outermost dispatch commits. If the
+    nested command fails, what it staged is discarded, so a parent that
+    catches the error and carries on commits none of it. Any
     exception rolls the transaction back and propagates unchanged; a failure
     at commit rolls back too.
     """
@@ -33,8 +35,19 @@ class UnitOfWorkMiddleware:
         self._factory = uow_factory
 
     async def __call__(self, message: Any, context: DispatchContext, call_next: CallNext) -> Any:
-        if context.uow is not None:  # nested: the outermost dispatch owns the transaction
-            return await call_next(message, context)
+        uow = context.uow
+        if uow is not None:  # nested: the outermost dispatch owns the transaction
+            mark = uow.savepoint()
+            published = len(context.published)
+            try:
+                return await call_next(message, context)
+            except BaseException:
+                # Undo only this command's staged writes and events; the parent
+                # decides whether its transaction goes on.
+                if uow.is_open:
+                    uow.rollback_to_savepoint(mark)
+                del context.published[published:]
+                raise
         uow = self._factory()
         context.uow = uow
         try:

@@ -58,6 +58,14 @@ class UnitOfWork(Protocol):
         """Queue ``record`` for ``writer`` (a store of the same adapter)."""
         ...
 
+    def savepoint(self) -> int:
+        """A mark in the staged writes."""
+        ...
+
+    def rollback_to_savepoint(self, mark: int) -> None:
+        """Forget the writes staged since ``mark`` (a failed nested command's)."""
+        ...
+
     def after_commit(self, hook: AfterHook) -> None:
         """Run ``hook`` once the transaction has committed."""
         ...

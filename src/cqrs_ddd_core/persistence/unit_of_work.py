@@ -52,6 +52,24 @@ class BaseUnitOfWork(ABC):
         self._slots.append(slot)
         return slot
 
+    def savepoint(self) -> int:
+        """A mark to return to with :meth:`rollback_to_savepoint`."""
+        self._check_open()
+        return len(self._slots)
+
+    def rollback_to_savepoint(self, mark: int) -> None:
+        """Forget everything staged in slots opened since ``mark``.
+
+        A nested command that fails inside its parent's unit of work undoes its
+        own writes this way, so a parent that catches the failure and commits
+        does not commit half of the nested command. Writes are staged until
+        commit, so this needs no database savepoint.
+        """
+        self._check_open()
+        for slot in self._slots[mark:]:
+            slot.clear()  # a middleware may still hold the slot; leave it empty
+        del self._slots[mark:]
+
     def stage(self, writer: Any, record: Any, slot: list[tuple[Any, Any]] | None = None) -> None:
         self._check_open()
         if slot is None:

@@ -8,6 +8,7 @@ from cqrs_ddd_core.middleware.defaults import (
 )
 from cqrs_ddd_core.middleware.logging import DEFAULT_EXPECTED_ERRORS, LoggingMiddleware
 from cqrs_ddd_core.middleware.metrics import MetricsMiddleware
+from cqrs_ddd_core.middleware.retry import RetryMiddleware
 from cqrs_ddd_core.middleware.tracing import TracingMiddleware
 from cqrs_ddd_core.middleware.unit_of_work import UnitOfWorkMiddleware
 from cqrs_ddd_core.middleware.validation import ValidationMiddleware, Validator
@@ -16,6 +17,7 @@ __all__ = [
     "DEFAULT_EXPECTED_ERRORS",
     "LoggingMiddleware",
     "MetricsMiddleware",
+    "RetryMiddleware",
     "TracingMiddleware",
     "UnitOfWorkMiddleware",
     "ValidationMiddleware",

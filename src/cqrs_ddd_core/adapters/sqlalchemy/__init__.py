@@ -1,0 +1,51 @@
+"""SQLAlchemy 2 async adapters: SQLite (aiosqlite) and PostgreSQL (asyncpg).
+
+Everything takes the same ``AsyncEngine``::
+
+    engine = create_engine("sqlite:///app.db")          # or postgresql://...
+    await create_tables(engine)                          # or your Alembic migrations
+    uow_factory = SQLAlchemyUnitOfWork.factory(engine)
+    event_store = SQLAlchemyEventStore(engine)
+    outbox_store = SQLAlchemyOutboxStore(engine)
+
+The stores stage their writes on the unit of work, which flushes and commits
+them at once: one hop to the database thread on SQLite, one round trip on
+PostgreSQL. See ``docs/persistence.md``.
+"""
+
+from __future__ import annotations
+
+from cqrs_ddd_core.adapters.sqlalchemy.audit import SQLAlchemyAuditStore
+from cqrs_ddd_core.adapters.sqlalchemy.engine import SQLiteSynchronous, create_engine
+from cqrs_ddd_core.adapters.sqlalchemy.event_store import SQLAlchemyEventStore
+from cqrs_ddd_core.adapters.sqlalchemy.outbox import SQLAlchemyOutboxStore
+from cqrs_ddd_core.adapters.sqlalchemy.postgres import EVENTS_LOCK_KEY
+from cqrs_ddd_core.adapters.sqlalchemy.repository import SQLAlchemyStateRepository
+from cqrs_ddd_core.adapters.sqlalchemy.tables import (
+    aggregate_state,
+    audit_log,
+    create_tables,
+    drop_tables,
+    events,
+    metadata,
+    outbox,
+)
+from cqrs_ddd_core.adapters.sqlalchemy.unit_of_work import SQLAlchemyUnitOfWork
+
+__all__ = [
+    "EVENTS_LOCK_KEY",
+    "SQLAlchemyAuditStore",
+    "SQLAlchemyEventStore",
+    "SQLAlchemyOutboxStore",
+    "SQLAlchemyStateRepository",
+    "SQLAlchemyUnitOfWork",
+    "SQLiteSynchronous",
+    "aggregate_state",
+    "audit_log",
+    "create_engine",
+    "create_tables",
+    "drop_tables",
+    "events",
+    "metadata",
+    "outbox",
+]

@@ -1,0 +1,132 @@
+"""Engines for the SQL adapters: SQLite (aiosqlite) and PostgreSQL (asyncpg).
+
+:func:`create_engine` accepts the URLs people type (``sqlite:///app.db``,
+``postgresql://user@host/db``) and picks the async driver. On SQLite every
+connection runs in WAL mode (readers never wait for the writer) with the
+``synchronous`` level you choose, durable ``FULL`` by default, and a busy
+timeout so that writers from other processes wait instead of failing.
+
+Any ``AsyncEngine`` works with the adapters; this factory only sets what the
+adapters' promises rely on.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, get_args
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from cqrs_ddd_core.exceptions import ConfigurationError
+
+__all__ = ["SQLiteSynchronous", "create_engine", "dialect_name"]
+
+SQLiteSynchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
+"""SQLite's ``PRAGMA synchronous`` levels. In WAL mode ``NORMAL`` never corrupts
+the database but may lose the last transactions on power loss; ``FULL`` (the
+default here) loses nothing that committed."""
+
+_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "postgres": "postgresql+asyncpg",
+    "postgresql": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+}
+
+
+def dialect_name(engine: AsyncEngine) -> str:
+    """``"sqlite"`` or ``"postgresql"``; raises for any other database."""
+    name = engine.dialect.name
+    if name not in ("sqlite", "postgresql"):
+        raise ConfigurationError(
+            f"The SQL adapters support SQLite and PostgreSQL, not {name!r} ({engine.url!r})"
+        )
+    if engine.dialect.driver not in ("aiosqlite", "asyncpg"):
+        raise ConfigurationError(
+            f"The SQL adapters need the aiosqlite or asyncpg driver, not "
+            f"{engine.dialect.driver!r}: use a sqlite+aiosqlite:// or postgresql+asyncpg:// URL"
+        )
+    return name
+
+
+def create_engine(
+    url: str | URL,
+    *,
+    sqlite_synchronous: SQLiteSynchronous = "FULL",
+    sqlite_busy_timeout: float = 30.0,
+    echo: bool = False,
+    pool_size: int | None = None,
+) -> AsyncEngine:
+    """An ``AsyncEngine`` configured for the adapters.
+
+    Args:
+        url: ``sqlite:///path.db`` or ``postgresql://user:pw@host:port/db``
+            (the async driver is chosen for you; explicit
+            ``sqlite+aiosqlite`` / ``postgresql+asyncpg`` URLs work too).
+        sqlite_synchronous: SQLite's ``PRAGMA synchronous``. ``FULL`` is
+            durable; ``NORMAL`` is faster and, in WAL mode, may lose the
+            last commits on power loss but never corrupts the file.
+        sqlite_busy_timeout: Seconds a SQLite writer waits for another
+            process's write lock before failing.
+        echo: Log every statement (SQLAlchemy's ``echo``).
+        pool_size: Connections kept in the pool (SQLAlchemy's default when None).
+
+    Raises:
+        ConfigurationError: the URL is neither SQLite nor PostgreSQL, or names
+            an in-memory SQLite database (use the in-memory adapters instead).
+    """
+    parsed = make_url(url)
+    driver = _DRIVERS.get(parsed.drivername)
+    if driver is None:
+        raise ConfigurationError(
+            f"Unsupported database URL {parsed.render_as_string(hide_password=True)!r}: "
+            "use sqlite:///path.db or postgresql://user@host/db"
+        )
+    parsed = parsed.set(drivername=driver)
+    options: dict[str, Any] = {"echo": echo}
+    if pool_size is not None:
+        options["pool_size"] = pool_size
+    if driver == "postgresql+asyncpg":
+        return create_async_engine(parsed, **options)
+
+    if sqlite_synchronous not in get_args(SQLiteSynchronous):
+        raise ConfigurationError(
+            f"sqlite_synchronous must be one of {get_args(SQLiteSynchronous)}, "
+            f"got {sqlite_synchronous!r}"
+        )
+    if not parsed.database or parsed.database == ":memory:" or "memory" in parsed.query.values():
+        raise ConfigurationError(
+            "The SQL adapters need a SQLite *file* (several connections share it); for an "
+            "in-memory store use cqrs_ddd_core.adapters.memory"
+        )
+    # sqlite3's own busy handler (``timeout``) makes a writer wait for the lock.
+    # No rollback when a connection goes back to the pool unless a transaction
+    # is open: on aiosqlite it would be one more hop after every plain read.
+    engine = create_async_engine(
+        parsed,
+        connect_args={"timeout": float(sqlite_busy_timeout)},
+        pool_reset_on_return=None,
+        **options,
+    )
+    pragmas = ("PRAGMA journal_mode=WAL", f"PRAGMA synchronous={sqlite_synchronous}")
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _configure(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            for pragma in pragmas:
+                cursor.execute(pragma)
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine.sync_engine, "reset")
+    def _reset(dbapi_connection: Any, record: Any, state: Any) -> None:
+        if state.terminate_only:
+            return
+        driver = record.driver_connection
+        if driver is None or getattr(driver, "in_transaction", True):
+            dbapi_connection.rollback()
+
+    return engine

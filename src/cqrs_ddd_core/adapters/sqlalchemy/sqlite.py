@@ -1,0 +1,354 @@
+"""SQLite: the whole flush and the commit in one hop to the database thread.
+
+aiosqlite runs each connection on a thread of its own and every call is a
+hop to it and back (~70 µs); SQLAlchemy makes several per statement, so a
+command with three rows would pay over a millisecond in hops alone. Instead
+the unit of work hands the database thread **one** function that runs
+``BEGIN IMMEDIATE``, the version checks, one ``executemany`` per table, the
+state updates and ``COMMIT`` (or ``ROLLBACK``) on the underlying ``sqlite3``
+connection, measures each step there, and returns.
+
+The connection is a normal connection of the engine's pool, checked out once
+per engine and kept for writing (:class:`SQLiteWriter`): SQLite has a single
+writer anyway, and the aiosqlite thread's queue runs the flushes of
+concurrent commits one after the other, with no lock in the event loop and
+no busy-waiting between them. Each job leaves the connection outside any
+transaction, so SQLAlchemy's view of it stays true. ``engine.dispose()``
+closes it like every other connection of the pool. Reads use other pooled
+connections; in WAL mode they never wait for the writer.
+
+Versions are checked inside the write transaction, which holds SQLite's
+write lock: a stream's head (``max(version)``, an index seek) must equal the
+expected version, and a state row is updated only at the version it was
+loaded at. The unique ``(aggregate_type, aggregate_id, version)`` constraint
+stays as the backstop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import time
+import weakref
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from sqlalchemy import bindparam, event, func, insert, select, update
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.util import greenlet_spawn
+
+from cqrs_ddd_core.adapters.sqlalchemy.errors import concurrency_error, persistence_error
+from cqrs_ddd_core.adapters.sqlalchemy.plan import AUDIT_COLUMNS, OUTBOX_COLUMNS, as_utc
+from cqrs_ddd_core.adapters.sqlalchemy.tables import aggregate_state, audit_log, events, outbox
+from cqrs_ddd_core.domain.messages import utc_now
+from cqrs_ddd_core.exceptions import ConcurrencyError, PersistenceError
+from cqrs_ddd_core.persistence.records import StepTiming
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+    from sqlalchemy.pool import Pool, PoolProxiedConnection
+
+    from cqrs_ddd_core.adapters.sqlalchemy.plan import FlushPlan
+
+__all__ = ["SQLiteWriter", "flush_sqlite", "sqlite_timestamp", "writer_for"]
+
+T = TypeVar("T")
+SYSTEM = "sqlite"
+_now = time.time_ns
+
+EVENT_COLUMNS = (
+    "event_id",
+    "aggregate_type",
+    "aggregate_id",
+    "version",
+    "event_type",
+    "schema_version",
+    "payload",
+    "metadata",
+    "occurred_at",
+    "recorded_at",
+    "correlation_id",
+    "causation_id",
+)
+
+
+def _sql(statement: Any, keys: tuple[str, ...] | None = None) -> str:
+    compiled = statement.compile(dialect=sqlite_dialect.dialect(), column_keys=keys)
+    if keys is not None and tuple(compiled.positiontup) != keys:
+        raise RuntimeError(f"unexpected parameter order {compiled.positiontup} for {keys}")
+    return str(compiled)
+
+
+_INSERT_EVENTS = _sql(insert(events), EVENT_COLUMNS)
+_INSERT_OUTBOX = _sql(insert(outbox), OUTBOX_COLUMNS)
+_INSERT_AUDIT = _sql(insert(audit_log), AUDIT_COLUMNS)
+_INSERT_STATE = _sql(
+    insert(aggregate_state), ("aggregate_type", "aggregate_id", "version", "state", "updated_at")
+)
+_STREAM_HEAD = _sql(
+    select(func.max(events.c.version)).where(
+        events.c.aggregate_type == bindparam("t"), events.c.aggregate_id == bindparam("i")
+    )
+)
+_STATE_VERSION = _sql(
+    select(aggregate_state.c.version).where(
+        aggregate_state.c.aggregate_type == bindparam("t"),
+        aggregate_state.c.aggregate_id == bindparam("i"),
+    )
+)
+_UPDATE_STATE = _sql(
+    update(aggregate_state)
+    .where(
+        aggregate_state.c.aggregate_type == bindparam("t"),
+        aggregate_state.c.aggregate_id == bindparam("i"),
+        aggregate_state.c.version == bindparam("e"),
+    )
+    .values(version=bindparam("v"), state=bindparam("s"), updated_at=bindparam("u"))
+)
+
+
+def sqlite_timestamp(value: datetime) -> str:
+    """``value`` in UTC as SQLAlchemy's SQLite ``DATETIME`` stores it (sorts as text)."""
+    return as_utc(value).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _opt_timestamp(value: datetime | None) -> str | None:
+    return None if value is None else sqlite_timestamp(value)
+
+
+class _Failure(Exception):
+    """Carries a translated error and the step that failed out of the job."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _flush_job(
+    conn: sqlite3.Connection, plan: FlushPlan, recorded_at: datetime
+) -> tuple[list[StepTiming], BaseException | None]:
+    """Write ``plan`` in one transaction on ``conn``; runs on the database thread.
+
+    Returns the measured steps and the error that aborted the transaction
+    (already rolled back and translated), if any. Never raises.
+    """
+    timings: list[StepTiming] = []
+    now_text = sqlite_timestamp(recorded_at)
+    operation, collection, rows, start = "BEGIN", None, 0, _now()
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        timings.append(StepTiming("BEGIN", None, SYSTEM, start, _now()))
+
+        if plan.events:
+            operation, collection, rows, start = "INSERT", "events", len(plan.events), _now()
+            for append in plan.streams.values():
+                head = conn.execute(
+                    _STREAM_HEAD, (append.aggregate_type, append.aggregate_id)
+                ).fetchone()
+                actual = (head[0] if head else None) or 0
+                if actual != append.expected_version:
+                    raise _Failure(ConcurrencyError(append.stream, append.expected_version, actual))
+            conn.executemany(
+                _INSERT_EVENTS,
+                [
+                    (
+                        e.event_id,
+                        e.aggregate_type,
+                        e.aggregate_id,
+                        e.version,
+                        e.event_type,
+                        e.schema_version,
+                        e.payload_json,
+                        e.metadata_json,
+                        sqlite_timestamp(e.occurred_at),
+                        now_text,
+                        e.correlation_id,
+                        e.causation_id,
+                    )
+                    for e in plan.events
+                ],
+            )
+            timings.append(StepTiming(operation, collection, SYSTEM, start, _now(), rows))
+
+        if plan.outbox:
+            operation, collection, rows, start = "INSERT", "outbox", len(plan.outbox), _now()
+            conn.executemany(_INSERT_OUTBOX, [_outbox_row(row) for row in plan.outbox])
+            timings.append(StepTiming(operation, collection, SYSTEM, start, _now(), rows))
+
+        if plan.audit:
+            operation, collection, rows, start = "INSERT", "audit_log", len(plan.audit), _now()
+            conn.executemany(_INSERT_AUDIT, [_audit_row(row) for row in plan.audit])
+            timings.append(StepTiming(operation, collection, SYSTEM, start, _now(), rows))
+
+        inserts, updates = plan.state_inserts, plan.state_updates
+        if inserts:
+            operation, collection, rows, start = "INSERT", "aggregate_state", len(inserts), _now()
+            for write in inserts:
+                try:
+                    conn.execute(
+                        _INSERT_STATE,
+                        (
+                            write.aggregate_type,
+                            write.aggregate_id,
+                            write.version,
+                            write.state_json,
+                            now_text,
+                        ),
+                    )
+                except sqlite3.IntegrityError as exc:
+                    actual = _state_version(conn, write.aggregate_type, write.aggregate_id)
+                    raise _Failure(concurrency_error(write.stream, 0, actual, exc)) from exc
+            timings.append(StepTiming(operation, collection, SYSTEM, start, _now(), rows))
+        if updates:
+            operation, collection, rows, start = "UPDATE", "aggregate_state", len(updates), _now()
+            for write in updates:
+                cursor = conn.execute(
+                    _UPDATE_STATE,
+                    (
+                        write.version,
+                        write.state_json,
+                        now_text,
+                        write.aggregate_type,
+                        write.aggregate_id,
+                        write.expected_version,
+                    ),
+                )
+                if cursor.rowcount != 1:
+                    actual = _state_version(conn, write.aggregate_type, write.aggregate_id)
+                    raise _Failure(ConcurrencyError(write.stream, write.expected_version, actual))
+            timings.append(StepTiming(operation, collection, SYSTEM, start, _now(), rows))
+
+        operation, collection, rows, start = "COMMIT", None, 0, _now()
+        conn.commit()
+        timings.append(StepTiming(operation, collection, SYSTEM, start, _now()))
+        return timings, None
+    except BaseException as exc:  # returned, not raised: the timings travel with it
+        end = _now()
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):  # the original error is what matters
+                conn.rollback()
+        error = exc.error if isinstance(exc, _Failure) else _translate(conn, plan, exc)
+        timings.append(
+            StepTiming(operation, collection, SYSTEM, start, end, rows, type(error).__name__)
+        )
+        return timings, error
+
+
+def _outbox_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    values = list(row)
+    for index in (7, 9, 10):  # next_attempt_at, created_at, published_at
+        values[index] = _opt_timestamp(values[index])
+    return tuple(values)
+
+
+def _audit_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    values = list(row)
+    values[8] = sqlite_timestamp(values[8])  # started_at
+    return tuple(values)
+
+
+def _state_version(conn: sqlite3.Connection, aggregate_type: str, aggregate_id: str) -> int:
+    found = conn.execute(_STATE_VERSION, (aggregate_type, aggregate_id)).fetchone()
+    return 0 if found is None else int(found[0])
+
+
+def _translate(conn: sqlite3.Connection, plan: FlushPlan, exc: BaseException) -> BaseException:
+    """The project's error for a driver error (the transaction is rolled back already)."""
+    if not isinstance(exc, Exception):
+        return exc  # KeyboardInterrupt and the like travel unchanged
+    if isinstance(exc, sqlite3.IntegrityError) and "events.version" in str(exc):
+        # A (stream, version) clash the head check did not see (a writer that
+        # bypassed it): name the first stream that is not where it was expected.
+        for append in plan.streams.values():
+            head = conn.execute(
+                _STREAM_HEAD, (append.aggregate_type, append.aggregate_id)
+            ).fetchone()
+            actual = (head[0] if head else None) or 0
+            if actual != append.expected_version:
+                return concurrency_error(append.stream, append.expected_version, actual, exc)
+    if isinstance(exc, sqlite3.Error):
+        return persistence_error(exc, "SQLite flush failed")
+    return exc
+
+
+class SQLiteWriter:
+    """The connection one engine writes through, and the way to run a job on its thread."""
+
+    __slots__ = ("__weakref__", "_driver", "_fairy")
+
+    def __init__(self) -> None:
+        self._fairy: PoolProxiedConnection | None = None
+        self._driver: Any = None
+
+    async def run(self, job: Callable[..., T], engine: AsyncEngine, *args: Any) -> T:
+        """Run ``job(sqlite3_connection, *args)`` on the writer's thread, in one hop."""
+        driver = self._driver
+        if driver is None:
+            driver = await self._open(engine)
+        try:
+            result: T = await driver._execute(job, driver._conn, *args)
+        except ValueError as exc:  # aiosqlite: "Connection closed" (its thread is gone)
+            fairy = self._fairy
+            if self._driver is driver:
+                self._fairy, self._driver = None, None  # the next commit opens another
+                if fairy is not None:
+                    with contextlib.suppress(Exception):
+                        await greenlet_spawn(fairy.invalidate, exc)
+            raise persistence_error(exc, "The SQLite writer connection is closed") from exc
+        return result
+
+    async def _open(self, engine: AsyncEngine) -> Any:
+        fairy = await engine.raw_connection()
+        if self._driver is not None:  # another commit opened it while we waited
+            await greenlet_spawn(fairy.close)
+            return self._driver
+        driver = fairy.driver_connection
+        if not callable(getattr(driver, "_execute", None)):
+            await greenlet_spawn(fairy.close)
+            raise PersistenceError(
+                "This aiosqlite version offers no way to run a function on its thread "
+                "(Connection._execute); install aiosqlite>=0.20"
+            )
+        self._fairy, self._driver = fairy, driver
+        return driver
+
+    def close(self) -> None:
+        """Give the connection back for good (runs inside ``engine.dispose()``)."""
+        fairy, self._fairy, self._driver = self._fairy, None, None
+        if fairy is not None:
+            fairy.detach()  # closed, not returned: the pool it came from is going away
+            fairy.close()
+
+
+_writers: weakref.WeakKeyDictionary[Pool, SQLiteWriter] = weakref.WeakKeyDictionary()
+
+
+def writer_for(engine: AsyncEngine) -> SQLiteWriter:
+    """The writer of ``engine``'s current pool (a new one after ``dispose()``)."""
+    pool = engine.sync_engine.pool
+    writer = _writers.get(pool)
+    if writer is None:
+        writer = _writers[pool] = SQLiteWriter()
+        ref = weakref.ref(writer)
+
+        def _on_dispose(_engine: Any) -> None:
+            found = ref()
+            if found is not None:
+                found.close()
+
+        event.listen(engine.sync_engine, "engine_disposed", _on_dispose)
+    return writer
+
+
+async def flush_sqlite(engine: AsyncEngine, plan: FlushPlan, timings: list[StepTiming]) -> None:
+    """Write and commit ``plan`` in one hop; append the measured steps.
+
+    Raises:
+        ConcurrencyError: a stream or state row was not at the expected version.
+        PersistenceError: any other database failure (nothing was written).
+    """
+    steps, error = await writer_for(engine).run(_flush_job, engine, plan, utc_now())
+    timings.extend(steps)
+    if error is not None:
+        raise error

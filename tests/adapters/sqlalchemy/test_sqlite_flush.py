@@ -1,0 +1,176 @@
+"""SQLite: the flush and the commit are one hop to the database thread."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from cqrs_ddd_core.adapters.sqlalchemy import (
+    SQLAlchemyEventStore,
+    SQLAlchemyOutboxStore,
+    SQLAlchemyStateRepository,
+    SQLAlchemyUnitOfWork,
+    create_engine,
+    create_tables,
+)
+from cqrs_ddd_core.adapters.sqlalchemy.sqlite import writer_for
+from cqrs_ddd_core.exceptions import ConcurrencyError, PersistenceError
+from cqrs_ddd_core.persistence import OutboxMessage
+from tests.support.accounts import Account
+
+
+@pytest.fixture
+def hops(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every call queued on any aiosqlite connection's thread."""
+    calls: list[Any] = []
+    original = aiosqlite.Connection._execute
+
+    async def counting(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(fn)
+        return await original(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counting)
+    return calls
+
+
+async def stage_command(engine: AsyncEngine, uow: SQLAlchemyUnitOfWork, account_id: str) -> None:
+    account = Account.open(account_id, "ann")
+    (event,) = account.collect_events()
+    await SQLAlchemyEventStore(engine).append(
+        "Account", account_id, [event], expected_version=0, uow=uow
+    )
+    await SQLAlchemyOutboxStore(engine).enqueue(
+        [OutboxMessage(event.event_id, "Opened", event.payload(), event.occurred_at)], uow=uow
+    )
+    SQLAlchemyStateRepository(Account, engine).save(account, uow=uow)
+
+
+async def test_a_commit_is_one_hop_to_the_database_thread(
+    sqlite_db: AsyncEngine, hops: list[Any]
+) -> None:
+    uow = SQLAlchemyUnitOfWork(sqlite_db)
+    await stage_command(sqlite_db, uow, "a1")
+    await uow.commit()  # the first commit also opens the writer connection
+    hops.clear()
+
+    uow = SQLAlchemyUnitOfWork(sqlite_db)
+    await stage_command(sqlite_db, uow, "a2")
+    assert hops == []  # staging touches no database
+    await uow.commit()
+
+    assert len(hops) == 1
+    assert [t.operation for t in uow.timings] == ["BEGIN", "INSERT", "INSERT", "INSERT", "COMMIT"]
+    assert [t.collection for t in uow.timings][1:4] == ["events", "outbox", "aggregate_state"]
+    assert {t.system for t in uow.timings} == {"sqlite"}
+
+
+async def test_a_failed_commit_is_one_hop_too_and_leaves_no_transaction_open(
+    sqlite_db: AsyncEngine, hops: list[Any]
+) -> None:
+    uow = SQLAlchemyUnitOfWork(sqlite_db)
+    await stage_command(sqlite_db, uow, "a1")
+    await uow.commit()
+    hops.clear()
+
+    uow = SQLAlchemyUnitOfWork(sqlite_db)
+    await stage_command(sqlite_db, uow, "a1")
+    with pytest.raises(ConcurrencyError):
+        await uow.commit()
+
+    assert len(hops) == 1
+    assert uow.timings[-1].error_type == "ConcurrencyError"
+    driver = writer_for(sqlite_db)._driver
+    assert driver is not None
+    assert not driver.in_transaction
+
+
+async def test_an_empty_commit_does_not_touch_the_database(
+    sqlite_db: AsyncEngine, hops: list[Any]
+) -> None:
+    uow = SQLAlchemyUnitOfWork(sqlite_db)
+    await uow.commit()
+
+    assert hops == []
+    assert uow.timings == []
+
+
+async def test_dispose_closes_the_writer_and_a_later_commit_opens_a_new_one(
+    sqlite_db: AsyncEngine,
+) -> None:
+    uow = SQLAlchemyUnitOfWork(sqlite_db)
+    await stage_command(sqlite_db, uow, "a1")
+    await uow.commit()
+    driver = writer_for(sqlite_db)._driver
+    assert driver is not None
+
+    await sqlite_db.dispose()
+
+    assert driver._connection is None  # aiosqlite closed it
+    uow = SQLAlchemyUnitOfWork(sqlite_db)
+    await stage_command(sqlite_db, uow, "a2")
+    await uow.commit()
+    assert writer_for(sqlite_db)._driver is not driver
+    assert len(await SQLAlchemyEventStore(sqlite_db).read_all()) == 2
+
+
+async def test_writers_in_two_processes_wait_for_each_other(tmp_path: Path) -> None:
+    """Two engines on one file stand for two processes: the busy timeout makes them queue."""
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    first, second = create_engine(url), create_engine(url)
+    try:
+        await create_tables(first)
+
+        async def commit(engine: AsyncEngine, account_id: str) -> None:
+            uow = SQLAlchemyUnitOfWork(engine)
+            await stage_command(engine, uow, account_id)
+            await uow.commit()
+
+        await asyncio.gather(*(commit(first if i % 2 else second, f"a{i}") for i in range(40)))
+
+        events = await SQLAlchemyEventStore(first).read_all()
+        assert len(events) == 40
+        assert [e.position for e in events] == list(range(1, 41))
+    finally:
+        await first.dispose()
+        await second.dispose()
+
+
+async def test_a_read_is_one_hop_and_returns_its_connection_without_a_rollback(
+    sqlite_db: AsyncEngine, hops: list[Any]
+) -> None:
+    store = SQLAlchemyEventStore(sqlite_db)
+    await store.read_all()  # the pool opens its first connection
+    hops.clear()
+
+    assert await store.load_stream("Account", "a1") == []
+    assert await store.latest_position() == 0
+
+    assert len(hops) == 2
+
+
+async def test_a_writer_connection_that_died_is_replaced_at_the_next_commit(
+    sqlite_db: AsyncEngine,
+) -> None:
+    uow = SQLAlchemyUnitOfWork(sqlite_db)
+    await stage_command(sqlite_db, uow, "a1")
+    await uow.commit()
+    driver = writer_for(sqlite_db)._driver
+    await driver.close()  # behind the adapter's back
+
+    uow = SQLAlchemyUnitOfWork(sqlite_db)
+    await stage_command(sqlite_db, uow, "a2")
+    with pytest.raises(PersistenceError, match="writer connection is closed"):
+        await uow.commit()
+    uow = SQLAlchemyUnitOfWork(sqlite_db)
+    await stage_command(sqlite_db, uow, "a3")
+    await uow.commit()
+
+    assert [e.aggregate_id for e in await SQLAlchemyEventStore(sqlite_db).read_all()] == [
+        "a1",
+        "a3",
+    ]

@@ -1,0 +1,40 @@
+"""The contract suites run against every adapter: in-memory, SQLite (a file) and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from cqrs_ddd_core.adapters.sqlalchemy import create_engine
+from tests.support.backends import Backend, memory_backend, sql_backend, sqlite_engine
+from tests.support.postgres import postgres_database_url, truncate_all
+
+__all__ = ["backend", "backend_kind", "postgres_database_url"]
+
+
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def backend_kind(request: pytest.FixtureRequest) -> tuple[str, str | None]:
+    """The adapter's name and, for PostgreSQL, the session database's URL."""
+    if request.param == "postgresql":
+        return request.param, request.getfixturevalue("postgres_database_url")
+    return request.param, None
+
+
+@pytest.fixture
+async def backend(backend_kind: tuple[str, str | None], tmp_path: Path) -> AsyncIterator[Backend]:
+    kind, url = backend_kind
+    if kind == "memory":
+        yield memory_backend()
+    elif kind == "sqlite":
+        async with sqlite_engine(tmp_path) as engine:
+            yield sql_backend(engine)
+    else:
+        assert url is not None
+        engine = create_engine(url)
+        try:
+            await truncate_all(engine)
+            yield sql_backend(engine)
+        finally:
+            await engine.dispose()

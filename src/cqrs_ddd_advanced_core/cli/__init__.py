@@ -1,0 +1,1 @@
+"""The ``cqrs-ddd`` console script (``main.py``) and its ``demo`` command."""

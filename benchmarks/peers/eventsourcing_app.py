@@ -1,0 +1,136 @@
+"""eventsourcing (the Python library) set up as its docs say: an ``Application``
+whose aggregate is created by a command method; persistence chosen through
+its environment (``PERSISTENCE_MODULE``).
+
+One command = ``app.save(Account(...))``: the aggregate's ``Created`` event
+is written to its ``stored_events`` table, which is also its notification
+log (a global order, read by its ``ProcessApplication`` s). It writes no
+outbox row and no state row; the comparison gives it that advantage.
+
+SQLite (``eventsourcing.sqlite``): it always switches the file to WAL and
+leaves ``synchronous`` at SQLite's default, FULL. For the WAL + NORMAL
+figures the bench sets ``PRAGMA synchronous=NORMAL`` on each connection
+its pool opens.
+
+PostgreSQL (``eventsourcing.postgres``, psycopg 3): its writers take
+``LOCK TABLE ... IN EXCLUSIVE MODE`` to keep notification ids in commit
+order; concurrency comes from threads, one pooled connection each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from eventsourcing.application import Application
+from eventsourcing.domain import Aggregate, event
+
+__all__ = [
+    "Account",
+    "AccountsApp",
+    "postgres_app",
+    "sender",
+    "sqlite_app",
+    "sqlite_settings",
+    "threaded_sender",
+]
+
+
+class Account(Aggregate):
+    @event("Opened")
+    def __init__(self, owner: str, balance: int) -> None:
+        self.owner = owner
+        self.balance = balance
+
+
+class AccountsApp(Application[Any]):
+    name = "Accounts"
+
+    def open_account(self, owner: str, balance: int) -> Any:
+        account = Account(owner, balance)
+        self.save(account)
+        return account.id
+
+
+def sqlite_app(path: str, synchronous: str) -> AccountsApp:
+    app = AccountsApp(env={"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": path})
+    pool = app.recorder.datastore.pool  # type: ignore[attr-defined]
+    pragma = f"PRAGMA synchronous={synchronous.upper()}"
+    create = pool._create_connection
+
+    def create_with_pragma() -> Any:
+        connection = create()
+        connection._sqlite_conn.execute(pragma)
+        return connection
+
+    pool._create_connection = create_with_pragma
+    for idle in pool._pool:  # the ones it opened while creating its table
+        idle._sqlite_conn.execute(pragma)
+    return app
+
+
+def sqlite_settings(app: AccountsApp) -> dict[str, str]:
+    """``journal_mode`` and ``synchronous`` as its writing connection reports them."""
+    pool = app.recorder.datastore.pool  # type: ignore[attr-defined]
+    connection = pool.get_connection(is_writer=True)
+    try:
+        raw = connection._sqlite_conn
+        journal = str(raw.execute("PRAGMA journal_mode").fetchone()[0]).upper()
+        level = int(raw.execute("PRAGMA synchronous").fetchone()[0])
+    finally:
+        pool.put_connection(connection)
+    return {"journal_mode": journal, "synchronous": _SYNC_NAMES.get(level, str(level))}
+
+
+_SYNC_NAMES = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+
+
+def postgres_app(
+    *, host: str, port: int, user: str, password: str, dbname: str, pool_size: int
+) -> AccountsApp:
+    return AccountsApp(
+        env={
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_DBNAME": dbname,
+            "POSTGRES_HOST": host,
+            "POSTGRES_PORT": str(port),
+            "POSTGRES_USER": user,
+            "POSTGRES_PASSWORD": password,
+            "POSTGRES_POOL_SIZE": str(pool_size),
+            "POSTGRES_MAX_OVERFLOW": "0",
+        }
+    )
+
+
+def sender(app: AccountsApp) -> Callable[[int], Awaitable[None]]:
+    """``run(n)``: ``n`` commands, sequential, blocking (as its API is synchronous)."""
+    open_account = app.open_account
+
+    async def run(n: int) -> None:
+        for _ in range(n):
+            open_account("alice", 100)
+
+    return run
+
+
+def threaded_sender(
+    app: AccountsApp, senders: int
+) -> tuple[Callable[[int], Awaitable[None]], Callable[[], None]]:
+    """``run(n)``: ``n`` commands over ``senders`` threads, and a ``close``."""
+    pool = ThreadPoolExecutor(max_workers=senders, thread_name_prefix="eventsourcing")
+    tickets = itertools.count()
+
+    def work(share: int) -> None:
+        for _ in range(share):
+            app.open_account("alice", 100)
+
+    async def run(n: int) -> None:
+        next(tickets)
+        loop = asyncio.get_running_loop()
+        shares = [n // senders + (1 if i < n % senders else 0) for i in range(senders)]
+        await asyncio.gather(*(loop.run_in_executor(pool, work, s) for s in shares if s))
+
+    return run, pool.shutdown

@@ -1,0 +1,1 @@
+"""One module per workload; each exposes ``NAME``, ``TITLE`` and ``async def run(cfg)``."""

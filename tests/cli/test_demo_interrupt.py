@@ -97,14 +97,6 @@ def test_sigterm_during_the_workload_stops_cleanly_too(tmp_path: Path) -> None:
     assert summary["interrupted"] is True
 
 
-@pytest.mark.xfail(
-    strict=False,  # it takes a command cancelled inside its commit hop, most runs have some
-    reason=(
-        "a command cancelled while its SQLite flush runs on the database thread commits, "
-        "but its unit of work reports a rollback: the audit records 'rolled_back' for it "
-        "(cqrs_ddd_core.adapters.sqlalchemy.sqlite.flush_sqlite / BaseUnitOfWork.commit)"
-    ),
-)
 def test_the_audit_never_calls_a_committed_command_rolled_back(tmp_path: Path) -> None:
     database = tmp_path / "shop.db"
     demo = DemoProcess(

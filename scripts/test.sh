@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/_venv.sh
 source scripts/_venv.sh
-ensure_venv dev
+ensure_venv dev,bench
 
 echo "==> $("$VENV/bin/python" --version), ruff $("$VENV/bin/ruff" --version | cut -d' ' -f2)," \
     "$("$VENV/bin/mypy" --version | cut -d' ' -f1-2)," \

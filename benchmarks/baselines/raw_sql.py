@@ -200,9 +200,9 @@ def asyncpg_sender(
 
     Each command is ``BEGIN``, three ``INSERT`` s and ``COMMIT`` (five round
     trips, the plain way to write it). With ``lock_key`` the transaction also
-    takes the transaction-scoped advisory lock of the library's flush, as late
-    as it can (right before ``COMMIT``), so the lock is held for one round trip
-    and the commit, as in the library: what serialising commits costs by itself.
+    takes a transaction-scoped advisory lock right before ``COMMIT``, so it is
+    held for one round trip and the commit: what serialising commits costs by
+    itself (the design the library's adapter rejected for that cost).
     """
     import asyncio
 

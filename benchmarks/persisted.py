@@ -12,6 +12,7 @@ explicitly when telemetry providers are injected.
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ from cqrs_ddd_core.cqrs import CommandResponse, HandlerRegistry
 from cqrs_ddd_core.domain import AggregateRoot, Command, DomainEvent
 
 __all__ = [
+    "PERSISTENCE_SPANS_ENV",
     "Account",
     "AccountOpened",
     "OpenAccount",
@@ -49,6 +51,15 @@ class OpenAccount(Command[str]):
     account_id: str
     owner: str = "alice"
     balance: int = 100
+
+
+PERSISTENCE_SPANS_ENV = "CQRS_BENCH_PERSISTENCE_SPANS"
+"""``TracingMiddleware(persistence_spans=...)`` of the listed pipelines: ``steps`` (default),
+``commit`` or ``none``; read from the environment so that every workload's process sees it."""
+
+
+def persistence_spans() -> str:
+    return os.environ.get(PERSISTENCE_SPANS_ENV) or "steps"
 
 
 @dataclass
@@ -95,7 +106,10 @@ def explicit_pipeline(
     )
 
     return [
-        TracingMiddleware(tracer_provider=tracer_provider),
+        TracingMiddleware(
+            tracer_provider=tracer_provider,
+            persistence_spans=persistence_spans(),  # type: ignore[arg-type]
+        ),
         LoggingMiddleware(logger_name=logger_name),
         MetricsMiddleware(meter_provider=meter_provider),
         ValidationMiddleware(),

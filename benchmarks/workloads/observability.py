@@ -41,7 +41,7 @@ TARGETS = [
 async def run(cfg: Config) -> WorkloadResult:
     from functools import partial
 
-    from benchmarks.persisted import build_persisted, explicit_pipeline
+    from benchmarks.persisted import build_persisted, explicit_pipeline, persistence_spans
     from benchmarks.telemetry import sdk_on
     from cqrs_ddd_core.adapters.sqlalchemy import create_engine, create_tables
 
@@ -128,6 +128,7 @@ async def run(cfg: Config) -> WorkloadResult:
         "sdk_on": "TracerProvider + BatchSpanProcessor(discarding exporter), MeterProvider + "
         "InMemoryMetricReader, injected; structlog JSON (with trace ids) at INFO to /dev/null",
         "sdk_off": "no providers (OpenTelemetry API no-ops); structlog filtered at WARNING",
+        "persistence_spans": persistence_spans(),
     }
     if exporter.spans == 0:
         result.notes.append("no span reached the exporter: the SDK-on case traced nothing")

@@ -13,7 +13,7 @@ the handler.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Literal
@@ -80,7 +80,7 @@ class DispatchContext:
         kind: MessageKind,
         *,
         parent: DispatchContext | None = None,
-        metadata: dict[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> None:
         self.message = message
         self.kind = kind
@@ -97,7 +97,10 @@ class DispatchContext:
             self.causation_id: str | None = parent.message_id
             # A nested command joins the parent's transaction; a query only reads.
             self.uow: UnitOfWork | None = parent.uow
-            self.metadata: dict[str, Any] = {**parent.metadata, **(metadata or {})}
+            # Copied (the caller's mapping stays the caller's).
+            self.metadata: dict[str, Any] = (
+                {**parent.metadata, **metadata} if metadata else dict(parent.metadata)
+            )
             self.published: list[list[DomainEvent]] = parent.published
         else:
             # A root message with no correlation id starts a flow: its own id names

@@ -270,6 +270,29 @@ async def test_stdlib_logger_levels_are_honoured(shop: Shop) -> None:
     assert [e["event"] for e in events] == ["command_succeeded"]
 
 
+async def test_a_stdlib_level_changed_between_dispatches_is_honoured(shop: Shop) -> None:
+    # The levels of a filtering logger are fixed per configuration and kept;
+    # a stdlib logger's level can change at any time, so it is asked each time.
+    structlog.configure(
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+    )
+    stdlib_logger = logging.getLogger("cqrs_ddd_core.dispatch")
+    mediator = build_mediator(shop)
+    try:
+        stdlib_logger.setLevel(logging.WARNING)
+        with capture_log_events() as quiet:
+            await mediator.send(PlaceOrder(order_id="o-1", amount=3))
+        stdlib_logger.setLevel(logging.INFO)
+        with capture_log_events() as loud:
+            await mediator.send(PlaceOrder(order_id="o-2", amount=3))
+    finally:
+        stdlib_logger.setLevel(logging.NOTSET)
+
+    assert quiet == []
+    assert [e["event"] for e in loud] == ["command_succeeded"]
+
+
 def test_levels_are_validated_and_the_middleware_is_printable() -> None:
     with pytest.raises(ValueError, match="level must be one of"):
         LoggingMiddleware(command_level=5)

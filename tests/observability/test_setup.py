@@ -171,3 +171,39 @@ def test_a_taken_prometheus_port_raises_and_leaves_nothing_registered() -> None:
 
     assert len(registry._collector_to_names) == collectors_before
     first.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "variable", "exemplars"),
+    [
+        ({"prometheus": True}, None, False),  # the Prometheus exporter drops exemplars
+        ({"prometheus": True}, "trace_based", True),  # the variable wins
+        ({"prometheus": True, "otlp_metrics": True}, None, True),  # OTLP sends them
+        ({"metric_readers": [InMemoryMetricReader()]}, None, True),  # a reader of yours
+    ],
+)
+def test_exemplars_are_built_only_where_something_can_export_them(
+    monkeypatch: pytest.MonkeyPatch,
+    kwargs: dict[str, object],
+    variable: str | None,
+    exemplars: bool,
+) -> None:
+    from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter
+    from prometheus_client import CollectorRegistry
+
+    monkeypatch.delenv("OTEL_METRICS_EXEMPLAR_FILTER", raising=False)
+    if variable is not None:
+        monkeypatch.setenv("OTEL_METRICS_EXEMPLAR_FILTER", variable)
+
+    telemetry = setup_telemetry(
+        "orders",
+        traces=False,
+        prometheus_registry=CollectorRegistry(),
+        set_global=False,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+    assert telemetry.meter_provider is not None
+    exemplar_filter = telemetry.meter_provider._sdk_config.exemplar_filter
+    assert isinstance(exemplar_filter, AlwaysOffExemplarFilter) is not exemplars
+    telemetry.shutdown()

@@ -21,6 +21,8 @@ from cqrs_ddd_core.adapters.memory import InMemoryUnitOfWork
 from cqrs_ddd_core.context import DispatchContext
 from cqrs_ddd_core.exceptions import ConcurrencyError, MessageValidationError
 from cqrs_ddd_core.middleware import TracingMiddleware
+from cqrs_ddd_core.persistence import StepTiming
+from cqrs_ddd_core.persistence.unit_of_work import BaseUnitOfWork, StagedGroup
 from cqrs_ddd_core.pipeline import CallNext
 from cqrs_ddd_core.telemetry import SCOPE_NAME
 from cqrs_ddd_core.testing import SpanCapture
@@ -292,3 +294,174 @@ def test_the_middleware_is_named_placed_outside_the_unit_of_work_and_printable()
     assert middleware.name == "tracing"
     assert "unit_of_work" in middleware.placement.outside
     assert repr(middleware).startswith("TracingMiddleware(")
+
+
+class SQLiteLikeUnitOfWork(BaseUnitOfWork):
+    """Reports the steps the SQLite flush measures: BEGIN, two inserts, COMMIT."""
+
+    system = "sqlite"
+    START_NS = 1_700_000_000_000_000_000
+    error_at: str | None = None
+
+    async def _write_and_commit(self, groups: list[StagedGroup]) -> None:
+        start = self.START_NS
+        steps = [
+            ("BEGIN", None, 1),
+            ("INSERT", "events", 1),
+            ("INSERT", "outbox", 1),
+            ("COMMIT", None, 0),
+        ]
+        at = start
+        for operation, collection, rows in steps:
+            failed = self.error_at == (collection or operation)
+            self.timings.append(
+                StepTiming(
+                    operation,
+                    collection,
+                    "sqlite",
+                    at,
+                    at + 1_000_000,
+                    rows if collection else 0,
+                    "ConcurrencyError" if failed else None,
+                )
+            )
+            at += 1_000_000
+            if failed:
+                raise ConcurrencyError("Order:o-1", 0, 1)
+
+    async def _discard(self) -> None:
+        return None
+
+
+def _tracing_mediator(
+    shop: Shop, capture: SpanCapture, uow_factory: Any, persistence_spans: Any
+) -> Any:
+    mediator = build_mediator(shop, uow_factory=uow_factory)
+    middlewares = list(mediator.pipeline.middlewares)
+    middlewares[0] = TracingMiddleware(
+        tracer_provider=capture.tracer_provider, persistence_spans=persistence_spans
+    )
+    shop.mediator = type(mediator)(
+        mediator.registry, uow_factory, middlewares=middlewares, query_middlewares=[]
+    )
+    return shop.mediator
+
+
+async def test_a_begin_step_is_folded_into_the_step_after_it(
+    shop: Shop, span_capture: SpanCapture
+) -> None:
+    mediator = _tracing_mediator(shop, span_capture, SQLiteLikeUnitOfWork, "steps")
+
+    await mediator.send(PlaceOrder(order_id="o-1", amount=3))
+
+    command = span_capture.named("command PlaceOrder")
+    children = span_capture.children(command)
+    assert [c.name for c in children] == ["INSERT events", "INSERT outbox", "COMMIT"]
+    insert_events = children[0]
+    start = SQLiteLikeUnitOfWork.START_NS
+    # It starts when BEGIN started, so the trace has no unexplained gap.
+    assert (insert_events.start_time, insert_events.end_time) == (start, start + 2_000_000)
+    assert insert_events.attributes == {
+        "db.system.name": "sqlite",
+        "db.operation.name": "INSERT",
+        "db.collection.name": "events",
+        "cqrs.db.rows": 1,
+        "cqrs.db.begin_ms": 1.0,
+    }
+    assert children[1].attributes is not None
+    assert "cqrs.db.begin_ms" not in children[1].attributes
+    assert (children[2].start_time, children[2].end_time) == (
+        start + 3_000_000,
+        start + 4_000_000,
+    )
+
+
+async def test_a_failed_begin_is_a_span_of_its_own(shop: Shop, span_capture: SpanCapture) -> None:
+    class FailingBegin(SQLiteLikeUnitOfWork):
+        error_at = "BEGIN"
+
+    mediator = _tracing_mediator(shop, span_capture, FailingBegin, "steps")
+
+    with pytest.raises(ConcurrencyError):
+        await mediator.send(PlaceOrder(order_id="o-1", amount=3))
+
+    (step,) = span_capture.children(span_capture.named("command PlaceOrder"))
+    assert step.name == "BEGIN"
+    assert step.status.status_code is StatusCode.ERROR
+
+
+async def test_persistence_spans_commit_reports_one_span_with_the_step_durations(
+    shop: Shop, span_capture: SpanCapture
+) -> None:
+    mediator = _tracing_mediator(shop, span_capture, SQLiteLikeUnitOfWork, "commit")
+
+    await mediator.send(PlaceOrder(order_id="o-1", amount=3))
+
+    command = span_capture.named("command PlaceOrder")
+    (commit,) = span_capture.children(command)
+    start = SQLiteLikeUnitOfWork.START_NS
+    assert commit.name == "COMMIT"
+    assert commit.kind is SpanKind.CLIENT
+    assert (commit.start_time, commit.end_time) == (start, start + 4_000_000)
+    assert commit.attributes == {
+        "db.system.name": "sqlite",
+        "db.operation.name": "COMMIT",
+        "cqrs.db.step.begin_ms": 1.0,
+        "cqrs.db.step.insert_events_ms": 1.0,
+        "cqrs.db.step.insert_outbox_ms": 1.0,
+        "cqrs.db.step.commit_ms": 1.0,
+        "cqrs.db.rows": 2,
+    }
+    assert commit.status.status_code is StatusCode.UNSET
+
+
+async def test_persistence_spans_commit_marks_a_failed_commit(
+    shop: Shop, span_capture: SpanCapture
+) -> None:
+    class FailingOutbox(SQLiteLikeUnitOfWork):
+        error_at = "outbox"
+
+    mediator = _tracing_mediator(shop, span_capture, FailingOutbox, "commit")
+
+    with pytest.raises(ConcurrencyError):
+        await mediator.send(PlaceOrder(order_id="o-1", amount=3))
+
+    (commit,) = span_capture.children(span_capture.named("command PlaceOrder"))
+    assert commit.status.status_code is StatusCode.ERROR
+    assert commit.attributes is not None
+    assert commit.attributes["error.type"] == "ConcurrencyError"
+    assert commit.attributes["cqrs.db.failed_step"] == "INSERT outbox"
+    assert "cqrs.db.step.commit_ms" not in commit.attributes  # it never got there
+
+
+async def test_persistence_spans_none_reports_only_the_dispatch_spans(
+    shop: Shop, span_capture: SpanCapture
+) -> None:
+    mediator = _tracing_mediator(shop, span_capture, InMemoryUnitOfWork, "none")
+
+    await mediator.send(PlaceOrder(order_id="o-1", amount=3, sku="sku-1"))
+
+    assert span_capture.names == ["command ReserveStock", "command PlaceOrder"]
+
+
+def test_persistence_spans_must_be_a_known_mode() -> None:
+    with pytest.raises(ValueError, match="persistence_spans"):
+        TracingMiddleware(persistence_spans="all")  # type: ignore[arg-type]
+    assert TracingMiddleware().persistence_spans == "steps"
+    assert "persistence_spans='commit'" in repr(TracingMiddleware(persistence_spans="commit"))
+
+
+async def test_without_an_sdk_the_middleware_adds_no_coroutine_of_its_own() -> None:
+    middleware = TracingMiddleware(tracer_provider=trace.NoOpTracerProvider())
+    context = DispatchContext(GetOrder(order_id="o-1"), "query")
+
+    async def rest(message: Any, context: DispatchContext) -> str:
+        return "done"
+
+    step = rest(None, context)
+
+    def call_next(message: Any, context: DispatchContext) -> Any:
+        return step
+
+    assert middleware(None, context, call_next) is step  # handed straight through
+    assert await step == "done"

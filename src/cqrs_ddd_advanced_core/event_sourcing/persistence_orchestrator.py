@@ -43,6 +43,7 @@ from cqrs_ddd_advanced_core.domain.exceptions import (
     UnroutableEventError,
 )
 from cqrs_ddd_core.context import current_context, current_uow
+from cqrs_ddd_core.domain.messages import _evolve
 from cqrs_ddd_core.exceptions import UnitOfWorkError
 
 if TYPE_CHECKING:
@@ -307,11 +308,12 @@ def _stamped(
     stamped: list[DomainEvent] = []
     for event in events:
         if event.correlation_id is None or event.causation_id is None:
-            event = event.model_copy(
-                update={
+            event = _evolve(
+                event,
+                {
                     "correlation_id": event.correlation_id or correlation_id,
                     "causation_id": event.causation_id or causation_id,
-                }
+                },
             )
         stamped.append(event)
     return stamped

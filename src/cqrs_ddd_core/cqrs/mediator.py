@@ -10,6 +10,7 @@ import structlog
 from cqrs_ddd_core.context import DispatchContext, _current, correlation_scope
 from cqrs_ddd_core.cqrs.registry import HandlerRegistry
 from cqrs_ddd_core.cqrs.response import CommandResponse
+from cqrs_ddd_core.domain.messages import _evolve
 from cqrs_ddd_core.exceptions import HandlerNotFoundError
 from cqrs_ddd_core.pipeline.pipeline import Middleware, Pipeline
 
@@ -95,9 +96,7 @@ class Mediator:
             HandlerNotFoundError: nothing handles ``type(command)``.
         """
         parent = _current.get()
-        context = DispatchContext(
-            command, "command", parent=parent, metadata=dict(metadata) if metadata else None
-        )
+        context = DispatchContext(command, "command", parent=parent, metadata=metadata)
         token = _current.set(context)
         try:
             response: CommandResponse[TResult] = await self.pipeline(command, context)
@@ -115,9 +114,7 @@ class Mediator:
         Raises:
             HandlerNotFoundError: nothing handles ``type(query)``.
         """
-        context = DispatchContext(
-            query, "query", parent=_current.get(), metadata=dict(metadata) if metadata else None
-        )
+        context = DispatchContext(query, "query", parent=_current.get(), metadata=metadata)
         token = _current.set(context)
         try:
             result: TResult = await self.query_pipeline(query, context)
@@ -172,15 +169,25 @@ class Mediator:
 
 
 def _stamp(events: Sequence[DomainEvent], context: DispatchContext) -> tuple[DomainEvent, ...]:
-    """Give each event the command's correlation id and the command as its cause."""
+    """Give each event the command's correlation id and the command as its cause.
+
+    Events recorded during this dispatch carry them already
+    (``AggregateRoot.record_event`` stamps them): then nothing is copied.
+    """
+    for event in events:
+        if event.correlation_id is None or event.causation_id is None:
+            break
+    else:
+        return events if isinstance(events, tuple) else tuple(events)
     stamped = []
     for event in events:
         if event.correlation_id is None or event.causation_id is None:
-            event = event.model_copy(
-                update={
+            event = _evolve(
+                event,
+                {
                     "correlation_id": event.correlation_id or context.correlation_id,
                     "causation_id": event.causation_id or context.message_id,
-                }
+                },
             )
         stamped.append(event)
     return tuple(stamped)

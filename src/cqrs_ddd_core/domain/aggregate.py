@@ -6,7 +6,8 @@ from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 
-from cqrs_ddd_core.domain.messages import DomainEvent
+from cqrs_ddd_core.context import _current
+from cqrs_ddd_core.domain.messages import DomainEvent, _evolve
 
 __all__ = ["AggregateRoot"]
 
@@ -47,6 +48,11 @@ class AggregateRoot(BaseModel):
         """The stream type name of this aggregate."""
         return cls.aggregate_type or cls.__name__
 
+    # Private attributes are read and written through __pydantic_private__
+    # directly: attribute access to them goes through pydantic's __getattr__,
+    # which raises and catches an AttributeError on every read (several per
+    # command, a few microseconds each).
+
     @property
     def original_version(self) -> int:
         """The version the aggregate was loaded (or created) at.
@@ -54,37 +60,50 @@ class AggregateRoot(BaseModel):
         It is the expected version when the aggregate's new events are
         appended or its state is saved, even after :meth:`collect_events`.
         """
-        return self.version if self._original_version is None else self._original_version
+        original: int | None = self.__pydantic_private__["_original_version"]  # type: ignore[index]
+        return self.version if original is None else original
 
     def mark_persisted(self) -> None:
         """Make the current version the new baseline (after a successful save)."""
-        self._original_version = self.version
+        self.__pydantic_private__["_original_version"] = self.version  # type: ignore[index]
 
     @property
     def pending_events(self) -> tuple[DomainEvent, ...]:
         """Events recorded and not yet collected, in the order raised."""
-        return tuple(self._pending)
+        return tuple(self.__pydantic_private__["_pending"])  # type: ignore[index]
 
     def record_event(self, event: TEvent) -> TEvent:
         """Stamp ``event`` with this aggregate's identity and next version, and keep it.
 
+        Recorded while a command is dispatched, the event also gets that
+        command's correlation id and the command as its cause (unless it
+        names them itself), so the mediator has nothing left to stamp.
+
         Returns the stamped copy (events are immutable).
         """
-        if self._original_version is None:
-            self._original_version = self.version
-        self.version += 1
-        stamped = event.model_copy(
-            update={
-                "aggregate_id": self.id,
-                "aggregate_type": self.type_name(),
-                "aggregate_version": self.version,
-            }
-        )
-        self._pending.append(stamped)
+        private: dict[str, Any] = self.__pydantic_private__  # type: ignore[assignment]
+        if private["_original_version"] is None:
+            private["_original_version"] = self.version
+        version = self.version + 1
+        self.version = version
+        update: dict[str, Any] = {
+            "aggregate_id": self.id,
+            "aggregate_type": self.type_name(),
+            "aggregate_version": version,
+        }
+        context = _current.get()
+        if context is not None and context.kind == "command":
+            if event.correlation_id is None:
+                update["correlation_id"] = context.correlation_id
+            if event.causation_id is None:
+                update["causation_id"] = context.message_id
+        stamped = _evolve(event, update)
+        private["_pending"].append(stamped)
         return stamped
 
     def collect_events(self) -> tuple[DomainEvent, ...]:
         """Return the pending events in the order raised and forget them."""
-        events = tuple(self._pending)
-        self._pending.clear()
+        pending: list[DomainEvent] = self.__pydantic_private__["_pending"]  # type: ignore[index]
+        events = tuple(pending)
+        pending.clear()
         return events

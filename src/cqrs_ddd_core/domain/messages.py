@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from copy import copy
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import PydanticUndefined
 
 from cqrs_ddd_core._ids import new_id
 
 __all__ = ["Command", "DomainEvent", "Message", "Query", "new_id", "utc_now"]
 
 TResult = TypeVar("TResult")
+TModel = TypeVar("TModel", bound=BaseModel)
 
 
 def utc_now() -> datetime:
@@ -50,9 +53,10 @@ class DomainEvent(BaseModel):
     """Something that happened to an aggregate.
 
     The aggregate stamps ``aggregate_id``, ``aggregate_type`` and
-    ``aggregate_version`` when it records the event; the persistence
-    middleware stamps ``correlation_id`` and ``causation_id`` from the
-    command that raised it.
+    ``aggregate_version`` when it records the event, and ``correlation_id``
+    and ``causation_id`` (those not set already) from the command being
+    dispatched, if any; the mediator stamps the ids an event recorded outside
+    a dispatch lacks from the command whose response carries it.
 
     Subclasses add their own fields. ``event_type`` (a class variable) is the
     stored type name; it defaults to the class name.
@@ -86,7 +90,35 @@ class DomainEvent(BaseModel):
 
     def payload(self) -> dict[str, Any]:
         """The event's own fields (those a subclass adds), JSON-ready."""
-        return self.model_dump(mode="json", exclude=set(_ENVELOPE_FIELDS))
+        return self.model_dump(mode="json", exclude=_ENVELOPE_EXCLUDE)
 
 
 _ENVELOPE_FIELDS = frozenset(DomainEvent.model_fields)
+_ENVELOPE_EXCLUDE = set(_ENVELOPE_FIELDS)  # what pydantic's ``exclude`` takes, built once
+
+
+_set = object.__setattr__
+
+
+def _evolve(model: TModel, update: dict[str, Any]) -> TModel:
+    """A copy of ``model`` with the fields in ``update`` replaced, not validated.
+
+    What ``model.model_copy(update=update)`` does for the library's own
+    stamping (ids, versions: values it computed itself, for fields the model
+    declares), in about half the time: the copy is made field dict first,
+    without ``model_copy``'s generic path. Private attributes and extra
+    fields are copied like ``model_copy`` copies them.
+    """
+    cls = type(model)
+    new = cls.__new__(cls)
+    fields = model.__dict__.copy()
+    fields.update(update)
+    _set(new, "__dict__", fields)
+    _set(new, "__pydantic_fields_set__", model.__pydantic_fields_set__ | update.keys())
+    extra = model.__pydantic_extra__
+    _set(new, "__pydantic_extra__", None if extra is None else copy(extra))
+    private = getattr(model, "__pydantic_private__", None)
+    if private is not None:
+        private = {k: v for k, v in private.items() if v is not PydanticUndefined}
+    _set(new, "__pydantic_private__", private)
+    return new

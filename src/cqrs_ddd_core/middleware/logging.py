@@ -12,7 +12,7 @@ from contextvars import ContextVar
 from typing import Any, Final
 
 import structlog
-from structlog import _config as _structlog_config
+from structlog import _config as _structlog_config_module
 
 from cqrs_ddd_core.context import DispatchContext
 from cqrs_ddd_core.exceptions import ConcurrencyError, MessageValidationError, RecordNotFoundError
@@ -55,22 +55,56 @@ _CORRELATION_ID, _MESSAGE_TYPE, _MESSAGE_ID = _structlog_vars(
 )
 
 
-def _config_key() -> tuple[Any, ...] | None:
-    # What a bound logger is built from. structlog keeps it in a private object;
-    # configure() and reset_defaults() replace these attributes (capture_logs
-    # edits the processor list in place, which a reused logger sees too).
-    # sys.stdout is part of it because the default PrintLogger writes to the
-    # sys.stdout of the moment it was made (pytest's capsys, redirect_stdout).
-    config = getattr(_structlog_config, "_CONFIG", None)
-    if config is None:
+_CONFIG_FIELDS: Final = (
+    "default_wrapper_class",
+    "logger_factory",
+    "default_processors",
+    "default_context_class",
+)
+
+
+def _structlog_config() -> Any:
+    # What a bound logger is built from. structlog keeps it in one private
+    # object whose attributes configure() and reset_defaults() replace
+    # (capture_logs edits the processor list in place, which a reused logger
+    # sees too). None for a structlog that keeps it elsewhere: then the logger
+    # is resolved on every dispatch.
+    config = getattr(_structlog_config_module, "_CONFIG", None)
+    if config is None or not all(hasattr(config, name) for name in _CONFIG_FIELDS):
         return None
-    return (
-        getattr(config, "default_wrapper_class", None),
-        getattr(config, "logger_factory", None),
-        getattr(config, "default_processors", None),
-        getattr(config, "default_context_class", None),
-        sys.stdout,
-    )
+    return config
+
+
+# One object for the life of the process: configure() and reset_defaults()
+# change its attributes, never the object itself.
+_CONFIG: Final = _structlog_config()
+
+
+class _Bound:
+    """A bound logger, what it was built from, and the levels it emits (when fixed)."""
+
+    __slots__ = ("context_class", "factory", "levels", "log", "processors", "stdout", "wrapper")
+
+    def __init__(self, log: Any, config: Any) -> None:
+        self.log = log
+        self.wrapper = config.default_wrapper_class
+        self.factory = config.logger_factory
+        self.processors = config.default_processors
+        self.context_class = config.default_context_class
+        # sys.stdout is part of it because the default PrintLogger writes to
+        # the sys.stdout of the moment it was made (pytest's capsys, redirect_stdout).
+        self.stdout = sys.stdout
+        self.levels = _fixed_levels(log)
+
+    def current(self, config: Any) -> bool:
+        """True while structlog's configuration is the one this logger was built from."""
+        return (
+            self.wrapper is config.default_wrapper_class
+            and self.processors is config.default_processors
+            and self.factory is config.logger_factory
+            and self.context_class is config.default_context_class
+            and self.stdout is sys.stdout
+        )
 
 
 def _logged_inside(logged_by: object, context: DispatchContext) -> bool:
@@ -118,6 +152,25 @@ def _enabled(log: Any, level: int) -> bool:
     except KeyError:
         check = _checks[kind] = _check_for(kind)
     return True if check is None else bool(check(log, level))
+
+
+def _fixed_levels(log: Any) -> dict[int, bool] | None:
+    """Which levels ``log`` emits, when that cannot change without a reconfiguration.
+
+    structlog's filtering loggers (``make_filtering_bound_logger``) decide by a
+    level fixed in their class; a stdlib-backed logger asks the stdlib logger,
+    whose level may change at any time (None: ask on every dispatch).
+    """
+    kind = type(log)
+    try:
+        check = _checks[kind]
+    except KeyError:
+        check = _checks[kind] = _check_for(kind)
+    if check is None:
+        return dict.fromkeys(_METHODS, True)
+    if getattr(check, "__module__", None) == "structlog._native":
+        return {level: bool(check(log, level)) for level in _METHODS}
+    return None
 
 
 def _payload(message: Any, redactor: Redactor) -> Any:
@@ -190,7 +243,7 @@ class LoggingMiddleware:
                 raise ValueError(f"level must be one of {sorted(_METHODS)}, got {level!r}")
         self._logger_name = logger_name
         self._logger: Any = structlog.get_logger(logger_name)
-        self._bound: tuple[tuple[Any, ...], Any] | None = None
+        self._bound: _Bound | None = None
         self.log_payload = log_payload
         self._redactor = (
             Redactor(DEFAULT_SECRET_MARKERS, extra_markers=secret_markers) if log_payload else None
@@ -203,14 +256,18 @@ class LoggingMiddleware:
         }
 
     async def __call__(self, message: Any, context: DispatchContext, call_next: CallNext) -> Any:
-        log = self._bound_logger()
+        bound = self._bound
+        if bound is None or _CONFIG is None or not bound.current(_CONFIG):
+            log, levels = self._rebind(_CONFIG)
+        else:
+            log, levels = bound.log, bound.levels
         kind = context.kind
         started, succeeded, failed = self._events[kind]
         t_corr = _CORRELATION_ID.set(context.correlation_id)
         t_type = _MESSAGE_TYPE.set(context.message_type)
         t_id = _MESSAGE_ID.set(context.message_id)
         try:
-            if _enabled(log, logging.DEBUG):
+            if levels[logging.DEBUG] if levels is not None else _enabled(log, logging.DEBUG):
                 fields: dict[str, Any] = {
                     "message_type": context.message_type,
                     "message_id": context.message_id,
@@ -227,7 +284,7 @@ class LoggingMiddleware:
                 self._log_failure(log, failed, context, exc, start)
                 raise
             level = self._levels[kind]
-            if _enabled(log, level):
+            if levels[level] if levels is not None else _enabled(log, level):
                 fields = self._end_fields(context, start, "success")
                 if kind == "command":
                     fields["events_persisted"] = len(context.events)
@@ -238,24 +295,21 @@ class LoggingMiddleware:
             _MESSAGE_TYPE.reset(t_type)
             _CORRELATION_ID.reset(t_corr)
 
-    def _bound_logger(self) -> Any:
+    def _rebind(self, config: Any) -> tuple[Any, dict[int, bool] | None]:
         """The logger as structlog's configuration *now* makes it.
 
-        Resolved per dispatch, not at import: the application may configure
+        Resolved at dispatch, not at import: the application may configure
         structlog (or a test capture it) after the mediator was built. Asking
         the lazy proxy costs ~3 µs unless the application set
-        ``cache_logger_on_first_use``, so the bound logger is reused for as
-        long as the configuration it was built from stays the same.
+        ``cache_logger_on_first_use``, so the bound logger, and the levels it
+        emits when they are fixed, are kept for as long as the configuration
+        they were built from stays the same (checked by identity, a few
+        attribute reads per dispatch).
         """
-        key = _config_key()
-        if key is None:  # an unknown structlog: let it resolve every time
-            return self._logger.bind()
-        cached = self._bound
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        log = self._logger.bind()
-        self._bound = (key, log)
-        return log
+        if config is None:  # an unknown structlog: let it resolve every time
+            return self._logger.bind(), None
+        bound = self._bound = _Bound(self._logger.bind(), config)
+        return bound.log, bound.levels
 
     def _log_failure(
         self, log: Any, event: str, context: DispatchContext, exc: BaseException, start: int

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = ["MetricsMiddleware"]
 
 _Attributes = Mapping[str, str]
+_CACHE_LIMIT = 1024
 
 
 class MetricsMiddleware:
@@ -48,7 +48,8 @@ class MetricsMiddleware:
     * ``cqrs.events.persisted``: those events, counted per aggregate type,
       when the commit wrote at least one row.
 
-    Attribute sets are computed once per (message type, error type) and reused.
+    Attribute sets are computed once per (message type, error type) or aggregate
+    type and reused.
 
     Args:
         meter_provider: Use this provider instead of the global one (resolved
@@ -58,7 +59,7 @@ class MetricsMiddleware:
     name = "metrics"
     placement = Placement.of(outside=("unit_of_work",))
 
-    __slots__ = ("_attributes", "_durations", "_instruments", "_provider")
+    __slots__ = ("_attributes", "_durations", "_instruments", "_per_aggregate", "_provider")
 
     def __init__(self, *, meter_provider: MeterProvider | None = None) -> None:
         self._provider = meter_provider
@@ -69,6 +70,7 @@ class MetricsMiddleware:
         }
         # Caches keyed by low-cardinality names, not per-call state.
         self._attributes: dict[tuple[str, str | None], _Attributes] = {}
+        self._per_aggregate: dict[str, _Attributes] = {}
 
     async def __call__(self, message: Any, context: DispatchContext, call_next: CallNext) -> Any:
         owns_uow = context.uow is None  # see TracingMiddleware: outside the unit of work
@@ -105,24 +107,39 @@ class MetricsMiddleware:
         return found
 
     def _record_persistence(self, context: DispatchContext, timings: Sequence[StepTiming]) -> None:
-        seconds = (max(t.end_ns for t in timings) - min(t.start_ns for t in timings)) / 1e9
+        start, end, wrote = timings[0].start_ns, 0, False
+        for step in timings:
+            if step.start_ns < start:
+                start = step.start_ns
+            if step.end_ns > end:
+                end = step.end_ns
+            if step.rows > 0 and step.collection is not None:
+                wrote = True
+        seconds = (end - start) / 1e9
         # Every command of the unit of work (the root and the ones it sent)
         # has its slot in context.published, in persistence order.
-        per_type = Counter(
-            event.aggregate_type or NO_AGGREGATE_TYPE
-            for slot in context.published
-            for event in slot
-        )
+        per_type: dict[str, int] = {}
+        for slot in context.published:
+            for event in slot:
+                aggregate_type = event.aggregate_type or NO_AGGREGATE_TYPE
+                per_type[aggregate_type] = per_type.get(aggregate_type, 0) + 1
         histogram = self._instruments.persistence_duration
         if not per_type:
-            histogram.record(seconds, {ATTR_AGGREGATE_TYPE: NO_AGGREGATE_TYPE})
+            histogram.record(seconds, self._aggregate_attributes(NO_AGGREGATE_TYPE))
             return
-        wrote = any(t.collection is not None and t.rows > 0 for t in timings)
         for aggregate_type, count in per_type.items():
-            attributes = {ATTR_AGGREGATE_TYPE: aggregate_type}
+            attributes = self._aggregate_attributes(aggregate_type)
             histogram.record(seconds, attributes)
             if wrote:
                 self._instruments.events_persisted.add(count, attributes)
+
+    def _aggregate_attributes(self, aggregate_type: str) -> _Attributes:
+        found = self._per_aggregate.get(aggregate_type)
+        if found is None:
+            if len(self._per_aggregate) >= _CACHE_LIMIT:  # aggregate types are few; be safe
+                self._per_aggregate.clear()
+            found = self._per_aggregate[aggregate_type] = {ATTR_AGGREGATE_TYPE: aggregate_type}
+        return found
 
     def __repr__(self) -> str:
         provider = "global" if self._provider is None else repr(self._provider)

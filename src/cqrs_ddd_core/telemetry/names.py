@@ -14,9 +14,12 @@ __all__ = [
     "ATTR_AGGREGATE_TYPE",
     "ATTR_CAUSATION_ID",
     "ATTR_CORRELATION_ID",
+    "ATTR_DB_BEGIN_MS",
     "ATTR_DB_COLLECTION",
+    "ATTR_DB_FAILED_STEP",
     "ATTR_DB_OPERATION",
     "ATTR_DB_ROWS",
+    "ATTR_DB_STEP_DURATION_MS",
     "ATTR_DB_SYSTEM",
     "ATTR_ERROR_TYPE",
     "ATTR_MESSAGE_ID",
@@ -53,6 +56,13 @@ ATTR_DB_OPERATION: Final = "db.operation.name"
 ATTR_DB_COLLECTION: Final = "db.collection.name"
 ATTR_DB_ROWS: Final = "cqrs.db.rows"
 """Rows the step wrote (semconv has ``db.response.returned_rows`` for reads only)."""
+ATTR_DB_BEGIN_MS: Final = "cqrs.db.begin_ms"
+"""On the step span a ``BEGIN`` was folded into: how long ``BEGIN`` took, in ms."""
+ATTR_DB_STEP_DURATION_MS: Final = "cqrs.db.step.{step}_ms"
+"""On a ``persistence_spans="commit"`` span, per step: its duration in ms; ``{step}``
+is the step span's name in lower case with ``_`` for spaces (``insert_events``, ``commit``)."""
+ATTR_DB_FAILED_STEP: Final = "cqrs.db.failed_step"
+"""On a failed ``persistence_spans="commit"`` span: the step that failed (``INSERT events``)."""
 
 OUTCOME_SUCCESS: Final = "success"
 OUTCOME_ERROR: Final = "error"

@@ -41,7 +41,7 @@ from typing import Any
 
 import structlog
 from opentelemetry import metrics, trace
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, ExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
     MetricExporter,
@@ -255,7 +255,15 @@ def setup_telemetry(
         for reader in readers[len(metric_readers) :]:
             reader.shutdown()
         raise
-    meter_provider = MeterProvider(resource=resource, metric_readers=readers) if readers else None
+    meter_provider = (
+        MeterProvider(
+            resource=resource,
+            metric_readers=readers,
+            exemplar_filter=_exemplar_filter(metric_exporters, metric_readers),
+        )
+        if readers
+        else None
+    )
 
     is_global = False
     if set_global:
@@ -270,6 +278,27 @@ def setup_telemetry(
 
 
 # -- helpers -------------------------------------------------------------------
+
+
+def _exemplar_filter(
+    metric_exporters: Sequence[str], metric_readers: Sequence[MetricReader]
+) -> ExemplarFilter | None:
+    """No exemplars when nothing could export them; else the SDK's choice.
+
+    An exemplar ties a measurement to the span current when it was taken
+    (``OTEL_METRICS_EXEMPLAR_FILTER``, default ``trace_based``); the SDK builds
+    one per measurement made in a sampled span, several microseconds each, and
+    the Prometheus exporter drops them all. So when every reader is one of our
+    Prometheus readers and the variable is unset, none are built.
+    """
+    if (
+        metric_readers
+        or not metric_exporters
+        or any(name != "prometheus" for name in metric_exporters)
+        or os.environ.get("OTEL_METRICS_EXEMPLAR_FILTER")
+    ):
+        return None
+    return AlwaysOffExemplarFilter()
 
 
 def _env(name: str, default: str) -> str:

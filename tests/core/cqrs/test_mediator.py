@@ -61,6 +61,60 @@ async def test_send_returns_the_handlers_result_events_and_ids(
     assert [e.version for e in await stores.events.load_stream("Order", "o-1")] == [1]
 
 
+async def test_events_recorded_while_the_command_runs_are_stamped_once_when_recorded(
+    registry: HandlerRegistry,
+) -> None:
+    recorded: list[OrderPlaced] = []
+
+    async def handler(command: PlaceOrder) -> CommandResponse[str]:
+        order = Order(id=command.order_id)
+        recorded.append(order.record_event(OrderPlaced(amount=command.amount)))
+        return CommandResponse.from_aggregates(order.id, order)
+
+    registry.register_command_handler(PlaceOrder, handler)
+    command = PlaceOrder(order_id="o-1", amount=1, correlation_id="flow-1")
+
+    response = await Mediator(registry, middlewares=[]).send(command)
+
+    # The aggregate stamped the ids when it recorded the event, so the
+    # mediator hands on the very event it recorded (no second copy).
+    assert (recorded[0].correlation_id, recorded[0].causation_id) == ("flow-1", command.message_id)
+    assert response.events[0] is recorded[0]
+
+
+async def test_events_recorded_outside_a_command_are_stamped_by_the_command_returning_them(
+    registry: HandlerRegistry,
+) -> None:
+    order = Order(id="o-1")
+    early = order.record_event(OrderPlaced(amount=1))  # no dispatch running
+    order.record_event(OrderPaid(correlation_id="own-flow", causation_id="own-cause"))
+
+    async def query_handler(query: GetOrder) -> Order:
+        order.record_event(OrderPaid())  # a query's dispatch does not stamp
+        return order
+
+    async def handler(command: PlaceOrder) -> CommandResponse[str]:
+        await mediator.query(GetOrder(order_id="o-1"))
+        return CommandResponse.from_aggregates(order.id, order)
+
+    registry.register_command_handler(PlaceOrder, handler)
+    registry.register_query_handler(GetOrder, query_handler)
+    mediator = Mediator(registry, middlewares=[], query_middlewares=[])
+    command = PlaceOrder(order_id="o-1", amount=1, correlation_id="flow-1")
+
+    assert (early.correlation_id, early.causation_id) == (None, None)
+    response = await mediator.send(command)
+
+    first, second, third = response.events
+    assert (first.event_id, first.correlation_id, first.causation_id) == (
+        early.event_id,
+        "flow-1",
+        command.message_id,
+    )
+    assert (second.correlation_id, second.causation_id) == ("own-flow", "own-cause")
+    assert (third.correlation_id, third.causation_id) == ("flow-1", command.message_id)
+
+
 async def test_a_plain_handler_result_is_wrapped_in_a_command_response(
     registry: HandlerRegistry,
 ) -> None:

@@ -130,3 +130,37 @@ def test_outbox_config_is_validated_and_shown(world: World) -> None:
     with pytest.raises(TypeError):
         OutboxMiddleware(outbox_store=world.outbox, predicate=3)  # type: ignore[arg-type]
     assert "OutboxMiddleware(outbox_store=" in repr(OutboxMiddleware(outbox_store=world.outbox))
+
+
+async def test_an_event_whose_payload_has_no_json_form_raises_a_serialization_error_and_writes_nothing(  # noqa: E501
+    world: World,
+) -> None:
+    from cqrs_ddd_core.cqrs import CommandResponse
+    from cqrs_ddd_core.domain import Command, DomainEvent
+    from cqrs_ddd_core.exceptions import SerializationError
+    from tests.advanced.domain import Order
+
+    class Opaque:
+        """Has no JSON form."""
+
+    class OddThingHappened(DomainEvent):
+        model_config = {"arbitrary_types_allowed": True}
+        thing: Opaque
+
+    class DoOddThing(Command[None]):
+        order_id: str
+
+    async def do_odd_thing(command: DoOddThing) -> CommandResponse[None]:
+        order = Order.blank(command.order_id)
+        order.record_event(OddThingHappened(thing=Opaque()))
+        return CommandResponse.from_aggregates(None, order)
+
+    world.registry.register_command_handler(DoOddThing, do_odd_thing)
+    m = mediator(world)
+    await m.send(PlaceOrder(order_id="o-1"))
+
+    with pytest.raises(SerializationError) as info:
+        await m.send(DoOddThing(order_id="o-2"))
+
+    assert info.value.type_name == "OddThingHappened"
+    assert len(world.outbox) == 1  # only the first command's message

@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
-from pydantic_core import PydanticUndefined
+from pydantic_core import PydanticSerializationError, PydanticUndefined
 
 from cqrs_ddd_core._ids import new_id
+from cqrs_ddd_core.exceptions import SerializationError
 
 __all__ = ["Command", "DomainEvent", "Message", "Query", "new_id", "utc_now"]
 
@@ -89,8 +90,15 @@ class DomainEvent(BaseModel):
         return cls.event_type or cls.__name__
 
     def payload(self) -> dict[str, Any]:
-        """The event's own fields (those a subclass adds), JSON-ready."""
-        return self.model_dump(mode="json", exclude=_ENVELOPE_EXCLUDE)
+        """The event's own fields (those a subclass adds), JSON-ready.
+
+        Raises:
+            SerializationError: a field has no JSON form.
+        """
+        try:
+            return self.model_dump(mode="json", exclude=_ENVELOPE_EXCLUDE)
+        except PydanticSerializationError as exc:
+            raise SerializationError(self.type_name(), str(exc)) from exc
 
 
 _ENVELOPE_FIELDS = frozenset(DomainEvent.model_fields)

@@ -105,3 +105,16 @@ async def test_a_message_id_is_enqueued_once(backend: Backend) -> None:
         await enqueue(backend, message("m1"))
 
     assert (await backend.counts())["outbox"] == 1
+
+
+async def test_a_claimed_message_is_not_claimed_again_until_its_claim_times_out(
+    backend: Backend,
+) -> None:
+    await enqueue(backend, message("m1", T0))
+    first_worker = await backend.outbox_store.claim_batch(now=T0 + timedelta(seconds=1))
+    second_worker = await backend.outbox_store.claim_batch(now=T0 + timedelta(seconds=2))
+    after_timeout = await backend.outbox_store.claim_batch(now=T0 + timedelta(minutes=5))
+
+    assert [m.message_id for m in first_worker] == ["m1"]
+    assert second_worker == []
+    assert [m.message_id for m in after_timeout] == ["m1"]

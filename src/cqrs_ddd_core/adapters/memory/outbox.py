@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from cqrs_ddd_core.domain.messages import utc_now
@@ -24,8 +24,11 @@ class InMemoryOutboxStore:
     collection = "outbox"
     operation = "INSERT"
 
-    def __init__(self) -> None:
+    def __init__(self, *, claim_timeout: timedelta = timedelta(seconds=30)) -> None:
+        if claim_timeout <= timedelta(0):
+            raise ValueError(f"claim_timeout must be positive, got {claim_timeout!r}")
         self._messages: dict[str, OutboxMessage] = {}
+        self._claim_timeout = claim_timeout
 
     async def enqueue(
         self, messages: Sequence[OutboxMessage], *, uow: UnitOfWork | None = None
@@ -50,14 +53,22 @@ class InMemoryOutboxStore:
     async def claim_batch(
         self, limit: int = 100, *, now: datetime | None = None
     ) -> list[OutboxMessage]:
+        """Claim up to ``limit`` due messages, oldest first.
+
+        As in the SQL store, a claimed message is not due again for
+        ``claim_timeout``, so two workers never claim the same message.
+        """
         now = now or utc_now()
         due = [
-            dataclasses.replace(m)
+            m
             for m in self._messages.values()
             if m.status is not OutboxStatus.PUBLISHED
             and (m.next_attempt_at is None or m.next_attempt_at <= now)
-        ]
-        return due[:limit]
+        ][:limit]
+        claimed = [dataclasses.replace(m) for m in due]
+        for message in due:
+            message.next_attempt_at = now + self._claim_timeout
+        return claimed
 
     async def mark_published(
         self, message_ids: Sequence[str], *, at: datetime | None = None

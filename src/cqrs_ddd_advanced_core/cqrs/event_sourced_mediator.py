@@ -22,6 +22,9 @@ from cqrs_ddd_core.cqrs.mediator import Mediator
 from cqrs_ddd_core.pipeline.pipeline import middleware_name
 
 if TYPE_CHECKING:
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
+
     from cqrs_ddd_advanced_core.event_sourcing.persistence_orchestrator import (
         EventSourcedPersistenceOrchestrator,
     )
@@ -48,6 +51,8 @@ class EventSourcedMediator(Mediator):
             pipeline, nearest the handler (e.g. an ``AuditMiddleware``).
         middlewares: The whole command pipeline instead of the default.
         query_middlewares: The query pipeline (``None``: the core default).
+        tracer_provider: For the default pipelines' tracing (default: global).
+        meter_provider: For the default pipelines' metrics (default: global).
 
     Raises:
         EventSourcingConfigurationError: an orchestrator is given but the
@@ -65,6 +70,8 @@ class EventSourcedMediator(Mediator):
         inner_middlewares: Sequence[Middleware] = (),
         middlewares: Sequence[Middleware] | None = None,
         query_middlewares: Sequence[Middleware] | None = None,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
     ) -> None:
         # Set before super().__init__: the pipeline is built there, from these.
         self.event_persistence_orchestrator = event_persistence_orchestrator
@@ -83,6 +90,8 @@ class EventSourcedMediator(Mediator):
             uow_factory,
             middlewares=middlewares,
             query_middlewares=query_middlewares,
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
         )
 
     def _default_command_middlewares(self) -> list[Middleware]:

@@ -15,6 +15,9 @@ from cqrs_ddd_core.exceptions import HandlerNotFoundError
 from cqrs_ddd_core.pipeline.pipeline import Middleware, Pipeline
 
 if TYPE_CHECKING:
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
+
     from cqrs_ddd_core.domain.messages import Command, DomainEvent, Query
     from cqrs_ddd_core.persistence.ports import UnitOfWorkFactory
 
@@ -36,6 +39,9 @@ class Mediator:
             the default (see :func:`cqrs_ddd_core.middleware.default_command_middlewares`);
             an empty list means none at all.
         query_middlewares: The query pipeline, outermost first (``None``: default).
+        tracer_provider: For the default pipelines' tracing (default: the
+            global provider); lets tests and multi-tenant apps inject their own.
+        meter_provider: For the default pipelines' metrics (default: the global one).
 
     In-process event handlers run **after** the top-level command's unit of
     work has committed, in the order the events were persisted, so they never
@@ -53,9 +59,13 @@ class Mediator:
         *,
         middlewares: Sequence[Middleware] | None = None,
         query_middlewares: Sequence[Middleware] | None = None,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
     ) -> None:
         self.registry = registry
         self.uow_factory = uow_factory
+        self._tracer_provider = tracer_provider
+        self._meter_provider = meter_provider
         commands = self._default_command_middlewares() if middlewares is None else middlewares
         queries = (
             self._default_query_middlewares() if query_middlewares is None else query_middlewares
@@ -71,12 +81,18 @@ class Mediator:
     def _default_command_middlewares(self) -> list[Middleware]:
         from cqrs_ddd_core.middleware.defaults import default_command_middlewares
 
-        return default_command_middlewares(uow_factory=self.uow_factory)
+        return default_command_middlewares(
+            uow_factory=self.uow_factory,
+            tracer_provider=self._tracer_provider,
+            meter_provider=self._meter_provider,
+        )
 
     def _default_query_middlewares(self) -> list[Middleware]:
         from cqrs_ddd_core.middleware.defaults import default_query_middlewares
 
-        return default_query_middlewares()
+        return default_query_middlewares(
+            tracer_provider=self._tracer_provider, meter_provider=self._meter_provider
+        )
 
     def describe(self) -> str:
         """Both pipelines' resolved order, for logs and docs."""

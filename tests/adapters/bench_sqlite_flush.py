@@ -14,6 +14,10 @@ setting on every side. Two comparisons:
   serialise them (raw: by hand, with the same pydantic calls); the library
   also through a core ``Mediator`` with ``UnitOfWorkMiddleware``.
 
+With ``--shielded``, the unit-of-work sides also run (interleaved) with every
+flush wrapped in a task and ``asyncio.shield``, as all SQLite commits were
+before the open writer learnt to survive a cancellation without them.
+
 Run it (the target is a ratio of at least 0.5)::
 
     .venv/bin/python -m tests.adapters.bench_sqlite_flush [--commands 2000] [--synchronous NORMAL]
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import sqlite3
 import statistics
 import tempfile
@@ -44,6 +49,8 @@ from cqrs_ddd_core.adapters.sqlalchemy import (
     create_tables,
     metadata,
 )
+from cqrs_ddd_core.adapters.sqlalchemy import unit_of_work as uow_module
+from cqrs_ddd_core.adapters.sqlalchemy.sqlite import flush_sqlite
 from cqrs_ddd_core.context import current_uow
 from cqrs_ddd_core.middleware import UnitOfWorkMiddleware
 from cqrs_ddd_core.persistence import OutboxMessage
@@ -110,14 +117,27 @@ def raw_sqlite3(path: Path, commands: int, synchronous: str, whole: bool) -> flo
     return timed / commands
 
 
-async def library(path: Path, commands: int, synchronous: str, mode: str) -> float:
+class ShieldedUnitOfWork(SQLAlchemyUnitOfWork):
+    """Every flush in a task under ``asyncio.shield`` (the earlier way), for comparison."""
+
+    def __init__(self, bind: Any) -> None:
+        super().__init__(bind)
+        self._flush = lambda engine, plan, timings: uow_module._finish(
+            flush_sqlite(engine, plan, timings)
+        )
+
+
+async def library(
+    path: Path, commands: int, synchronous: str, mode: str, shielded: bool = False
+) -> float:
     """Seconds per command through the unit of work (``persist``/``whole``) or the mediator."""
     engine = create_engine(f"sqlite:///{path}", sqlite_synchronous=synchronous)  # type: ignore[arg-type]
     await create_tables(engine)
     events = SQLAlchemyEventStore(engine)
     outbox = SQLAlchemyOutboxStore(engine)
     accounts = SQLAlchemyStateRepository(Account, engine)
-    uow_factory = SQLAlchemyUnitOfWork.factory(engine)
+    uow_class = ShieldedUnitOfWork if shielded else SQLAlchemyUnitOfWork
+    uow_factory = uow_class.factory(engine)
 
     async def stage(objects: tuple[Account, Any, OutboxMessage], uow: Any) -> None:
         account, event, message = objects
@@ -155,11 +175,39 @@ async def library(path: Path, commands: int, synchronous: str, mode: str) -> flo
     return timed / commands
 
 
+async def paired_commits(path: Path, commands: int, synchronous: str) -> dict[str, list[float]]:
+    """Seconds of each ``commit()``, the direct and the shielded unit of work taking
+    turns on one engine (so drift and noise hit both alike)."""
+    engine = create_engine(f"sqlite:///{path}", sqlite_synchronous=synchronous)  # type: ignore[arg-type]
+    await create_tables(engine)
+    events = SQLAlchemyEventStore(engine)
+    outbox = SQLAlchemyOutboxStore(engine)
+    accounts = SQLAlchemyStateRepository(Account, engine)
+    kinds = {"direct": SQLAlchemyUnitOfWork, "shielded": ShieldedUnitOfWork}
+    times: dict[str, list[float]] = {name: [] for name in kinds}
+    for index in range(commands + 1):
+        for name, uow_class in kinds.items() if index % 2 else reversed(kinds.items()):
+            account, event, message = domain_objects()
+            uow = uow_class(engine)
+            await events.append("Account", account.id, [event], expected_version=0, uow=uow)
+            await outbox.enqueue([message], uow=uow)
+            accounts.save(account, uow=uow)
+            start = time.perf_counter()
+            await uow.commit()
+            if index:  # the first opens the writer
+                times[name].append(time.perf_counter() - start)
+    await engine.dispose()
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--commands", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--synchronous", default="NORMAL", choices=["OFF", "NORMAL", "FULL"])
+    parser.add_argument(
+        "--shielded", action="store_true", help="also time every flush in a task + shield"
+    )
     args = parser.parse_args()
     sides: dict[str, Callable[[Path], float]] = {
         "raw sqlite3, rows": lambda p: raw_sqlite3(p, args.commands, args.synchronous, False),
@@ -174,6 +222,15 @@ def main() -> None:
             library(p, args.commands, args.synchronous, "mediator")
         ),
     }
+    if args.shielded:
+        labels = {"persist": "uow, persist", "whole": "uow, command", "mediator": "med+uow, cmd"}
+        for mode, label in labels.items():
+            sides[f"shielded {label}"] = functools.partial(
+                lambda p, m: asyncio.run(
+                    library(p, args.commands, args.synchronous, m, shielded=True)
+                ),
+                m=mode,
+            )
     results: dict[str, list[float]] = {name: [] for name in sides}
     with tempfile.TemporaryDirectory() as tmp:
         for round_ in range(args.rounds):  # interleaved, so drift hits every side alike
@@ -186,6 +243,24 @@ def main() -> None:
         base = median["raw sqlite3, rows" if name.endswith("persist") else "raw sqlite3, command"]
         ratio = "" if name.startswith("raw") else f"  {base / seconds:.2f}x raw throughput"
         print(f"  {name:26s} {seconds * 1e6:7.1f} us  {1 / seconds:7.0f}/s{ratio}")
+    if args.shielded:
+        with tempfile.TemporaryDirectory() as tmp:
+            per_round = [
+                asyncio.run(
+                    paired_commits(Path(tmp) / f"paired-{r}.db", args.commands, args.synchronous)
+                )
+                for r in range(args.rounds)
+            ]
+        print("commit() alone, direct and shielded taking turns (median of round medians)")
+        for name in ("direct", "shielded"):
+            rounds = [statistics.median(times[name]) * 1e6 for times in per_round]
+            shown = " ".join(f"{value:.1f}" for value in rounds)
+            print(f"  {name:9s} {statistics.median(rounds):7.1f} us   rounds: {shown}")
+        gaps = [
+            statistics.median(b - a for a, b in zip(t["direct"], t["shielded"], strict=True)) * 1e6
+            for t in per_round
+        ]
+        print(f"  shielded - direct, paired: {statistics.median(gaps):.1f} us per commit")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -174,3 +175,135 @@ async def test_a_writer_connection_that_died_is_replaced_at_the_next_commit(
         "a1",
         "a3",
     ]
+
+
+async def _block_writer(engine: AsyncEngine) -> tuple[threading.Event, asyncio.Future[None]]:
+    """Hold the writer's thread until the returned event is set (the future: that job)."""
+    release = threading.Event()
+    driver = writer_for(engine)._driver
+    assert driver is not None
+    started = asyncio.get_running_loop().create_future()
+    loop = asyncio.get_running_loop()
+
+    def blocked() -> None:
+        loop.call_soon_threadsafe(started.set_result, None)
+        release.wait(10)
+
+    pending = asyncio.ensure_future(driver._execute(blocked))
+    await started
+    return release, pending
+
+
+async def _cancelled_commit(
+    engine: AsyncEngine, account_id: str, *, cancels: int, committed: bool
+) -> tuple[list[str], SQLAlchemyUnitOfWork]:
+    ran: list[str] = []
+
+    async def after_commit() -> None:
+        ran.append("commit")
+
+    async def after_rollback() -> None:
+        ran.append("rollback")
+
+    uow = SQLAlchemyUnitOfWork(engine)
+    uow.after_commit(after_commit)
+    uow.after_rollback(after_rollback)
+    if committed:
+        await stage_command(engine, uow, account_id)
+    else:  # a stale version: the flush rolls back
+        await SQLAlchemyEventStore(engine).append(
+            "Account", account_id, [Account.open(account_id, "x").collect_events()[0]],
+            expected_version=5, uow=uow,
+        )  # fmt: skip
+    release, blocked = await _block_writer(engine)
+    commit = asyncio.create_task(uow.commit())
+    await asyncio.sleep(0)  # the flush is queued behind the blocked job
+    for _ in range(cancels):
+        commit.cancel()
+        await asyncio.sleep(0.01)
+    assert not commit.done()  # it waits for the database's answer
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await commit
+    await blocked
+    return ran, uow
+
+
+@pytest.mark.parametrize("cancels", [1, 3])
+async def test_a_commit_on_the_open_writer_cancelled_while_queued_reports_the_commit(
+    sqlite_db: AsyncEngine, cancels: int
+) -> None:
+    first = SQLAlchemyUnitOfWork(sqlite_db)
+    await stage_command(sqlite_db, first, "a1")
+    await first.commit()  # opens the writer: the next commit takes the direct path
+
+    ran, uow = await _cancelled_commit(sqlite_db, "a2", cancels=cancels, committed=True)
+
+    assert ran == ["commit"]
+    assert not uow.is_open
+    assert uow.timings[-1].operation == "COMMIT"
+    assert len(await SQLAlchemyEventStore(sqlite_db).read_all()) == 2
+
+
+async def test_a_commit_on_the_open_writer_cancelled_before_a_failing_flush_rolls_back(
+    sqlite_db: AsyncEngine,
+) -> None:
+    first = SQLAlchemyUnitOfWork(sqlite_db)
+    await stage_command(sqlite_db, first, "a1")
+    await first.commit()
+
+    ran, uow = await _cancelled_commit(sqlite_db, "a2", cancels=2, committed=False)
+
+    assert ran == ["rollback"]
+    assert uow.timings[-1].error_type == "ConcurrencyError"
+    assert len(await SQLAlchemyEventStore(sqlite_db).read_all()) == 1
+
+
+async def test_the_committed_cancellation_reaches_the_caller_at_its_next_await(
+    sqlite_db: AsyncEngine,
+) -> None:
+    first = SQLAlchemyUnitOfWork(sqlite_db)
+    await stage_command(sqlite_db, first, "a1")
+    await first.commit()
+    reached: list[str] = []
+
+    async def command() -> None:
+        uow = SQLAlchemyUnitOfWork(sqlite_db)
+        await stage_command(sqlite_db, uow, "a2")
+        await uow.commit()
+        reached.append("returned from commit")
+        await asyncio.sleep(1)
+        reached.append("slept")  # pragma: no cover - the cancellation stops it
+
+    release, blocked = await _block_writer(sqlite_db)
+    task = asyncio.create_task(command())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    await asyncio.sleep(0.01)
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await blocked
+    assert reached == ["returned from commit"]
+    assert task.cancelling() == 1
+
+
+async def test_a_commit_on_the_open_writer_needs_no_task(
+    sqlite_db: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cqrs_ddd_core.adapters.sqlalchemy import unit_of_work
+
+    shielded: list[Any] = []
+    original = unit_of_work._finish
+
+    async def counting(flush: Any) -> None:
+        shielded.append(flush)
+        await original(flush)
+
+    monkeypatch.setattr(unit_of_work, "_finish", counting)
+    for account_id in ("a1", "a2", "a3"):
+        uow = SQLAlchemyUnitOfWork(sqlite_db)
+        await stage_command(sqlite_db, uow, account_id)
+        await uow.commit()
+
+    assert len(shielded) == 1  # only the first commit, which opened the writer

@@ -20,7 +20,10 @@ Each step is measured into :attr:`timings` (``StepTiming``), success or not.
 A commit cancelled while its flush is on its way to the database lets the
 flush finish (it may commit whatever the caller does) and reports what
 really happened: committed (after-commit hooks run, the cancellation reaches
-the caller at its next ``await``) or rolled back.
+the caller at its next ``await``) or rolled back. On SQLite's open writer the
+flush does that itself, without a task (:func:`.sqlite.flush_open_writer`);
+otherwise (PostgreSQL, the first SQLite commit) it runs as a shielded task
+(:func:`_finish`).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from cqrs_ddd_core.adapters.sqlalchemy.engine import dialect_name
 from cqrs_ddd_core.adapters.sqlalchemy.plan import FlushPlan
 from cqrs_ddd_core.adapters.sqlalchemy.postgres import flush_postgres
-from cqrs_ddd_core.adapters.sqlalchemy.sqlite import flush_sqlite
+from cqrs_ddd_core.adapters.sqlalchemy.sqlite import flush_open_writer, flush_sqlite, writer_for
 from cqrs_ddd_core.exceptions import ConfigurationError, UnitOfWorkError
 from cqrs_ddd_core.persistence.unit_of_work import BaseUnitOfWork, StagedGroup
 
@@ -105,7 +108,7 @@ class SQLAlchemyUnitOfWork(BaseUnitOfWork):
                     f"commits to {self.engine.url!r}; one transaction needs one database"
                 )
             add_to_plan(plan, records)
-        await _finish(self._flush(self.engine, plan, self.timings))
+        await self._flush(self.engine, plan, self.timings)
 
     async def _discard(self) -> None:
         return None  # nothing reached the database before commit
@@ -114,7 +117,18 @@ class SQLAlchemyUnitOfWork(BaseUnitOfWork):
         return f"SQLAlchemyUnitOfWork({self.engine.url.render_as_string(hide_password=True)!r})"
 
 
-_FLUSHES: dict[str, _Flush] = {"sqlite": flush_sqlite, "postgresql": flush_postgres}
+async def _flush_sqlite(engine: AsyncEngine, plan: FlushPlan, timings: list[StepTiming]) -> None:
+    if not await flush_open_writer(writer_for(engine), plan, timings):
+        # No open writer yet (or it died): open one, or report it, under the shield.
+        await _finish(flush_sqlite(engine, plan, timings))
+
+
+async def _flush_postgres(engine: AsyncEngine, plan: FlushPlan, timings: list[StepTiming]) -> None:
+    await _finish(flush_postgres(engine, plan, timings))
+
+
+# Each runs its flush to the end even if the caller is cancelled meanwhile.
+_FLUSHES: dict[str, _Flush] = {"sqlite": _flush_sqlite, "postgresql": _flush_postgres}
 
 
 async def _finish(flush: Coroutine[Any, Any, None]) -> None:

@@ -7,6 +7,7 @@ command inside its handler's transaction, before any row is written.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,7 +17,14 @@ from pydantic_core import PydanticSerializationError
 from cqrs_ddd_core.domain.messages import DomainEvent
 from cqrs_ddd_core.exceptions import SerializationError
 
-__all__ = ["PendingEvent", "dumps", "encode_event", "envelope_fields"]
+__all__ = [
+    "AppendBatch",
+    "PendingEvent",
+    "dumps",
+    "encode_append",
+    "encode_event",
+    "envelope_fields",
+]
 
 _ENVELOPE = frozenset(DomainEvent.model_fields)
 
@@ -77,4 +85,28 @@ def encode_event(
         occurred_at=event.occurred_at,
         correlation_id=event.correlation_id,
         causation_id=event.causation_id,
+    )
+
+
+AppendBatch = tuple[str, str, int, list[PendingEvent]]
+"""What an event store stages for one append: stream type, stream id, the
+expected version, and the events serialised as versions expected+1..."""
+
+
+def encode_append(
+    aggregate_type: str, aggregate_id: str, events: Sequence[DomainEvent], expected_version: int
+) -> AppendBatch:
+    """Serialise ``events`` as the next versions of a stream, ready to stage.
+
+    Raises:
+        SerializationError: an event's payload or metadata is not JSON-serialisable.
+    """
+    return (
+        aggregate_type,
+        aggregate_id,
+        expected_version,
+        [
+            encode_event(event, aggregate_type, aggregate_id, expected_version + offset)
+            for offset, event in enumerate(events, start=1)
+        ],
     )

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from cqrs_ddd_core.exceptions import ConcurrencyError
 from cqrs_ddd_core.persistence.records import StoredEvent, stream_name
-from cqrs_ddd_core.persistence.serialization import PendingEvent, encode_event
+from cqrs_ddd_core.persistence.serialization import AppendBatch, encode_append
 from cqrs_ddd_core.persistence.unit_of_work import require_uow
 
 if TYPE_CHECKING:
@@ -16,8 +16,6 @@ if TYPE_CHECKING:
     from cqrs_ddd_core.persistence.ports import UnitOfWork
 
 __all__ = ["InMemoryEventStore"]
-
-_Batch = tuple[str, str, int, list[PendingEvent]]
 
 
 class InMemoryEventStore:
@@ -42,13 +40,9 @@ class InMemoryEventStore:
         uow = require_uow(uow, "InMemoryEventStore.append")
         if not events:
             return
-        pending = [
-            encode_event(event, aggregate_type, aggregate_id, expected_version + offset)
-            for offset, event in enumerate(events, start=1)
-        ]
-        uow.stage(self, (aggregate_type, aggregate_id, expected_version, pending))
+        uow.stage(self, encode_append(aggregate_type, aggregate_id, events, expected_version))
 
-    def prepare(self, records: list[_Batch]) -> Callable[[], None]:
+    def prepare(self, records: list[AppendBatch]) -> Callable[[], None]:
         heads: dict[tuple[str, str], int] = {}
         for aggregate_type, aggregate_id, expected, pending in records:
             key = (aggregate_type, aggregate_id)

@@ -12,7 +12,7 @@ from cqrs_ddd_core.adapters.sqlalchemy.engine import dialect_name
 from cqrs_ddd_core.adapters.sqlalchemy.reads import Query, aware, fetch
 from cqrs_ddd_core.adapters.sqlalchemy.tables import events
 from cqrs_ddd_core.persistence.records import StoredEvent
-from cqrs_ddd_core.persistence.serialization import PendingEvent, encode_event
+from cqrs_ddd_core.persistence.serialization import AppendBatch, encode_append
 from cqrs_ddd_core.persistence.unit_of_work import require_uow
 
 if TYPE_CHECKING:
@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 
 __all__ = ["SQLAlchemyEventStore"]
 
-_Batch = tuple[str, str, int, list[PendingEvent]]
 
 # pg_snapshot_xmin(pg_current_snapshot()): the oldest transaction id still running.
 _OLDEST_RUNNING = cast(cast(func.pg_snapshot_xmin(func.pg_current_snapshot()), Text), BigInteger)
@@ -129,13 +128,9 @@ class SQLAlchemyEventStore:
         uow = require_uow(uow, "SQLAlchemyEventStore.append")
         if not events:
             return
-        pending = [
-            encode_event(event, aggregate_type, aggregate_id, expected_version + offset)
-            for offset, event in enumerate(events, start=1)
-        ]
-        uow.stage(self, (aggregate_type, aggregate_id, expected_version, pending))
+        uow.stage(self, encode_append(aggregate_type, aggregate_id, events, expected_version))
 
-    def add_to_plan(self, plan: FlushPlan, records: list[_Batch]) -> None:
+    def add_to_plan(self, plan: FlushPlan, records: list[AppendBatch]) -> None:
         for aggregate_type, aggregate_id, expected_version, pending in records:
             plan.add_events(aggregate_type, aggregate_id, expected_version, pending)
 

@@ -165,35 +165,36 @@ async def _release_lock(fairy: Any, conn: Any) -> None:
         fairy.invalidate(exc)
 
 
+_STREAM_HEADS = (
+    "SELECT u.t, u.i, (SELECT max(e.version) FROM events e "
+    "WHERE e.aggregate_type = u.t AND e.aggregate_id = u.i) "
+    "FROM unnest($1::text[], $2::text[]) AS u(t, i)"
+)
+_STATE_VERSIONS = (
+    "SELECT u.t, u.i, (SELECT s.version FROM aggregate_state s "
+    "WHERE s.aggregate_type = u.t AND s.aggregate_id = u.i) "
+    "FROM unnest($1::text[], $2::text[]) AS u(t, i)"
+)
+
+
 async def _diagnose(conn: Any, plan: FlushPlan, cause: BaseException) -> PersistenceError:
     """Which stream or state row moved (the failed statement left nothing behind)."""
+    checks: tuple[tuple[str, list[Any]], ...] = (
+        (_STREAM_HEADS, list(plan.streams.values())),
+        (_STATE_VERSIONS, list(plan.states.values())),
+    )
     try:
-        if plan.streams:
-            streams = list(plan.streams.values())
+        for query, writes in checks:
+            if not writes:
+                continue
             rows = await conn.fetch(
-                "SELECT u.t, u.i, (SELECT max(e.version) FROM events e "
-                "WHERE e.aggregate_type = u.t AND e.aggregate_id = u.i) "
-                "FROM unnest($1::text[], $2::text[]) AS u(t, i)",
-                [s.aggregate_type for s in streams],
-                [s.aggregate_id for s in streams],
-            )
-            heads = {(r[0], r[1]): r[2] or 0 for r in rows}
-            for s in streams:
-                actual = heads.get((s.aggregate_type, s.aggregate_id), 0)
-                if actual != s.expected_version:
-                    return concurrency_error(s.stream, s.expected_version, actual, cause)
-        if plan.states:
-            writes = list(plan.states.values())
-            rows = await conn.fetch(
-                "SELECT u.t, u.i, (SELECT s.version FROM aggregate_state s "
-                "WHERE s.aggregate_type = u.t AND s.aggregate_id = u.i) "
-                "FROM unnest($1::text[], $2::text[]) AS u(t, i)",
+                query,
                 [w.aggregate_type for w in writes],
                 [w.aggregate_id for w in writes],
             )
-            versions = {(r[0], r[1]): r[2] or 0 for r in rows}
+            found = {(r[0], r[1]): r[2] or 0 for r in rows}
             for w in writes:
-                actual = versions.get((w.aggregate_type, w.aggregate_id), 0)
+                actual = found.get((w.aggregate_type, w.aggregate_id), 0)
                 if actual != w.expected_version:
                     return concurrency_error(w.stream, w.expected_version, actual, cause)
     except Exception:  # the diagnosis is best effort; the conflict itself is certain

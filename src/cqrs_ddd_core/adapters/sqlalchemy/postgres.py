@@ -2,11 +2,11 @@
 
 **One round trip.** The unit of work sends a single statement whose
 data-modifying CTEs write every table (``INSERT ... SELECT FROM
-unnest($n::text[], ...)``): its text depends only on which tables are
-written, so it is built once per shape and asyncpg prepares it once per
-connection. It runs outside an explicit transaction, so PostgreSQL commits it
-on its own: flush and commit cost one round trip, and nothing stays open
-while the network is in between.
+json_to_recordset($n::json) ...``, one JSON parameter per table): its text
+depends only on which tables are written, so it is built once per shape and
+asyncpg prepares it once per connection. It runs outside an explicit
+transaction, so PostgreSQL commits it on its own: flush and commit cost one
+round trip, and nothing stays open while the network is in between.
 
 **Version checks inside the statement.** A stream whose head is not the
 expected version, or a state row no longer at the version it was loaded at,

@@ -2,8 +2,11 @@
 
 The text depends only on the *shape* of a flush (which of events, outbox,
 audit records, new and updated state rows it writes), so it is built once
-per shape; the rows travel as one array per column (``unnest($n::text[], ...)``),
-so asyncpg prepares each shape once per connection whatever the row counts.
+per shape; the rows of each table travel as one JSON text parameter (an array
+of objects read back by ``json_to_recordset``), so asyncpg prepares each shape
+once per connection whatever the row counts, and encodes one text per table
+instead of one array per column. JSON columns travel as JSON *strings* holding
+their text, cast to ``json`` in the statement, so they are stored byte for byte.
 How the statement keeps the global order gap-free is explained in
 :mod:`cqrs_ddd_core.adapters.sqlalchemy.postgres`.
 """
@@ -11,10 +14,14 @@ How the statement keeps the global order gap-free is explained in
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+import json
+import math
+from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from cqrs_ddd_core.adapters.sqlalchemy.errors import CONFLICT_MARKER
+from cqrs_ddd_core.adapters.sqlalchemy.plan import as_utc
 
 if TYPE_CHECKING:
     from cqrs_ddd_core.adapters.sqlalchemy.plan import FlushPlan
@@ -68,6 +75,10 @@ _AUDIT_COLUMNS: tuple[tuple[str, str], ...] = (
 _JSON = frozenset({"payload", "metadata", "trace_context", "state"})
 
 
+def _keys(width: int) -> tuple[str, ...]:
+    return tuple(f"c{i}" for i in range(width))
+
+
 class _Params:
     """Numbers the parameters of one statement, in the order the arguments are built."""
 
@@ -78,11 +89,16 @@ class _Params:
         self.count += 1
         return f"${self.count}::{cast}"
 
-    def unnest(self, columns: Sequence[tuple[str, str]]) -> str:
-        """``unnest($1::text[], ...) WITH ORDINALITY AS u(col, ..., ord)``."""
-        arrays = ", ".join(self.one(f"{kind}[]") for _, kind in columns)
+    def rows(self, columns: Sequence[tuple[str, str]], param: str | None = None) -> str:
+        """The rows of one JSON parameter (``[{"c0": ..., "c1": ...}, ...]``) as
+        ``u(col, ..., ord)``; ``param`` reads an earlier parameter again."""
+        source = param if param is not None else self.one("json")
+        types = ", ".join(f"c{i} {kind}" for i, (_, kind) in enumerate(columns))
         names = ", ".join(name for name, _ in columns)
-        return f"unnest({arrays}) WITH ORDINALITY AS u({names}, ord)"
+        return (
+            f"ROWS FROM (json_to_recordset({source}) AS ({types})) "
+            f"WITH ORDINALITY AS u({names}, ord)"
+        )
 
 
 def _select_list(columns: Sequence[tuple[str, str]]) -> str:
@@ -120,7 +136,7 @@ def _statement(shape: Shape) -> str:
     if has_events:
         key = p.one("int8")
         ctes.append(
-            f"stream_conflicts AS (SELECT 1 FROM {p.unnest(_HEAD_COLUMNS)} WHERE u.expected "
+            f"stream_conflicts AS (SELECT 1 FROM {p.rows(_HEAD_COLUMNS)} WHERE u.expected "
             "<> coalesce((SELECT max(e.version) FROM events e WHERE e.aggregate_type = "
             "u.aggregate_type AND e.aggregate_id = u.aggregate_id), 0))"
         )
@@ -133,7 +149,7 @@ def _statement(shape: Shape) -> str:
         ctes.append(
             f"ev AS (INSERT INTO events ({names}, transaction_id, recorded_at) "
             f"SELECT {_select_list(_EVENT_COLUMNS)}, pg_current_xact_id()::text::int8, now() "
-            f"FROM lock, {p.unnest(_EVENT_COLUMNS)} ORDER BY u.ord RETURNING 1)"
+            f"FROM lock, {p.rows(_EVENT_COLUMNS)} ORDER BY u.ord RETURNING 1)"
         )
         ctes.append(
             f"unlock AS MATERIALIZED (SELECT pg_advisory_unlock({key}) AS released "
@@ -148,25 +164,26 @@ def _statement(shape: Shape) -> str:
             names = ", ".join(name for name, _ in columns)
             ctes.append(
                 f"w_{table} AS (INSERT INTO {table} ({names}) SELECT {_select_list(columns)} "
-                f"FROM {after}{p.unnest(columns)} ORDER BY u.ord)"
+                f"FROM {after}{p.rows(columns)} ORDER BY u.ord)"
             )
     if has_inserts:
         ctes.append(
             "state_inserts AS (INSERT INTO aggregate_state "
             "(aggregate_type, aggregate_id, version, state, updated_at) "
             "SELECT u.aggregate_type, u.aggregate_id, u.version, u.state::json, now() "
-            f"FROM {after}{p.unnest(_STATE_INSERT_COLUMNS)})"
+            f"FROM {after}{p.rows(_STATE_INSERT_COLUMNS)})"
         )
     if has_updates:
+        updates = p.one("json")
         ctes.append(
             "state_updates AS (UPDATE aggregate_state AS s SET version = u.version, "
             f"state = u.state::json, updated_at = now() FROM {after}"
-            f"{p.unnest(_STATE_UPDATE_COLUMNS)} WHERE s.aggregate_type = u.aggregate_type "
+            f"{p.rows(_STATE_UPDATE_COLUMNS, updates)} WHERE s.aggregate_type = u.aggregate_type "
             "AND s.aggregate_id = u.aggregate_id AND s.version = u.expected "
             "RETURNING s.aggregate_type, s.aggregate_id)"
         )
         ctes.append(
-            f"state_conflicts AS (SELECT 1 FROM {p.unnest(_KEY_COLUMNS)} WHERE NOT EXISTS "
+            f"state_conflicts AS (SELECT 1 FROM {p.rows(_KEY_COLUMNS, updates)} WHERE NOT EXISTS "
             "(SELECT 1 FROM state_updates d WHERE d.aggregate_type = u.aggregate_type "
             "AND d.aggregate_id = u.aggregate_id))"
         )
@@ -182,8 +199,29 @@ def _statement(shape: Shape) -> str:
     return f"WITH {', '.join(ctes)} SELECT {', '.join(outputs)}"
 
 
-def _columns_of(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
-    return [[row[i] for row in rows] for i in range(width)]
+def _encode(value: object) -> str:
+    """What :func:`json.dumps` cannot write itself: timestamps (as UTC ISO text)."""
+    if isinstance(value, datetime):
+        return as_utc(value).isoformat()
+    raise TypeError(f"cannot send {type(value).__name__} to PostgreSQL")
+
+
+_dumps = json.JSONEncoder(
+    ensure_ascii=False, check_circular=False, separators=(",", ":"), default=_encode
+).encode
+
+
+def _table(rows: Iterable[Sequence[Any]], width: int) -> str:
+    """One table's rows as the JSON text :meth:`_Params.rows` reads."""
+    keys = _keys(width)
+    return _dumps([dict(zip(keys, row, strict=True)) for row in rows])
+
+
+def _float(value: float) -> float | str:
+    """JSON has no NaN or infinities; PostgreSQL reads them from their names."""
+    if math.isfinite(value):
+        return value
+    return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
 
 
 def _arguments(plan: FlushPlan, lock_key: int) -> list[Any]:
@@ -191,36 +229,59 @@ def _arguments(plan: FlushPlan, lock_key: int) -> list[Any]:
     args: list[Any] = []
     if plan.events:
         args.append(lock_key)
-        streams = plan.streams.values()
-        args.append([s.aggregate_type for s in streams])
-        args.append([s.aggregate_id for s in streams])
-        args.append([s.expected_version for s in streams])
-        events = plan.events
-        args.append([e.event_id for e in events])
-        args.append([e.aggregate_type for e in events])
-        args.append([e.aggregate_id for e in events])
-        args.append([e.version for e in events])
-        args.append([e.event_type for e in events])
-        args.append([e.schema_version for e in events])
-        args.append([e.payload_json for e in events])
-        args.append([e.metadata_json for e in events])
-        args.append([e.occurred_at for e in events])
-        args.append([e.correlation_id for e in events])
-        args.append([e.causation_id for e in events])
+        args.append(
+            _table(
+                [
+                    (s.aggregate_type, s.aggregate_id, s.expected_version)
+                    for s in plan.streams.values()
+                ],
+                3,
+            )
+        )
+        args.append(
+            _table(
+                [
+                    (
+                        e.event_id,
+                        e.aggregate_type,
+                        e.aggregate_id,
+                        e.version,
+                        e.event_type,
+                        e.schema_version,
+                        e.payload_json,
+                        e.metadata_json,
+                        e.occurred_at,
+                        e.correlation_id,
+                        e.causation_id,
+                    )
+                    for e in plan.events
+                ],
+                len(_EVENT_COLUMNS),
+            )
+        )
     if plan.outbox:
-        args.extend(_columns_of(plan.outbox, len(_OUTBOX_COLUMNS)))
+        args.append(_table(plan.outbox, len(_OUTBOX_COLUMNS)))
     if plan.audit:
-        args.extend(_columns_of(plan.audit, len(_AUDIT_COLUMNS)))
+        duration = len(_AUDIT_COLUMNS) - 2
+        args.append(
+            _table(
+                [
+                    (*row[:duration], _float(row[duration]), *row[duration + 1 :])
+                    for row in plan.audit
+                ],
+                len(_AUDIT_COLUMNS),
+            )
+        )
     inserts, updates = plan.state_inserts, plan.state_updates
     if inserts:
-        args.extend(
-            _columns_of(
+        args.append(
+            _table(
                 [(w.aggregate_type, w.aggregate_id, w.version, w.state_json) for w in inserts], 4
             )
         )
     if updates:
-        args.extend(
-            _columns_of(
+        args.append(
+            _table(
                 [
                     (w.aggregate_type, w.aggregate_id, w.expected_version, w.version, w.state_json)
                     for w in updates
@@ -228,8 +289,6 @@ def _arguments(plan: FlushPlan, lock_key: int) -> list[Any]:
                 5,
             )
         )
-        args.append([w.aggregate_type for w in updates])
-        args.append([w.aggregate_id for w in updates])
     return args
 
 

@@ -39,6 +39,14 @@ def hops(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     return calls
 
 
+async def open_the_writer(engine: AsyncEngine) -> None:
+    """Commit account "a1": this opens the writer connection, so the next
+    commit takes the direct path."""
+    first = SQLAlchemyUnitOfWork(engine)
+    await stage_command(engine, first, "a1")
+    await first.commit()
+
+
 async def stage_command(engine: AsyncEngine, uow: SQLAlchemyUnitOfWork, account_id: str) -> None:
     account = Account.open(account_id, "ann")
     (event,) = account.collect_events()
@@ -233,9 +241,7 @@ async def _cancelled_commit(
 async def test_a_commit_on_the_open_writer_cancelled_while_queued_reports_the_commit(
     sqlite_db: AsyncEngine, cancels: int
 ) -> None:
-    first = SQLAlchemyUnitOfWork(sqlite_db)
-    await stage_command(sqlite_db, first, "a1")
-    await first.commit()  # opens the writer: the next commit takes the direct path
+    await open_the_writer(sqlite_db)
 
     ran, uow = await _cancelled_commit(sqlite_db, "a2", cancels=cancels, committed=True)
 
@@ -248,9 +254,7 @@ async def test_a_commit_on_the_open_writer_cancelled_while_queued_reports_the_co
 async def test_a_commit_on_the_open_writer_cancelled_before_a_failing_flush_rolls_back(
     sqlite_db: AsyncEngine,
 ) -> None:
-    first = SQLAlchemyUnitOfWork(sqlite_db)
-    await stage_command(sqlite_db, first, "a1")
-    await first.commit()
+    await open_the_writer(sqlite_db)
 
     ran, uow = await _cancelled_commit(sqlite_db, "a2", cancels=2, committed=False)
 
@@ -262,9 +266,7 @@ async def test_a_commit_on_the_open_writer_cancelled_before_a_failing_flush_roll
 async def test_the_committed_cancellation_reaches_the_caller_at_its_next_await(
     sqlite_db: AsyncEngine,
 ) -> None:
-    first = SQLAlchemyUnitOfWork(sqlite_db)
-    await stage_command(sqlite_db, first, "a1")
-    await first.commit()
+    await open_the_writer(sqlite_db)
     reached: list[str] = []
 
     async def command() -> None:

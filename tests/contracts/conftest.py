@@ -1,4 +1,5 @@
-"""The contract suites run against every adapter: in-memory, SQLite (a file) and PostgreSQL."""
+"""The contract suites run against every adapter: in-memory, SQLite (a file; its flush
+inline and on the database thread) and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -14,7 +15,14 @@ from tests.support.postgres import postgres_database_url, truncate_all
 __all__ = ["backend", "backend_kind", "postgres_database_url"]
 
 
-@pytest.fixture(params=["memory", "sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.fixture(
+    params=[
+        "memory",
+        "sqlite",  # synchronous=NORMAL: the writer flushes inline on the loop's thread
+        "sqlite-full",  # the default, FULL: the flush hops to the aiosqlite thread
+        pytest.param("postgresql", marks=pytest.mark.postgres),
+    ]
+)
 def backend_kind(request: pytest.FixtureRequest) -> tuple[str, str | None]:
     """The adapter's name and, for PostgreSQL, the session database's URL."""
     if request.param == "postgresql":
@@ -27,8 +35,9 @@ async def backend(backend_kind: tuple[str, str | None], tmp_path: Path) -> Async
     kind, url = backend_kind
     if kind == "memory":
         yield memory_backend()
-    elif kind == "sqlite":
-        async with sqlite_engine(tmp_path) as engine:
+    elif kind in ("sqlite", "sqlite-full"):
+        synchronous = "FULL" if kind == "sqlite-full" else "NORMAL"
+        async with sqlite_engine(tmp_path, synchronous) as engine:
             yield sql_backend(engine)
     else:
         assert url is not None

@@ -113,11 +113,19 @@ def sql_backend(engine: AsyncEngine) -> Backend:
 
 
 @asynccontextmanager
-async def sqlite_engine(directory: Path, synchronous: str = "NORMAL") -> AsyncIterator[AsyncEngine]:
-    """An engine on a new SQLite file in ``directory``, tables created, disposed after."""
+async def sqlite_engine(
+    directory: Path, synchronous: str = "NORMAL", flush: str = "auto"
+) -> AsyncIterator[AsyncEngine]:
+    """An engine on a new SQLite file in ``directory``, tables created, disposed after.
+
+    At the default ``NORMAL`` the writer flushes inline on the event loop's
+    thread; ``synchronous="FULL"`` (the library's default) or
+    ``flush="thread"`` makes it hop to the aiosqlite thread.
+    """
     engine = create_engine(
         f"sqlite:///{directory / 'cqrs.db'}",
         sqlite_synchronous=synchronous,  # type: ignore[arg-type]
+        sqlite_flush=flush,  # type: ignore[arg-type]
     )
     try:
         await create_tables(engine)

@@ -1,9 +1,15 @@
-"""SQLite: the flush and the commit are one hop to the database thread."""
+"""SQLite: the flush and the commit are one hop to the database thread.
+
+These tests use an engine whose writer always hops (``sqlite_flush="thread"``,
+what the default ``FULL`` does); the inline flush has its own tests
+(``test_sqlite_inline_flush.py``).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +29,14 @@ from cqrs_ddd_core.adapters.sqlalchemy.sqlite import writer_for
 from cqrs_ddd_core.exceptions import ConcurrencyError, PersistenceError
 from cqrs_ddd_core.persistence import OutboxMessage
 from tests.support.accounts import Account
+from tests.support.backends import sqlite_engine
+
+
+@pytest.fixture
+async def sqlite_db(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    """An engine whose writer flushes on the aiosqlite thread (this module's subject)."""
+    async with sqlite_engine(tmp_path, flush="thread") as engine:
+        yield engine
 
 
 @pytest.fixture

@@ -16,7 +16,11 @@ PostgreSQL. See ``docs/persistence.md``.
 from __future__ import annotations
 
 from cqrs_ddd_core.adapters.sqlalchemy.audit import SQLAlchemyAuditStore
-from cqrs_ddd_core.adapters.sqlalchemy.engine import SQLiteSynchronous, create_engine
+from cqrs_ddd_core.adapters.sqlalchemy.engine import (
+    SQLiteFlushMode,
+    SQLiteSynchronous,
+    create_engine,
+)
 from cqrs_ddd_core.adapters.sqlalchemy.event_store import SQLAlchemyEventStore
 from cqrs_ddd_core.adapters.sqlalchemy.outbox import SQLAlchemyOutboxStore
 from cqrs_ddd_core.adapters.sqlalchemy.postgres import EVENTS_LOCK_KEY
@@ -39,6 +43,7 @@ __all__ = [
     "SQLAlchemyOutboxStore",
     "SQLAlchemyStateRepository",
     "SQLAlchemyUnitOfWork",
+    "SQLiteFlushMode",
     "SQLiteSynchronous",
     "aggregate_state",
     "audit_log",

@@ -18,9 +18,10 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from cqrs_ddd_core.adapters.sqlalchemy.sqlite import FLUSH_MODE_OPTION, SQLiteFlushMode
 from cqrs_ddd_core.exceptions import ConfigurationError
 
-__all__ = ["SQLiteSynchronous", "create_engine", "dialect_name"]
+__all__ = ["SQLiteFlushMode", "SQLiteSynchronous", "create_engine", "dialect_name"]
 
 SQLiteSynchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 """SQLite's ``PRAGMA synchronous`` levels. In WAL mode ``NORMAL`` never corrupts
@@ -56,6 +57,7 @@ def create_engine(
     *,
     sqlite_synchronous: SQLiteSynchronous = "FULL",
     sqlite_busy_timeout: float = 30.0,
+    sqlite_flush: SQLiteFlushMode = "auto",
     echo: bool = False,
     pool_size: int | None = None,
 ) -> AsyncEngine:
@@ -70,6 +72,13 @@ def create_engine(
             last commits on power loss but never corrupts the file.
         sqlite_busy_timeout: Seconds a SQLite writer waits for another
             process's write lock before failing.
+        sqlite_flush: Where a SQLite commit's writes run: ``"auto"`` (inline
+            on the event loop's thread when the commit does not fsync, i.e.
+            ``synchronous`` ``NORMAL`` or ``OFF``; on the aiosqlite thread
+            when it does), ``"thread"`` or ``"loop"`` (always). Inline never
+            waits for another process's write lock on the loop: such a
+            commit moves to the thread. Stored as the engine's
+            ``sqlite_flush`` execution option.
         echo: Log every statement (SQLAlchemy's ``echo``).
         pool_size: Connections kept in the pool (SQLAlchemy's default when None).
 
@@ -96,6 +105,10 @@ def create_engine(
             f"sqlite_synchronous must be one of {get_args(SQLiteSynchronous)}, "
             f"got {sqlite_synchronous!r}"
         )
+    if sqlite_flush not in get_args(SQLiteFlushMode):
+        raise ConfigurationError(
+            f"sqlite_flush must be one of {get_args(SQLiteFlushMode)}, got {sqlite_flush!r}"
+        )
     if not parsed.database or parsed.database == ":memory:" or "memory" in parsed.query.values():
         raise ConfigurationError(
             "The SQL adapters need a SQLite *file* (several connections share it); for an "
@@ -108,6 +121,7 @@ def create_engine(
         parsed,
         connect_args={"timeout": float(sqlite_busy_timeout)},
         pool_reset_on_return=None,
+        execution_options={FLUSH_MODE_OPTION: sqlite_flush},
         **options,
     )
     pragmas = ("PRAGMA journal_mode=WAL", f"PRAGMA synchronous={sqlite_synchronous}")

@@ -1,0 +1,271 @@
+"""SQLite: where the flush runs, and the inline flush on the event loop's thread.
+
+At ``synchronous=NORMAL``/``OFF`` a WAL commit never waits on the disk, so
+the writer runs the flush inline (no hop to the aiosqlite thread); a write
+lock held by another process must still never block the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from cqrs_ddd_core.adapters.sqlalchemy import (
+    SQLAlchemyEventStore,
+    SQLAlchemyUnitOfWork,
+    create_engine,
+    create_tables,
+)
+from cqrs_ddd_core.adapters.sqlalchemy.sqlite import writer_for
+from cqrs_ddd_core.exceptions import ConcurrencyError, ConfigurationError, PersistenceError
+from tests.adapters.sqlalchemy.test_sqlite_flush import stage_command
+from tests.support.backends import sqlite_engine
+
+
+@pytest.fixture
+def hops(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every call queued on any aiosqlite connection's thread."""
+    calls: list[Any] = []
+    original = aiosqlite.Connection._execute
+
+    async def counting(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(fn)
+        return await original(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counting)
+    return calls
+
+
+@pytest.fixture
+async def inline_db(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    """WAL + NORMAL with a 2 s busy timeout: the writer flushes inline."""
+    engine = create_engine(
+        f"sqlite:///{tmp_path / 'inline.db'}", sqlite_synchronous="NORMAL", sqlite_busy_timeout=2
+    )
+    try:
+        await create_tables(engine)
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+async def commit_account(engine: AsyncEngine, account_id: str) -> SQLAlchemyUnitOfWork:
+    uow = SQLAlchemyUnitOfWork(engine)
+    await stage_command(engine, uow, account_id)
+    await uow.commit()
+    return uow
+
+
+def hold_write_lock(path: Path, seconds: float) -> tuple[threading.Thread, threading.Event]:
+    """Another "process": a plain sqlite3 connection holding the write lock for ``seconds``."""
+    locked = threading.Event()
+
+    def hold() -> None:
+        conn = sqlite3.connect(path, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            locked.set()
+            time.sleep(seconds)
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    return thread, locked
+
+
+@pytest.mark.parametrize(
+    ("synchronous", "flush", "inline"),
+    [
+        ("NORMAL", "auto", True),
+        ("OFF", "auto", True),
+        ("FULL", "auto", False),
+        ("EXTRA", "auto", False),
+        ("NORMAL", "thread", False),
+        ("FULL", "loop", True),
+    ],
+)
+async def test_where_the_flush_runs_follows_the_durability_unless_chosen(
+    tmp_path: Path, hops: list[Any], synchronous: str, flush: str, inline: bool
+) -> None:
+    async with sqlite_engine(tmp_path, synchronous, flush) as engine:
+        await commit_account(engine, "a1")  # opens the writer
+        hops.clear()
+
+        uow = await commit_account(engine, "a2")
+
+        assert writer_for(engine).inline is inline
+        assert len(hops) == (0 if inline else 1)
+        assert [t.operation for t in uow.timings] == [
+            "BEGIN", "INSERT", "INSERT", "INSERT", "COMMIT"
+        ]  # fmt: skip
+        assert [e.aggregate_id for e in await SQLAlchemyEventStore(engine).read_all()] == [
+            "a1",
+            "a2",
+        ]
+
+
+async def test_an_inline_conflict_rolls_back_and_leaves_no_transaction_open(
+    inline_db: AsyncEngine,
+) -> None:
+    await commit_account(inline_db, "a1")
+
+    uow = SQLAlchemyUnitOfWork(inline_db)
+    await stage_command(inline_db, uow, "a1")  # "a1" exists: version 0 is stale
+    with pytest.raises(ConcurrencyError):
+        await uow.commit()
+
+    assert uow.timings[-1].error_type == "ConcurrencyError"
+    assert not writer_for(inline_db)._driver.in_transaction
+    assert len(await SQLAlchemyEventStore(inline_db).read_all()) == 1
+    await commit_account(inline_db, "a2")  # the writer goes on
+    assert len(await SQLAlchemyEventStore(inline_db).read_all()) == 2
+
+
+async def test_another_process_holding_the_lock_never_blocks_the_loop(
+    inline_db: AsyncEngine, tmp_path: Path, hops: list[Any]
+) -> None:
+    await commit_account(inline_db, "a1")
+    hops.clear()
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    holder, locked = hold_write_lock(tmp_path / "inline.db", 0.4)
+    locked.wait(5)
+    ticking = asyncio.create_task(ticker())
+    try:
+        started = time.perf_counter()
+        uow = await commit_account(inline_db, "a2")  # waits for the lock on the thread
+        waited = time.perf_counter() - started
+    finally:
+        ticking.cancel()
+    holder.join()
+
+    assert waited >= 0.2  # it did wait for the other writer...
+    assert ticks >= 10  # ...while the loop went on running other tasks
+    assert len(hops) == 1  # the flush moved to the database thread
+    assert uow.timings[-1].operation == "COMMIT"
+    hops.clear()
+    await commit_account(inline_db, "a3")  # the lock is free again: inline once more
+    assert hops == []
+    events = await SQLAlchemyEventStore(inline_db).read_all()
+    assert [e.aggregate_id for e in events] == ["a1", "a2", "a3"]
+
+
+async def test_a_lock_held_past_the_busy_timeout_fails_cleanly_and_inline_resumes(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "short.db"
+    engine = create_engine(
+        f"sqlite:///{path}", sqlite_synchronous="NORMAL", sqlite_busy_timeout=0.2
+    )
+    try:
+        await create_tables(engine)
+        await commit_account(engine, "a1")
+        holder, locked = hold_write_lock(path, 1.0)
+        locked.wait(5)
+
+        uow = SQLAlchemyUnitOfWork(engine)
+        await stage_command(engine, uow, "a2")
+        with pytest.raises(PersistenceError, match="locked"):
+            await uow.commit()
+        holder.join()
+
+        assert uow.timings[-1].error_type == "PersistenceError"
+        conn = writer_for(engine)._driver._connection
+        assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 0  # inline again
+        await commit_account(engine, "a3")
+        events = await SQLAlchemyEventStore(engine).read_all()
+        assert [e.aggregate_id for e in events] == ["a1", "a3"]  # nothing of a2
+    finally:
+        await engine.dispose()
+
+
+async def test_a_commit_behind_a_waiting_one_queues_behind_it_on_the_thread(
+    inline_db: AsyncEngine, tmp_path: Path, hops: list[Any]
+) -> None:
+    """The second commit must not run inline while the first waits on the thread:
+    they keep their order and never use the connection from two threads."""
+    await commit_account(inline_db, "a1")
+    holder, locked = hold_write_lock(tmp_path / "inline.db", 0.3)
+    locked.wait(5)
+    hops.clear()
+
+    first = asyncio.create_task(commit_account(inline_db, "a2"))
+    await asyncio.sleep(0.05)  # the first one tried inline and is waiting on the thread
+    assert not writer_for(inline_db)._idle()
+    second = asyncio.create_task(commit_account(inline_db, "a3"))
+    await asyncio.gather(first, second)
+    holder.join()
+
+    assert len(hops) == 2  # both went to the thread
+    assert writer_for(inline_db)._idle()
+    events = await SQLAlchemyEventStore(inline_db).read_all()
+    assert [e.aggregate_id for e in events] == ["a1", "a2", "a3"]
+
+
+async def test_a_commit_cancelled_while_waiting_on_the_thread_reports_the_commit(
+    inline_db: AsyncEngine, tmp_path: Path
+) -> None:
+    await commit_account(inline_db, "a1")
+    holder, locked = hold_write_lock(tmp_path / "inline.db", 0.3)
+    locked.wait(5)
+    ran: list[str] = []
+
+    async def command() -> None:
+        uow = SQLAlchemyUnitOfWork(inline_db)
+
+        async def after_commit() -> None:
+            ran.append("commit")
+
+        uow.after_commit(after_commit)
+        await stage_command(inline_db, uow, "a2")
+        await uow.commit()
+
+    task = asyncio.create_task(command())
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    holder.join()
+
+    assert ran == ["commit"]  # it committed once the lock was free, and said so
+    assert len(await SQLAlchemyEventStore(inline_db).read_all()) == 2
+
+
+def test_an_unknown_flush_mode_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="sqlite_flush"):
+        create_engine("sqlite:///x.db", sqlite_flush="sometimes")  # type: ignore[arg-type]
+
+
+async def test_an_unknown_flush_mode_on_a_hand_made_engine_fails_the_commit(
+    tmp_path: Path,
+) -> None:
+    engine = create_async_engine(
+        f"sqlite+aiosqlite:///{tmp_path / 'own.db'}",
+        execution_options={"sqlite_flush": "sometimes"},
+    )
+    try:
+        await create_tables(engine)
+        uow = SQLAlchemyUnitOfWork(engine)
+        await stage_command(engine, uow, "a1")
+        with pytest.raises(ConfigurationError, match="sqlite_flush"):
+            await uow.commit()
+        assert await SQLAlchemyEventStore(engine).read_all() == []
+    finally:
+        await engine.dispose()

@@ -36,11 +36,17 @@ def message_from_event(
 ) -> OutboxMessage:
     """The outbox message for ``event``: its id is the event id (consumers
     deduplicate on it), its type the event type, its payload the event's own
-    fields (JSON-ready)."""
+    fields (JSON-ready), also as JSON text for the stores.
+
+    Raises:
+        SerializationError: a field of the event has no JSON form.
+    """
+    payload = event.payload()
     return OutboxMessage(
         message_id=event.event_id,
         message_type=event.type_name(),
-        payload=event.payload(),
+        payload=payload,
+        payload_json=event.payload_json(),
         created_at=utc_now() if created_at is None else created_at,
         aggregate_type=event.aggregate_type,
         aggregate_id=event.aggregate_id,

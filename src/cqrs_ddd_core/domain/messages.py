@@ -100,6 +100,17 @@ class DomainEvent(BaseModel):
         except PydanticSerializationError as exc:
             raise SerializationError(self.type_name(), str(exc)) from exc
 
+    def payload_json(self) -> str:
+        """:meth:`payload` as compact JSON text (what the stores write).
+
+        Raises:
+            SerializationError: a field has no JSON form.
+        """
+        try:
+            return self.model_dump_json(exclude=_ENVELOPE_EXCLUDE)
+        except (PydanticSerializationError, TypeError, ValueError) as exc:
+            raise SerializationError(self.type_name(), str(exc)) from exc
+
 
 _ENVELOPE_FIELDS = frozenset(DomainEvent.model_fields)
 _ENVELOPE_EXCLUDE = set(_ENVELOPE_FIELDS)  # what pydantic's ``exclude`` takes, built once

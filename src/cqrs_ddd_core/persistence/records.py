@@ -61,6 +61,11 @@ class OutboxMessage:
     ``message_id`` is the id of the event it carries, so a consumer can
     deduplicate. ``trace_context`` holds the W3C ``traceparent`` (and
     ``tracestate``) of the command that created it.
+
+    ``payload_json`` is ``payload`` as JSON text, when whoever made the
+    message has it already (``message_from_event`` does): the SQL outbox
+    then stores it instead of serialising ``payload`` a second time. It must
+    say what ``payload`` says; leave it ``None`` otherwise.
     """
 
     message_id: str
@@ -77,6 +82,7 @@ class OutboxMessage:
     next_attempt_at: datetime | None = None
     last_error: str | None = None
     published_at: datetime | None = None
+    payload_json: str | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pydantic_core import PydanticSerializationError
-
 from cqrs_ddd_core.domain.messages import DomainEvent
 from cqrs_ddd_core.exceptions import SerializationError
 
@@ -51,10 +49,14 @@ class PendingEvent:
     causation_id: str | None
 
 
+# Built once: json.dumps with any non-default option builds an encoder per call.
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
 def dumps(value: Any, type_name: str) -> str:
     """JSON text of ``value``; raises :class:`SerializationError` if it has none."""
     try:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        return _encode(value)
     except (TypeError, ValueError) as exc:
         raise SerializationError(type_name, str(exc)) from exc
 
@@ -68,10 +70,7 @@ def encode_event(
         SerializationError: the payload or metadata is not JSON-serialisable.
     """
     type_name = event.type_name()
-    try:
-        payload_json = event.model_dump_json(exclude=_ENVELOPE)  # type: ignore[arg-type]
-    except (PydanticSerializationError, TypeError, ValueError) as exc:
-        raise SerializationError(type_name, str(exc)) from exc
+    payload_json = event.payload_json()
     metadata_json = dumps(event.metadata, type_name) if event.metadata else "{}"
     return PendingEvent(
         event_id=event.event_id,

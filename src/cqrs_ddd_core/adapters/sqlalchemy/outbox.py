@@ -106,7 +106,7 @@ class SQLAlchemyOutboxStore:
             (
                 m.message_id,
                 m.message_type,
-                dumps(m.payload, m.message_type),
+                dumps(m.payload, m.message_type) if m.payload_json is None else m.payload_json,
                 m.aggregate_type,
                 m.aggregate_id,
                 OutboxStatus(m.status).value,

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
@@ -35,19 +34,29 @@ class DiscardingSpanExporter(SpanExporter):
         return True
 
 
-def sdk_on() -> tuple[Any, DiscardingSpanExporter, InMemoryMetricReader]:
-    """``(telemetry, exporter, reader)``: tracer provider with a ``BatchSpanProcessor``
-    over a discarding exporter, meter provider with an in-memory (pull) reader,
-    as Prometheus would use it."""
+def sdk_on() -> tuple[Any, DiscardingSpanExporter, Any]:
+    """``(telemetry, exporter, registry)``: tracer provider with a ``BatchSpanProcessor``
+    over a discarding exporter, meter provider with the Prometheus reader over a
+    registry of its own (nobody scrapes it during the run): the set-up behind the
+    persistence-latency dashboards, as ``setup_telemetry`` builds it (no
+    exemplars: the Prometheus exporter drops them)."""
+    from prometheus_client import CollectorRegistry
+
     from cqrs_ddd_core.telemetry.setup import setup_telemetry
 
     exporter = DiscardingSpanExporter()
-    reader = InMemoryMetricReader()
+    registry = CollectorRegistry()
     telemetry = setup_telemetry(
         "cqrs-bench",
         traces=False,  # no OTLP exporter: ours below is the only one
         span_exporters=[exporter],
-        metric_readers=[reader],
+        prometheus=True,
+        prometheus_registry=registry,
         set_global=False,
     )
-    return telemetry, exporter, reader
+    return telemetry, exporter, registry
+
+
+def metric_names(registry: Any) -> list[str]:
+    """The metric families a scrape of ``registry`` would show now (Prometheus names)."""
+    return sorted({family.name for family in registry.collect() if family.samples})

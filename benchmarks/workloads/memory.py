@@ -60,7 +60,7 @@ async def run(cfg: Config) -> WorkloadResult:
     total = QUICK_COMMANDS if cfg.quick else COMMANDS
     warmup = total // 10
     every = max(total // 100, 1)
-    telemetry, exporter, _reader = sdk_on()
+    telemetry, exporter, _registry = sdk_on()
     configure_json()
     engine = create_engine(
         f"sqlite:///{os.path.join(cfg.workdir, 'memory.sqlite3')}", sqlite_synchronous="NORMAL"

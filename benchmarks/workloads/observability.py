@@ -5,8 +5,9 @@ the same pipeline (tracing -> logging -> metrics -> validation -> unit_of_work
 -> event_persistence -> outbox), twice, side by side:
 
 * **SDK on**: a ``TracerProvider`` with a ``BatchSpanProcessor`` over an
-  exporter that discards, a ``MeterProvider`` with a metric reader (both
-  injected into the middlewares), and structlog rendering JSON lines (with
+  exporter that discards, a ``MeterProvider`` with the Prometheus reader
+  (as ``setup_telemetry(prometheus=True)`` builds it; both injected into the
+  middlewares), and structlog rendering JSON lines (with
   trace ids) at INFO to a null stream: every command makes a span, its
   persistence child spans, histogram points and one log line.
 * **SDK off**: no provider (the API's no-ops), structlog filtered at WARNING.
@@ -42,10 +43,10 @@ async def run(cfg: Config) -> WorkloadResult:
     from functools import partial
 
     from benchmarks.persisted import build_persisted, explicit_pipeline, persistence_spans
-    from benchmarks.telemetry import sdk_on
+    from benchmarks.telemetry import metric_names, sdk_on
     from cqrs_ddd_core.adapters.sqlalchemy import create_engine, create_tables
 
-    telemetry, exporter, reader = sdk_on()
+    telemetry, exporter, registry = sdk_on()
     engines: list[Any] = []
     cases: list[Case] = []
     try:
@@ -85,15 +86,7 @@ async def run(cfg: Config) -> WorkloadResult:
             ]
         stats = await interleave(cases, cfg, io=True)
         telemetry.force_flush()
-        points = reader.get_metrics_data()
-        metric_names = sorted(
-            {
-                m.name
-                for rm in (points.resource_metrics if points else [])
-                for sm in rm.scope_metrics
-                for m in sm.metrics
-            }
-        )
+        seen = metric_names(registry)
     finally:
         for engine in engines:
             await engine.dispose()
@@ -120,13 +113,14 @@ async def run(cfg: Config) -> WorkloadResult:
         "observability_us_full": round((by["sdk_on_full"] - by["sdk_off_full"]) / 1000, 1),
         "observability_us_normal": round((by["sdk_on_normal"] - by["sdk_off_normal"]) / 1000, 1),
         "spans_exported": exporter.spans,
-        "metrics_seen": metric_names,
+        "metrics_seen": seen,
     }
     result.settings = {
         "pipeline": "tracing -> logging -> metrics -> validation -> unit_of_work -> "
         "event_persistence -> outbox -> handler",
         "sdk_on": "TracerProvider + BatchSpanProcessor(discarding exporter), MeterProvider + "
-        "InMemoryMetricReader, injected; structlog JSON (with trace ids) at INFO to /dev/null",
+        "the Prometheus reader (own registry), injected; structlog JSON (with trace ids) "
+        "at INFO to /dev/null",
         "sdk_off": "no providers (OpenTelemetry API no-ops); structlog filtered at WARNING",
         "persistence_spans": persistence_spans(),
     }

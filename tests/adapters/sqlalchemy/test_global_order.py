@@ -25,10 +25,15 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cqrs_ddd_core.adapters.sqlalchemy import SQLAlchemyEventStore, SQLAlchemyUnitOfWork
+from cqrs_ddd_core.adapters.sqlalchemy import (
+    SQLAlchemyEventStore,
+    SQLAlchemyUnitOfWork,
+    create_engine,
+)
 from cqrs_ddd_core.adapters.sqlalchemy import postgres as pg_flush
 from tests.support.accounts import Deposited
 from tests.support.backends import Backend
+from tests.support.postgres import truncate_all
 
 pytestmark = pytest.mark.slow
 
@@ -121,8 +126,25 @@ async def test_a_reader_by_position_sees_every_event_once_and_in_order(db: Backe
 
 
 @pytest.mark.postgres
+async def test_the_reader_sees_every_event_once_and_in_order_without_group_commit(
+    postgres_database_url: str,
+) -> None:
+    """Every commit its own statement: as many concurrent statements as writers."""
+    engine = create_engine(postgres_database_url, postgres_commit_batch=1)
+    try:
+        await truncate_all(engine)
+        async with lingering_flushes(engine):
+            seen, final = await run_writers_and_a_reader(engine)
+    finally:
+        await engine.dispose()
+
+    assert len(final) >= WRITERS * COMMITS_PER_WRITER
+    assert seen == final
+
+
+@pytest.mark.postgres
 async def test_without_the_lock_the_same_reader_misses_events(
-    pg_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+    postgres_database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     original = pg_flush.build_flush
 
@@ -132,9 +154,14 @@ async def test_without_the_lock_the_same_reader_misses_events(
         return sql.replace("pg_advisory_unlock($1::int8)", "true"), params
 
     monkeypatch.setattr(pg_flush, "build_flush", without_lock)
-
-    async with lingering_flushes(pg_engine) as engine:
-        seen, final = await run_writers_and_a_reader(engine)
+    # Without group commit: the most statements at once, the most chances to miss.
+    engine = create_engine(postgres_database_url, postgres_commit_batch=1)
+    try:
+        await truncate_all(engine)
+        async with lingering_flushes(engine):
+            seen, final = await run_writers_and_a_reader(engine)
+    finally:
+        await engine.dispose()
 
     assert seen != final
     assert set(seen) < set(final)  # what it missed was committed after it moved on

@@ -18,6 +18,13 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from cqrs_ddd_core.adapters.sqlalchemy.postgres_group import (
+    BATCH_OPTION,
+    DEFAULT_BATCH,
+    DEFAULT_IN_FLIGHT,
+    IN_FLIGHT_OPTION,
+    GroupCommitter,
+)
 from cqrs_ddd_core.adapters.sqlalchemy.sqlite import FLUSH_MODE_OPTION, SQLiteFlushMode
 from cqrs_ddd_core.exceptions import ConfigurationError
 
@@ -58,6 +65,8 @@ def create_engine(
     sqlite_synchronous: SQLiteSynchronous = "FULL",
     sqlite_busy_timeout: float = 30.0,
     sqlite_flush: SQLiteFlushMode = "auto",
+    postgres_commit_batch: int = DEFAULT_BATCH,
+    postgres_commits_in_flight: int = DEFAULT_IN_FLIGHT,
     echo: bool = False,
     pool_size: int | None = None,
 ) -> AsyncEngine:
@@ -79,6 +88,11 @@ def create_engine(
             waits for another process's write lock on the loop: such a
             commit moves to the thread. Stored as the engine's
             ``sqlite_flush`` execution option.
+        postgres_commit_batch: PostgreSQL group commit: at most this many
+            concurrent commits share one statement (1: each commit alone).
+            Each keeps its own outcome; see :mod:`.postgres_group`.
+        postgres_commits_in_flight: PostgreSQL: statements sent at once
+            before further commits wait to be grouped.
         echo: Log every statement (SQLAlchemy's ``echo``).
         pool_size: Connections kept in the pool (SQLAlchemy's default when None).
 
@@ -98,7 +112,15 @@ def create_engine(
     if pool_size is not None:
         options["pool_size"] = pool_size
     if driver == "postgresql+asyncpg":
-        return create_async_engine(parsed, **options)
+        GroupCommitter(postgres_commit_batch, postgres_commits_in_flight)  # validates them
+        return create_async_engine(
+            parsed,
+            execution_options={
+                BATCH_OPTION: postgres_commit_batch,
+                IN_FLIGHT_OPTION: postgres_commits_in_flight,
+            },
+            **options,
+        )
 
     if sqlite_synchronous not in get_args(SQLiteSynchronous):
         raise ConfigurationError(

@@ -73,12 +73,19 @@ if TYPE_CHECKING:
 
     from cqrs_ddd_core.adapters.sqlalchemy.plan import FlushPlan
 
-__all__ = ["EVENTS_LOCK_KEY", "build_flush", "flush_postgres"]
+__all__ = [
+    "EVENTS_LOCK_KEY",
+    "StatementFailed",
+    "build_flush",
+    "flush_postgres",
+    "run_flush",
+    "step_timings",
+]
 
 SYSTEM = "postgresql"
 
 
-def _timings(plan: FlushPlan, start: int, end: int, error_type: str | None) -> list[StepTiming]:
+def step_timings(plan: FlushPlan, start: int, end: int, error_type: str | None) -> list[StepTiming]:
     """One step per table written, all spanning the statement (they ran in it),
     and a zero-length COMMIT where it ended (the commit was part of it)."""
     steps: list[tuple[str, str, int]] = []
@@ -100,16 +107,24 @@ def _timings(plan: FlushPlan, start: int, end: int, error_type: str | None) -> l
     return timings
 
 
-class _Failed(Exception):
-    """Carries the translated error and when the statement ended out of the greenlet."""
+class StatementFailed(Exception):
+    """Carries the translated error and when the statement ended out of the greenlet.
 
-    def __init__(self, error: BaseException, start: int, end: int) -> None:
+    ``written_nothing`` is true when PostgreSQL answered with an error (the
+    statement, hence its transaction, failed as a whole); false when the
+    connection failed and the outcome is unknown.
+    """
+
+    def __init__(
+        self, error: BaseException, start: int, end: int, *, written_nothing: bool
+    ) -> None:
         super().__init__(str(error))
         self.error, self.start, self.end = error, start, end
+        self.written_nothing = written_nothing
 
 
 def _flush_in_greenlet(
-    engine: Engine, plan: FlushPlan, sql: str, args: list[Any]
+    engine: Engine, plan: FlushPlan, sql: str, args: list[Any], diagnose: bool
 ) -> tuple[int, int]:
     # One greenlet for checkout, statement and checkin: each greenlet_spawn
     # costs about as much as the pool work itself.
@@ -125,19 +140,39 @@ def _flush_in_greenlet(
         if sqlstate(exc) is None:  # the connection itself failed: the outcome is unknown
             fairy.invalidate(exc)
             error = persistence_error(exc, "PostgreSQL connection failed during commit")
+            raise StatementFailed(error, start, end, written_nothing=False) from exc
+        if plan.events:
+            await_only(_release_lock(fairy, conn))
+        if is_concurrency_signal(exc):
+            error = (
+                await_only(_diagnose(conn, plan, exc))
+                if diagnose
+                else concurrency_error("?", 0, None, exc)
+            )
         else:
-            if plan.events:
-                await_only(_release_lock(fairy, conn))
-            if is_concurrency_signal(exc):
-                error = await_only(_diagnose(conn, plan, exc))
-            else:
-                error = persistence_error(exc, "PostgreSQL flush failed")
-        raise _Failed(error, start, end) from exc
+            error = persistence_error(exc, "PostgreSQL flush failed")
+        raise StatementFailed(error, start, end, written_nothing=True) from exc
     except BaseException:  # cancelled mid-statement: the connection's state is unknown
         fairy.invalidate()
         raise
     finally:
         fairy.close()
+
+
+async def run_flush(
+    engine: AsyncEngine, plan: FlushPlan, *, diagnose: bool = True
+) -> tuple[int, int]:
+    """Write and commit ``plan`` in one round trip; the statement's start and end.
+
+    ``diagnose=False`` skips asking which stream moved after a conflict (the
+    caller will find out otherwise).
+
+    Raises:
+        StatementFailed: carrying the :class:`ConcurrencyError` or
+            :class:`PersistenceError` and the statement's times.
+    """
+    sql, args = build_flush(plan)
+    return await greenlet_spawn(_flush_in_greenlet, engine.sync_engine, plan, sql, args, diagnose)
 
 
 async def flush_postgres(engine: AsyncEngine, plan: FlushPlan, timings: list[StepTiming]) -> None:
@@ -147,13 +182,12 @@ async def flush_postgres(engine: AsyncEngine, plan: FlushPlan, timings: list[Ste
         ConcurrencyError: a stream or state row was not at the expected version.
         PersistenceError: any other database failure (nothing was written).
     """
-    sql, args = build_flush(plan)
     try:
-        start, end = await greenlet_spawn(_flush_in_greenlet, engine.sync_engine, plan, sql, args)
-    except _Failed as failed:
-        timings.extend(_timings(plan, failed.start, failed.end, type(failed.error).__name__))
+        start, end = await run_flush(engine, plan)
+    except StatementFailed as failed:
+        timings.extend(step_timings(plan, failed.start, failed.end, type(failed.error).__name__))
         raise failed.error from failed.__cause__
-    timings.extend(_timings(plan, start, end, None))
+    timings.extend(step_timings(plan, start, end, None))
 
 
 async def _release_lock(fairy: Any, conn: Any) -> None:

@@ -8,7 +8,8 @@ the dialect allows:
 
 * SQLite: one hop to the database thread runs ``BEGIN IMMEDIATE``, one
   statement per table, ``COMMIT`` (:mod:`.sqlite`);
-* PostgreSQL: one statement, committed in the same round trip (:mod:`.postgres`).
+* PostgreSQL: one statement, committed in the same round trip (:mod:`.postgres`),
+  shared with the commits running at the same time (:mod:`.postgres_group`).
 
 No connection is held while the handler runs: nothing reaches the database
 before commit, so a slow handler holds no lock and no pooled connection, and
@@ -39,6 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from cqrs_ddd_core.adapters.sqlalchemy.engine import dialect_name
 from cqrs_ddd_core.adapters.sqlalchemy.plan import FlushPlan
 from cqrs_ddd_core.adapters.sqlalchemy.postgres import flush_postgres
+from cqrs_ddd_core.adapters.sqlalchemy.postgres_group import committer_for
 from cqrs_ddd_core.adapters.sqlalchemy.sqlite import flush_open_writer, flush_sqlite, writer_for
 from cqrs_ddd_core.exceptions import ConfigurationError, UnitOfWorkError
 from cqrs_ddd_core.persistence.unit_of_work import BaseUnitOfWork, StagedGroup
@@ -124,7 +126,11 @@ async def _flush_sqlite(engine: AsyncEngine, plan: FlushPlan, timings: list[Step
 
 
 async def _flush_postgres(engine: AsyncEngine, plan: FlushPlan, timings: list[StepTiming]) -> None:
-    await _finish(flush_postgres(engine, plan, timings))
+    committer = committer_for(engine)
+    if committer is None:  # grouping turned off: one statement per commit
+        await _finish(flush_postgres(engine, plan, timings))
+    else:  # it handles cancellation itself, like _finish
+        await committer.commit(engine, plan, timings)
 
 
 # Each runs its flush to the end even if the caller is cancelled meanwhile.

@@ -1,0 +1,265 @@
+"""PostgreSQL group commit: concurrent commits share statements, each keeps its outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from cqrs_ddd_core.adapters.sqlalchemy import (
+    SQLAlchemyEventStore,
+    SQLAlchemyUnitOfWork,
+    create_engine,
+    postgres_group,
+)
+from cqrs_ddd_core.adapters.sqlalchemy.postgres import StatementFailed
+from cqrs_ddd_core.exceptions import ConcurrencyError, ConfigurationError, PersistenceError
+from tests.adapters.sqlalchemy.test_sqlite_flush import stage_command
+from tests.support.accounts import Deposited
+from tests.support.postgres import truncate_all
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+async def grouped(postgres_database_url: str) -> AsyncIterator[AsyncEngine]:
+    """At most 1 statement at once, so commits made meanwhile are grouped."""
+    engine = create_engine(
+        postgres_database_url, postgres_commit_batch=8, postgres_commits_in_flight=1
+    )
+    try:
+        await truncate_all(engine)
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+def statements(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many flushes each statement sent carried (events per statement)."""
+    sent: list[int] = []
+    original = postgres_group.run_flush
+
+    async def counting(engine: AsyncEngine, plan: Any, **kwargs: Any) -> tuple[int, int]:
+        sent.append(len(plan.events))
+        return await original(engine, plan, **kwargs)
+
+    monkeypatch.setattr(postgres_group, "run_flush", counting)
+    return sent
+
+
+@pytest.fixture
+def gate(monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """Statements wait for this event before they go (to hold one in flight)."""
+    opened = asyncio.Event()
+    original = postgres_group.run_flush
+
+    async def gated(engine: AsyncEngine, plan: Any, **kwargs: Any) -> tuple[int, int]:
+        await opened.wait()
+        return await original(engine, plan, **kwargs)
+
+    monkeypatch.setattr(postgres_group, "run_flush", gated)
+    return opened
+
+
+async def commit_new(engine: AsyncEngine, account_id: str) -> SQLAlchemyUnitOfWork:
+    uow = SQLAlchemyUnitOfWork(engine)
+    await stage_command(engine, uow, account_id)
+    await uow.commit()
+    return uow
+
+
+async def commit_deposit(engine: AsyncEngine, account_id: str, expected: int) -> None:
+    uow = SQLAlchemyUnitOfWork(engine)
+    await SQLAlchemyEventStore(engine).append(
+        "Account", account_id, [Deposited(amount=1)], expected_version=expected, uow=uow
+    )
+    await uow.commit()
+
+
+async def stored_ids(engine: AsyncEngine) -> list[str]:
+    return [e.aggregate_id for e in await SQLAlchemyEventStore(engine).read_all(limit=10_000)]
+
+
+async def test_a_lone_commit_goes_at_once_in_a_statement_of_its_own(
+    grouped: AsyncEngine, statements: list[int]
+) -> None:
+    uow = await commit_new(grouped, "a1")
+
+    assert statements == [1]
+    assert [t.operation for t in uow.timings] == ["INSERT", "INSERT", "INSERT", "COMMIT"]
+    assert await stored_ids(grouped) == ["a1"]
+
+
+async def test_concurrent_commits_share_statements_and_all_land_in_order(
+    grouped: AsyncEngine, statements: list[int]
+) -> None:
+    ids = [f"c{i:02d}" for i in range(24)]
+
+    await asyncio.gather(*(commit_new(grouped, i) for i in ids))
+
+    assert sum(statements) == 24
+    assert len(statements) < 24  # grouped...
+    assert max(statements) <= 8  # ...never more than the batch allows
+    events = await SQLAlchemyEventStore(grouped).read_all(limit=100)
+    assert sorted(e.aggregate_id for e in events) == ids
+    positions = [e.position for e in events]
+    assert positions == sorted(positions)
+    assert len(set(positions)) == 24
+
+
+async def test_one_conflict_in_a_group_fails_only_its_own_command(
+    grouped: AsyncEngine, statements: list[int], gate: asyncio.Event
+) -> None:
+    gate.set()
+    await commit_new(grouped, "taken")  # version 1 exists
+    statements.clear()
+    gate.clear()
+
+    blocker = asyncio.create_task(commit_new(grouped, "first"))  # holds the one slot
+    await asyncio.sleep(0.01)
+    others = [asyncio.create_task(commit_new(grouped, f"n{i}")) for i in range(5)]
+    stale = asyncio.create_task(commit_deposit(grouped, "taken", expected=0))
+    await asyncio.sleep(0.01)
+    gate.set()
+    await asyncio.gather(blocker, *others)
+    with pytest.raises(ConcurrencyError) as caught:
+        await stale
+
+    assert caught.value.stream == "Account:taken"
+    assert (caught.value.expected_version, caught.value.actual_version) == (0, 1)
+    assert statements[0] == 1  # the blocker alone
+    assert statements[1] == 6  # the group: five new accounts and the stale deposit...
+    assert statements[2:] == [1] * 6  # ...refused as a whole, then each sent alone
+    assert sorted(await stored_ids(grouped)) == ["first", "n0", "n1", "n2", "n3", "n4", "taken"]
+
+
+async def test_two_commits_on_one_stream_never_share_a_statement(
+    grouped: AsyncEngine, statements: list[int], gate: asyncio.Event
+) -> None:
+    blocker = asyncio.create_task(commit_new(grouped, "first"))
+    await asyncio.sleep(0.01)
+    both = [asyncio.create_task(commit_new(grouped, "same")) for _ in range(2)]
+    await asyncio.sleep(0.01)
+    gate.set()
+    await blocker
+    outcomes = await asyncio.gather(*both, return_exceptions=True)
+
+    assert sum(isinstance(o, SQLAlchemyUnitOfWork) for o in outcomes) == 1
+    (lost,) = [o for o in outcomes if isinstance(o, BaseException)]
+    assert isinstance(lost, ConcurrencyError)
+    assert (lost.expected_version, lost.actual_version) == (0, 1)
+    assert statements == [1, 1, 1]  # the second "same" waited for the first one's outcome
+    assert await stored_ids(grouped) == ["first", "same"]
+
+
+async def test_a_commit_cancelled_while_queued_writes_nothing(
+    grouped: AsyncEngine, statements: list[int], gate: asyncio.Event
+) -> None:
+    blocker = asyncio.create_task(commit_new(grouped, "first"))
+    await asyncio.sleep(0.01)
+    cancelled = asyncio.create_task(commit_new(grouped, "cancelled"))
+    kept = asyncio.create_task(commit_new(grouped, "kept"))
+    await asyncio.sleep(0.01)
+    cancelled.cancel()
+    await asyncio.sleep(0.01)
+    gate.set()
+    await asyncio.gather(blocker, kept)
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+
+    assert await stored_ids(grouped) == ["first", "kept"]
+    assert statements == [1, 1]
+
+
+async def test_a_commit_cancelled_after_its_group_was_sent_reports_the_commit(
+    grouped: AsyncEngine, gate: asyncio.Event
+) -> None:
+    ran: list[str] = []
+
+    async def command() -> None:
+        uow = SQLAlchemyUnitOfWork(grouped)
+
+        async def after_commit() -> None:
+            ran.append("commit")
+
+        uow.after_commit(after_commit)
+        await stage_command(grouped, uow, "sent")
+        await uow.commit()
+        ran.append("returned")
+        await asyncio.sleep(1)
+        ran.append("slept")  # pragma: no cover - the cancellation stops it
+
+    task = asyncio.create_task(command())
+    await asyncio.sleep(0.01)  # its statement is out, held at the gate
+    task.cancel()
+    await asyncio.sleep(0.01)
+    assert not task.done()  # it waits for the database's answer
+    gate.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    assert ran == ["commit", "returned"]
+    assert await stored_ids(grouped) == ["sent"]
+
+
+async def test_a_lost_connection_reports_an_unknown_outcome_to_every_command_of_the_group(
+    grouped: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = asyncio.Event()
+    calls = itertools.count()
+    original = postgres_group.run_flush
+
+    async def failing(engine: AsyncEngine, plan: Any, **kwargs: Any) -> tuple[int, int]:
+        if next(calls) == 0:
+            await release.wait()
+            return await original(engine, plan, **kwargs)
+        cause = ConnectionResetError("connection reset by peer")
+        error = PersistenceError(f"PostgreSQL connection failed during commit: {cause}")
+        raise StatementFailed(error, 1, 2, written_nothing=False) from cause
+
+    monkeypatch.setattr(postgres_group, "run_flush", failing)
+    first = asyncio.create_task(commit_new(grouped, "first"))
+    await asyncio.sleep(0.01)
+    group = [asyncio.create_task(commit_new(grouped, f"g{i}")) for i in range(3)]
+    await asyncio.sleep(0.01)
+    release.set()
+    await first
+    outcomes = await asyncio.gather(*group, return_exceptions=True)
+
+    assert all(isinstance(o, PersistenceError) for o in outcomes)
+    assert all("connection failed during commit" in str(o) for o in outcomes)
+    assert len({id(o) for o in outcomes}) == 3  # one exception object per caller
+    assert next(calls) == 2  # not retried: the outcome is unknown, not "nothing written"
+
+
+async def test_grouping_can_be_turned_off(
+    postgres_database_url: str, statements: list[int]
+) -> None:
+    engine = create_engine(postgres_database_url, postgres_commit_batch=1)
+    try:
+        await truncate_all(engine)
+        await asyncio.gather(*(commit_new(engine, f"s{i}") for i in range(4)))
+        assert postgres_group.committer_for(engine) is None
+        assert statements == []  # each commit went its own way, not through the queue
+        assert sorted(await stored_ids(engine)) == ["s0", "s1", "s2", "s3"]
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("postgres_commit_batch", 0),
+        ("postgres_commit_batch", True),
+        ("postgres_commits_in_flight", 0),
+        ("postgres_commits_in_flight", "4"),
+    ],
+)
+def test_bad_group_commit_settings_are_refused(option: str, value: Any) -> None:
+    with pytest.raises(ConfigurationError, match=option):
+        create_engine("postgresql://u@127.0.0.1/db", **{option: value})

@@ -5,7 +5,9 @@ PostgreSQL (fsync and synchronous_commit on). ``N`` senders each send their
 share of the slice's commands one after the other, all ``N`` at once: asyncio
 tasks for ours and raw asyncpg (one pooled connection each), threads for
 eventsourcing (psycopg 3, one pooled connection each). Every command creates
-a new aggregate, so senders never conflict.
+a new aggregate, so senders never conflict. Ours runs with the engine's
+defaults, group commit included (commits made at the same time share one
+statement; the settings are reported).
 
 Baselines: raw asyncpg (``BEGIN``, three ``INSERT`` s, ``COMMIT``: five round
 trips), and raw asyncpg that also takes a transaction-scoped advisory lock
@@ -127,11 +129,13 @@ async def run(cfg: Config) -> WorkloadResult:
     from benchmarks.persisted import build_persisted
     from benchmarks.pg import database, server_settings
     from cqrs_ddd_core.adapters.sqlalchemy import EVENTS_LOCK_KEY, create_engine
+    from cqrs_ddd_core.adapters.sqlalchemy.postgres_group import describe as describe_group_commit
 
     configure_filtered()
     async with database() as db:
         settings: dict[str, Any] = {"server": db.server, **await server_settings(db.url)}
         engine = create_engine(db.url, pool_size=SENDERS + 2)
+        settings["group_commit"] = describe_group_commit(engine)
         pool = await asyncpg.create_pool(
             host=db.host,
             port=db.port,

@@ -37,6 +37,7 @@ import contextlib
 import sqlite3
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args
@@ -125,11 +126,22 @@ def _opt_timestamp(value: datetime | None) -> str | None:
 
 
 class _Failure(Exception):
-    """Carries a translated error and the step that failed out of the job."""
+    """Carries a translated error out of the writing code."""
 
     def __init__(self, error: BaseException) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+class _InStep(Exception):
+    """What went wrong while writing a plan, and the step it went wrong in."""
+
+    def __init__(
+        self, exc: BaseException, operation: str, collection: str | None, rows: int, start: int
+    ) -> None:
+        super().__init__(str(exc))
+        self.exc, self.operation, self.collection = exc, operation, collection
+        self.rows, self.start = rows, start
 
 
 class _Busy(Exception):
@@ -138,35 +150,22 @@ class _Busy(Exception):
 
 _BUSY = _Busy()
 
+Outcome = tuple[list[StepTiming], BaseException | None]
+"""A flush's measured steps and the error that aborted it (``None``: committed)."""
 
-def _flush_job(
-    conn: sqlite3.Connection, plan: FlushPlan, recorded_at: datetime, *, wait: bool = True
-) -> tuple[list[StepTiming], BaseException | None]:
-    """Write ``plan`` in one transaction on ``conn``.
 
-    Runs on the database thread, or inline on the event loop's (``wait=False``:
-    the connection's busy timeout is 0, and if another connection holds the
-    write lock the job gives up at once, having written nothing, and returns
-    the ``_BUSY`` marker so that the caller can wait for the lock on the
-    database thread instead).
+def _write_plan(
+    conn: sqlite3.Connection, plan: FlushPlan, now_text: str, timings: list[StepTiming]
+) -> None:
+    """Write ``plan``'s rows in the open transaction, measuring each step.
 
-    Returns the measured steps and the error that aborted the transaction
-    (already rolled back and translated), if any. Never raises.
+    Raises:
+        _InStep: carrying the error (a :class:`_Failure` for a version
+            conflict found here, else the driver's) and the step it stopped.
     """
-    timings: list[StepTiming] = []
-    now_text = sqlite_timestamp(recorded_at)
-    operation, collection, rows, start = "BEGIN", None, 0, _now()
+    operation, collection, rows, start = "INSERT", "events", len(plan.events), _now()
     try:
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            if not wait and exc.sqlite_errorcode == sqlite3.SQLITE_BUSY:
-                return timings, _BUSY
-            raise
-        timings.append(StepTiming("BEGIN", None, SYSTEM, start, _now()))
-
         if plan.events:
-            operation, collection, rows, start = "INSERT", "events", len(plan.events), _now()
             for append in plan.streams.values():
                 if not append.expected_version:
                     # A new stream: its first row is version 1, and the unique
@@ -248,21 +247,176 @@ def _flush_job(
                     actual = _state_version(conn, write.aggregate_type, write.aggregate_id)
                     raise _Failure(ConcurrencyError(write.stream, write.expected_version, actual))
             timings.append(StepTiming(operation, collection, SYSTEM, start, _now(), rows))
+    except BaseException as exc:
+        raise _InStep(exc, operation, collection, rows, start) from exc
 
-        operation, collection, rows, start = "COMMIT", None, 0, _now()
+
+def _failed(
+    conn: sqlite3.Connection,
+    plan: FlushPlan,
+    timings: list[StepTiming],
+    exc: BaseException,
+    step: tuple[str, str | None, int, int],
+) -> Outcome:
+    """Roll back, translate ``exc`` and record the step it stopped (as failed)."""
+    end = _now()
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):  # the original error is what matters
+            conn.rollback()
+    error = exc.error if isinstance(exc, _Failure) else _translate(conn, plan, exc)
+    operation, collection, rows, start = step
+    timings.append(
+        StepTiming(operation, collection, SYSTEM, start, end, rows, type(error).__name__)
+    )
+    return timings, error
+
+
+def _flush_job(
+    conn: sqlite3.Connection, plan: FlushPlan, recorded_at: datetime, *, wait: bool = True
+) -> Outcome:
+    """Write ``plan`` in one transaction on ``conn``.
+
+    Runs on the database thread, or inline on the event loop's (``wait=False``:
+    the connection's busy timeout is 0, and if another connection holds the
+    write lock the job gives up at once, having written nothing, and returns
+    the ``_BUSY`` marker so that the caller can wait for the lock on the
+    database thread instead).
+
+    Returns the measured steps and the error that aborted the transaction
+    (already rolled back and translated), if any. Never raises.
+    """
+    timings: list[StepTiming] = []
+    now_text = sqlite_timestamp(recorded_at)
+    start = _now()
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except BaseException as exc:
+        if (
+            not wait
+            and isinstance(exc, sqlite3.OperationalError)
+            and exc.sqlite_errorcode == sqlite3.SQLITE_BUSY
+        ):
+            return timings, _BUSY
+        return _failed(conn, plan, timings, exc, ("BEGIN", None, 0, start))
+    timings.append(StepTiming("BEGIN", None, SYSTEM, start, _now()))
+    try:
+        _write_plan(conn, plan, now_text, timings)
+    except _InStep as failed:
+        step = (failed.operation, failed.collection, failed.rows, failed.start)
+        return _failed(conn, plan, timings, failed.exc, step)
+    start = _now()
+    try:
         conn.commit()
-        timings.append(StepTiming(operation, collection, SYSTEM, start, _now()))
-        return timings, None
-    except BaseException as exc:  # returned, not raised: the timings travel with it
-        end = _now()
-        if conn.in_transaction:
-            with contextlib.suppress(sqlite3.Error):  # the original error is what matters
-                conn.rollback()
-        error = exc.error if isinstance(exc, _Failure) else _translate(conn, plan, exc)
-        timings.append(
-            StepTiming(operation, collection, SYSTEM, start, end, rows, type(error).__name__)
-        )
-        return timings, error
+    except BaseException as exc:
+        return _failed(conn, plan, timings, exc, ("COMMIT", None, 0, start))
+    timings.append(StepTiming("COMMIT", None, SYSTEM, start, _now()))
+    return timings, None
+
+
+_SAVEPOINT = "cqrs_ddd_plan"
+
+
+def _group_job(
+    conn: sqlite3.Connection, plans: list[FlushPlan], recorded_at: datetime, busy_ms: int | None
+) -> list[Outcome]:
+    """Write several units of work in one transaction, each in a savepoint of its own.
+
+    One ``COMMIT`` (one fsync at ``FULL``) for all of them, and each its own
+    outcome: a plan that fails (a version conflict, a duplicate id) is rolled
+    back to its savepoint and the others go on. If the transaction itself is
+    lost (SQLite rolls back the whole transaction on some errors, such as a
+    full disk) or the commit fails, every plan fails: nothing was written.
+    ``busy_ms``: the busy timeout to wait with, for a writer that flushes
+    inline (whose timeout is 0). Never raises.
+    """
+    if busy_ms is not None:
+        conn.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
+    try:
+        return _group(conn, plans, recorded_at)
+    finally:
+        if busy_ms is not None:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("PRAGMA busy_timeout=0")
+
+
+def _group(
+    conn: sqlite3.Connection, plans: list[FlushPlan], recorded_at: datetime
+) -> list[Outcome]:
+    now_text = sqlite_timestamp(recorded_at)
+    start = _now()
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except BaseException as exc:
+        return [_failed(conn, plan, [], exc, ("BEGIN", None, 0, start)) for plan in plans]
+    begin = StepTiming("BEGIN", None, SYSTEM, start, _now())
+    outcomes: list[Outcome] = []
+    for index, plan in enumerate(plans):
+        timings = [begin]
+        try:
+            conn.execute(f"SAVEPOINT {_SAVEPOINT}")
+            _write_plan(conn, plan, now_text, timings)
+            conn.execute(f"RELEASE {_SAVEPOINT}")
+        except BaseException as exc:
+            failed = exc if isinstance(exc, _InStep) else _InStep(exc, "INSERT", None, 0, _now())
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute(f"ROLLBACK TO {_SAVEPOINT}")
+                conn.execute(f"RELEASE {_SAVEPOINT}")
+            if not conn.in_transaction or not isinstance(failed.exc, Exception):
+                # The whole transaction is gone (or an interrupt): nothing stays.
+                return _all_failed(conn, plans, outcomes, timings, failed, index)
+            error = failed.exc.error if isinstance(failed.exc, _Failure) else None
+            if error is None:
+                error = _translate(conn, plan, failed.exc)
+            timings.append(
+                StepTiming(
+                    failed.operation,
+                    failed.collection,
+                    SYSTEM,
+                    failed.start,
+                    _now(),
+                    failed.rows,
+                    type(error).__name__,
+                )
+            )
+            outcomes.append((timings, error))
+            continue
+        outcomes.append((timings, None))
+    start = _now()
+    try:
+        conn.commit()
+    except BaseException as exc:
+        step = ("COMMIT", None, 0, start)
+        return [
+            (timings, error) if error is not None else _failed(conn, plan, timings, exc, step)
+            for plan, (timings, error) in zip(plans, outcomes, strict=True)
+        ]
+    commit = StepTiming("COMMIT", None, SYSTEM, start, _now())
+    for timings, error in outcomes:
+        if error is None:
+            timings.append(commit)
+    return outcomes
+
+
+def _all_failed(
+    conn: sqlite3.Connection,
+    plans: list[FlushPlan],
+    outcomes: list[Outcome],
+    timings: list[StepTiming],
+    failed: _InStep,
+    index: int,
+) -> list[Outcome]:
+    """The transaction was lost while writing ``plans[index]``: every plan failed."""
+    step = (failed.operation, failed.collection, failed.rows, failed.start)
+    this = _failed(conn, plans[index], timings, failed.exc, step)
+    cause = this[1]
+    assert cause is not None
+    what = "SQLite rolled back the transaction this commit shared"
+    earlier: list[Outcome] = [
+        (done, error) if error is not None else (done[:1], persistence_error(cause, what))
+        for done, error in outcomes
+    ]
+    later: list[Outcome] = [([], persistence_error(cause, what)) for _ in plans[index + 1 :]]
+    return [*earlier, this, *later]
 
 
 def _outbox_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -369,6 +523,69 @@ def _counted(jobs: _Jobs, box: _Box, job: Callable[..., T], *args: Any) -> T:
         jobs.done += 1
 
 
+GROUP_LIMIT = 64
+"""At most this many units of work share one SQLite transaction (group commit)."""
+
+_NOT_SENT: Outcome = ([], None)  # the connection was closed: nothing was written
+
+
+class _Pending:
+    """One unit of work's flush waiting for the thread (group commit)."""
+
+    __slots__ = ("outcome", "plan", "sent", "waiter")
+
+    def __init__(self, plan: FlushPlan, waiter: asyncio.Future[None]) -> None:
+        self.plan = plan
+        self.waiter = waiter
+        self.sent = False
+        self.outcome: Outcome | None = None
+
+    def finish(self, outcome: Outcome | None) -> None:
+        self.outcome = _NOT_SENT if outcome is None else outcome
+        if not self.waiter.done():
+            self.waiter.set_result(None)
+
+
+def _deliver(entry: _Pending, timings: list[StepTiming]) -> bool:
+    outcome = entry.outcome
+    assert outcome is not None
+    if outcome is _NOT_SENT:
+        return False
+    steps, error = outcome
+    timings.extend(steps)
+    if error is not None:
+        raise error
+    return True
+
+
+def _cancelled_outcome(
+    entry: _Pending, timings: list[StepTiming], cancelled: asyncio.CancelledError
+) -> bool:
+    """A caller cancelled after its flush was sent: report what the database did."""
+    outcome = entry.outcome
+    assert outcome is not None
+    steps, error = outcome
+    timings.extend(steps)
+    if outcome is _NOT_SENT or error is not None:
+        raise cancelled  # nothing was kept: nothing to report but the cancellation
+    current = asyncio.current_task()
+    if current is not None:  # committed: deliver the cancellation at the next await
+        current.uncancel()
+        current.cancel()
+    return True
+
+
+def _batch_job(
+    conn: sqlite3.Connection, plans: list[FlushPlan], recorded_at: datetime, busy_ms: int | None
+) -> list[Outcome]:
+    """One job on the thread: a lone flush as it is, several as a group."""
+    if len(plans) > 1:
+        return _group_job(conn, plans, recorded_at, busy_ms)
+    if busy_ms is None:
+        return [_flush_job(conn, plans[0], recorded_at)]
+    return [_waiting_job(conn, plans[0], recorded_at, busy_ms)]
+
+
 class SQLiteWriter:
     """The connection one engine writes through, and where its flushes run.
 
@@ -380,11 +597,29 @@ class SQLiteWriter:
     never blocks the loop: the job gives up before writing anything and the
     flush goes to the thread, which waits for the lock as configured
     (``sqlite_busy_timeout``). While a job is on the thread, later flushes
-    queue behind it there, so flushes keep their order and the connection is
-    never used by two threads at once.
+    queue behind it, so flushes keep their order and the connection is never
+    used by two threads at once.
+
+    **Group commit on the thread.** Flushes that arrive while a job is on the
+    thread wait in a queue; the next job takes all of them (up to
+    ``GROUP_LIMIT``) and writes them in one transaction, each in a savepoint
+    of its own, so they share one ``COMMIT`` (one fsync at ``FULL``) and each
+    keeps its own outcome (see :func:`_group_job`). The commit that finds no
+    job running sends its own right away (a lone sender waits for nobody);
+    if flushes queued meanwhile, a task goes on sending them.
     """
 
-    __slots__ = ("__weakref__", "_busy_ms", "_driver", "_fairy", "_inline", "_jobs")
+    __slots__ = (
+        "__weakref__",
+        "_busy_ms",
+        "_drains",
+        "_driver",
+        "_fairy",
+        "_inline",
+        "_jobs",
+        "_leading",
+        "_queue",
+    )
 
     def __init__(self) -> None:
         self._fairy: PoolProxiedConnection | None = None
@@ -392,6 +627,9 @@ class SQLiteWriter:
         self._inline = False
         self._busy_ms = 0
         self._jobs = _Jobs()
+        self._queue: deque[_Pending] = deque()
+        self._leading = False  # a commit (or a drain task) is sending queued flushes
+        self._drains: set[asyncio.Task[None]] = set()
 
     @property
     def inline(self) -> bool:
@@ -400,7 +638,103 @@ class SQLiteWriter:
 
     def _idle(self) -> bool:
         jobs = self._jobs
-        return jobs.sent == jobs.done
+        return jobs.sent == jobs.done and not self._leading
+
+    # -- group commit on the thread ------------------------------------------
+
+    async def commit_on_thread(self, plan: FlushPlan, timings: list[StepTiming]) -> bool:
+        """Flush ``plan`` on the thread, grouped with the flushes queued meanwhile.
+
+        Returns ``False``, having written nothing, if the connection turned out
+        to be closed (the caller opens another). A caller cancelled before its
+        flush was sent leaves the queue (nothing written); after, it waits for
+        the outcome and reports it (committed: the cancellation reaches it at
+        its next ``await``).
+        """
+        entry = _Pending(plan, asyncio.get_running_loop().create_future())
+        self._queue.append(entry)
+        if self._leading:
+            return await self._follow(entry, timings)
+        self._leading = True
+        try:
+            cancelled = await self._send(self._take())
+        finally:
+            if self._queue:  # queued while we were out: a task sends them
+                task = asyncio.get_running_loop().create_task(self._drain())
+                self._drains.add(task)
+                task.add_done_callback(self._drains.discard)
+            else:
+                self._leading = False
+        if cancelled is not None:
+            return _cancelled_outcome(entry, timings, cancelled)
+        return _deliver(entry, timings)
+
+    async def _follow(self, entry: _Pending, timings: list[StepTiming]) -> bool:
+        try:
+            await entry.waiter
+        except asyncio.CancelledError as exc:
+            if not entry.sent:
+                self._queue.remove(entry)  # never sent: nothing was written
+                raise
+            while entry.outcome is None:  # sent: wait for what the database did
+                entry.waiter = asyncio.get_running_loop().create_future()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await entry.waiter
+            return _cancelled_outcome(entry, timings, exc)
+        return _deliver(entry, timings)
+
+    def _take(self) -> list[_Pending]:
+        queue = self._queue
+        batch = [queue.popleft() for _ in range(min(len(queue), GROUP_LIMIT))]
+        for entry in batch:
+            entry.sent = True
+        return batch
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                cancelled = await self._send(self._take())
+                if cancelled is not None:  # the loop is closing
+                    while self._queue:  # their callers are being cancelled too
+                        self._queue.popleft().finish(None)
+                    raise cancelled
+        finally:
+            self._leading = False
+
+    async def _send(self, batch: list[_Pending]) -> asyncio.CancelledError | None:
+        """Run one job for ``batch`` and give each entry its outcome.
+
+        Returns the cancellation that reached the caller meanwhile, if any
+        (the job ran to its end regardless, and its outcomes are delivered).
+        """
+        driver = self._driver
+        conn = None if driver is None else driver._connection
+        if conn is None:
+            for entry in batch:
+                entry.finish(None)  # not sent: each caller opens another writer
+            return None
+        busy_ms = self._busy_ms if self._inline else None
+        plans = [entry.plan for entry in batch]
+        box = _Box()
+        cancelled: asyncio.CancelledError | None = None
+        try:
+            outcomes = await self.execute(_batch_job, conn, plans, utc_now(), busy_ms, box=box)
+        except ValueError:  # aiosqlite: "Connection closed"; the job was not queued
+            for entry in batch:
+                entry.finish(None)
+            return None
+        except asyncio.CancelledError as exc:
+            cancelled = exc
+            if box.value is None:
+                await _queue_drained(driver)
+            outcomes = box.value
+            if outcomes is None:  # the job never ran: nothing was written
+                for entry in batch:
+                    entry.finish(None)
+                return cancelled
+        for entry, outcome in zip(batch, outcomes, strict=True):
+            entry.finish(outcome)
+        return cancelled
 
     def _thread_flush(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
         """The job that flushes on the thread, and its arguments after the plan and time."""
@@ -539,12 +873,13 @@ async def flush_open_writer(
     """:func:`flush_sqlite` on an open writer, run to its end even if the caller is cancelled.
 
     Inline (see :class:`SQLiteWriter`) the job runs right here and cannot be
-    interrupted. On the thread it needs no task and no ``asyncio.shield`` (tens
-    of microseconds a commit): the job stays queued on the database thread when
-    the aiosqlite future it was awaited through is cancelled, and leaves its
-    result in a box on the way out. A cancelled caller waits for the queue to
-    drain, then reads what the job did: committed, the cancellation reaches it
-    at its next ``await``; rolled back (or never run), the cancellation is raised.
+    interrupted. On the thread (grouped with the flushes queued meanwhile) it
+    needs no task and no ``asyncio.shield`` (tens of microseconds a commit):
+    the job stays queued on the database thread when the aiosqlite future it
+    was awaited through is cancelled, and leaves its result in a box on the
+    way out. A cancelled caller waits for the queue to drain, then reads what
+    the job did: committed, the cancellation reaches it at its next ``await``;
+    rolled back (or never run), the cancellation is raised.
 
     Returns ``False``, having sent nothing, if the writer has no open
     connection; :func:`flush_sqlite` then opens one (or reports it closed).
@@ -566,28 +901,4 @@ async def flush_open_writer(
                 raise error
             return True
         # Another process holds the write lock: wait for it on the thread.
-    job, extra = writer._thread_flush()
-    box = _Box()
-    try:
-        steps, error = await writer.execute(job, conn, plan, recorded_at, *extra, box=box)
-    except ValueError:  # aiosqlite: "Connection closed"; the job was not queued
-        return False
-    except asyncio.CancelledError as exc:
-        cancelled = exc
-        if box.value is None:
-            await _queue_drained(driver)
-        if box.value is None:  # the job never ran: nothing was written
-            raise cancelled from None
-        steps, error = box.value
-        timings.extend(steps)
-        if error is not None:
-            raise cancelled from None  # rolled back: nothing to report but the cancellation
-        current = asyncio.current_task()
-        if current is not None:  # committed: deliver the cancellation at the next await
-            current.uncancel()
-            current.cancel()
-        return True
-    timings.extend(steps)
-    if error is not None:
-        raise error
-    return True
+    return await writer.commit_on_thread(plan, timings)

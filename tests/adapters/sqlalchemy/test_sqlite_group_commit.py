@@ -1,0 +1,345 @@
+"""SQLite group commit: flushes queued while the writer's thread is busy share one
+transaction (one fsync at FULL), each in a savepoint of its own, each with its own outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from cqrs_ddd_core.adapters.sqlalchemy import SQLAlchemyEventStore, SQLAlchemyUnitOfWork
+from cqrs_ddd_core.adapters.sqlalchemy import sqlite as sqlite_flush
+from cqrs_ddd_core.adapters.sqlalchemy.sqlite import writer_for
+from cqrs_ddd_core.exceptions import ConcurrencyError, PersistenceError
+from tests.adapters.sqlalchemy.test_sqlite_flush import open_the_writer, stage_command
+from tests.support.accounts import Deposited
+from tests.support.backends import sqlite_engine
+
+
+@pytest.fixture
+async def full_db(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    """The default durability (FULL): flushes run on the aiosqlite thread."""
+    async with sqlite_engine(tmp_path, "FULL") as engine:
+        yield engine
+
+
+@pytest.fixture
+def batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of units of work each job on the thread wrote."""
+    sizes: list[int] = []
+    original = sqlite_flush._batch_job
+
+    def counting(conn: Any, plans: list[Any], *args: Any) -> Any:
+        sizes.append(len(plans))
+        return original(conn, plans, *args)
+
+    monkeypatch.setattr(sqlite_flush, "_batch_job", counting)
+    return sizes
+
+
+def queue_block(
+    engine: AsyncEngine,
+) -> tuple[threading.Event, asyncio.Future[None], asyncio.Future[None]]:
+    """Queue a job that keeps the writer's thread busy until the returned event is
+    set: ``(release, started, done)``."""
+    release = threading.Event()
+    loop = asyncio.get_running_loop()
+    started = loop.create_future()
+
+    def blocked() -> None:
+        loop.call_soon_threadsafe(started.set_result, None)
+        release.wait(10)
+
+    driver = writer_for(engine)._driver
+    return release, started, asyncio.ensure_future(driver._execute(blocked))
+
+
+async def hold_thread(engine: AsyncEngine) -> tuple[threading.Event, asyncio.Future[None]]:
+    """Keep the writer's thread busy until the returned event is set."""
+    release, started, done = queue_block(engine)
+    await started
+    return release, done
+
+
+async def commit_new(engine: AsyncEngine, account_id: str) -> SQLAlchemyUnitOfWork:
+    uow = SQLAlchemyUnitOfWork(engine)
+    await stage_command(engine, uow, account_id)
+    await uow.commit()
+    return uow
+
+
+async def commit_deposit(engine: AsyncEngine, account_id: str, expected: int) -> None:
+    uow = SQLAlchemyUnitOfWork(engine)
+    await SQLAlchemyEventStore(engine).append(
+        "Account", account_id, [Deposited(amount=1)], expected_version=expected, uow=uow
+    )
+    await uow.commit()
+
+
+async def stored_ids(engine: AsyncEngine) -> list[str]:
+    return [e.aggregate_id for e in await SQLAlchemyEventStore(engine).read_all()]
+
+
+async def queue_behind_a_busy_thread(
+    engine: AsyncEngine, commits: list[Any]
+) -> tuple[asyncio.Task[Any], list[asyncio.Task[Any]], threading.Event, asyncio.Future[None]]:
+    """A leader whose job waits behind a blocked thread, then ``commits`` queued behind it."""
+    release, blocked = await hold_thread(engine)
+    leader = asyncio.create_task(commit_new(engine, "leader"))
+    await asyncio.sleep(0.01)  # its job is queued behind the blocked one
+    queued = [asyncio.create_task(commit) for commit in commits]
+    await asyncio.sleep(0.01)  # they wait in the writer's queue
+    return leader, queued, release, blocked
+
+
+async def test_commits_made_while_the_thread_is_busy_share_one_transaction(
+    full_db: AsyncEngine, batches: list[int]
+) -> None:
+    await open_the_writer(full_db)
+    batches.clear()
+
+    leader, queued, release, blocked = await queue_behind_a_busy_thread(
+        full_db, [commit_new(full_db, f"g{i}") for i in range(6)]
+    )
+    release.set()
+    await blocked
+    await leader
+    uows = await asyncio.gather(*queued)
+
+    assert batches == [1, 6]  # the leader alone, then the six together
+    commits = {u.timings[-1] for u in uows}
+    assert len(commits) == 1  # one COMMIT step: they shared it
+    assert all([t.operation for t in u.timings] == [
+        "BEGIN", "INSERT", "INSERT", "INSERT", "COMMIT"
+    ] for u in uows)  # fmt: skip
+    assert sorted(await stored_ids(full_db)) == sorted(
+        ["a1", "leader", *(f"g{i}" for i in range(6))]
+    )
+
+
+async def test_a_conflict_in_a_group_fails_only_its_own_command(
+    full_db: AsyncEngine, batches: list[int]
+) -> None:
+    await open_the_writer(full_db)  # account "a1" exists at version 1
+    batches.clear()
+
+    leader, queued, release, blocked = await queue_behind_a_busy_thread(
+        full_db,
+        [
+            commit_new(full_db, "n1"),
+            commit_deposit(full_db, "a1", expected=0),  # stale
+            commit_new(full_db, "n2"),
+            commit_new(full_db, "a1"),  # exists: version 1 is taken
+            commit_new(full_db, "n3"),
+        ],
+    )
+    release.set()
+    await blocked
+    await leader
+    outcomes = await asyncio.gather(*queued, return_exceptions=True)
+
+    assert batches == [1, 5]
+    stale, taken = outcomes[1], outcomes[3]
+    assert isinstance(stale, ConcurrencyError)
+    assert (stale.stream, stale.expected_version, stale.actual_version) == ("Account:a1", 0, 1)
+    assert isinstance(taken, ConcurrencyError)
+    assert (taken.expected_version, taken.actual_version) == (0, 1)
+    assert all(isinstance(outcomes[i], SQLAlchemyUnitOfWork) for i in (0, 2, 4))
+    assert sorted(await stored_ids(full_db)) == ["a1", "leader", "n1", "n2", "n3"]
+    async with full_db.connect() as conn:  # nothing of the failed ones: no orphan rows
+        outbox = (await conn.execute(text("SELECT count(*) FROM outbox"))).scalar_one()
+        states = (await conn.execute(text("SELECT count(*) FROM aggregate_state"))).scalar_one()
+    assert (outbox, states) == (5, 5)
+
+
+async def test_two_commits_on_one_new_stream_in_a_group_the_first_wins(
+    full_db: AsyncEngine,
+) -> None:
+    await open_the_writer(full_db)
+
+    leader, queued, release, blocked = await queue_behind_a_busy_thread(
+        full_db, [commit_new(full_db, "same"), commit_new(full_db, "same")]
+    )
+    release.set()
+    await blocked
+    await leader
+    first, second = await asyncio.gather(*queued, return_exceptions=True)
+
+    assert isinstance(first, SQLAlchemyUnitOfWork)
+    assert isinstance(second, ConcurrencyError)
+    assert (second.expected_version, second.actual_version) == (0, 1)
+
+
+async def test_a_commit_cancelled_while_queued_writes_nothing(full_db: AsyncEngine) -> None:
+    await open_the_writer(full_db)
+
+    leader, queued, release, blocked = await queue_behind_a_busy_thread(
+        full_db, [commit_new(full_db, "cancelled"), commit_new(full_db, "kept")]
+    )
+    queued[0].cancel()
+    await asyncio.sleep(0.01)
+    release.set()
+    await blocked
+    await leader
+    await queued[1]
+    with pytest.raises(asyncio.CancelledError):
+        await queued[0]
+
+    assert sorted(await stored_ids(full_db)) == ["a1", "kept", "leader"]
+    assert writer_for(full_db)._idle()
+
+
+async def test_a_grouped_commit_cancelled_after_it_was_sent_reports_the_commit(
+    full_db: AsyncEngine, batches: list[int]
+) -> None:
+    await open_the_writer(full_db)
+    batches.clear()
+    ran: list[str] = []
+
+    async def command(account_id: str) -> None:
+        uow = SQLAlchemyUnitOfWork(full_db)
+
+        async def after_commit() -> None:
+            ran.append(account_id)
+
+        uow.after_commit(after_commit)
+        await stage_command(full_db, uow, account_id)
+        await uow.commit()
+
+    release, blocked = await hold_thread(full_db)
+    leader = asyncio.create_task(command("leader"))
+    await asyncio.sleep(0.01)
+    grouped = [asyncio.create_task(command(f"g{i}")) for i in range(3)]
+    await asyncio.sleep(0.01)
+    # Thread: [blocked, leader's job, second block]; the group's job is sent when
+    # the leader's ends, so it waits behind the second block.
+    release_second, second_started, second = queue_block(full_db)
+    release.set()
+    await blocked
+    await leader
+    await second_started
+    await asyncio.sleep(0.01)
+    assert not writer_for(full_db)._queue  # the group was taken: its job is on the thread
+    grouped[1].cancel()
+    await asyncio.sleep(0.01)
+    assert not grouped[1].done()  # it waits for the database's answer
+    release_second.set()
+    await second
+    outcomes = await asyncio.gather(*grouped, return_exceptions=True)
+
+    assert batches == [1, 3]
+    assert isinstance(outcomes[1], asyncio.CancelledError)
+    assert sorted(ran) == ["g0", "g1", "g2", "leader"]  # g1 committed, and said so
+    assert len(await stored_ids(full_db)) == 5
+
+
+async def test_a_write_that_aborts_the_transaction_fails_every_command_of_the_group(
+    full_db: AsyncEngine,
+) -> None:
+    """RAISE(ROLLBACK) in a trigger ends the whole transaction: the plans written
+    before it in the group were rolled back too and must not report a commit."""
+    await open_the_writer(full_db)
+    async with full_db.begin() as conn:
+        await conn.execute(
+            text(
+                "CREATE TRIGGER poison BEFORE INSERT ON events WHEN NEW.aggregate_id = 'poison' "
+                "BEGIN SELECT RAISE(ROLLBACK, 'poisoned'); END"
+            )
+        )
+
+    leader, queued, release, blocked = await queue_behind_a_busy_thread(
+        full_db,
+        [
+            commit_new(full_db, "before"),
+            commit_new(full_db, "poison"),
+            commit_new(full_db, "after"),
+        ],
+    )
+    release.set()
+    await blocked
+    await leader
+    outcomes = await asyncio.gather(*queued, return_exceptions=True)
+
+    assert all(isinstance(o, PersistenceError) for o in outcomes)
+    assert "poisoned" in str(outcomes[1])
+    assert "rolled back the transaction this commit shared" in str(outcomes[0])
+    assert sorted(await stored_ids(full_db)) == ["a1", "leader"]
+    assert not writer_for(full_db)._driver.in_transaction
+    await commit_new(full_db, "later")  # the writer goes on
+    assert "later" in await stored_ids(full_db)
+
+
+async def test_a_statement_level_abort_fails_only_its_own_command(full_db: AsyncEngine) -> None:
+    await open_the_writer(full_db)
+    async with full_db.begin() as conn:
+        await conn.execute(
+            text(
+                "CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.aggregate_id = 'refused' "
+                "BEGIN SELECT RAISE(ABORT, 'refused here'); END"
+            )
+        )
+
+    leader, queued, release, blocked = await queue_behind_a_busy_thread(
+        full_db,
+        [commit_new(full_db, "x1"), commit_new(full_db, "refused"), commit_new(full_db, "x2")],
+    )
+    release.set()
+    await blocked
+    await leader
+    outcomes = await asyncio.gather(*queued, return_exceptions=True)
+
+    assert isinstance(outcomes[1], PersistenceError)
+    assert "refused here" in str(outcomes[1])
+    assert sorted(await stored_ids(full_db)) == ["a1", "leader", "x1", "x2"]
+
+
+async def test_a_failing_commit_fails_every_command_of_the_group(tmp_path: Path) -> None:
+    """A deferred foreign key is checked at COMMIT: the group's commit fails, nothing stays."""
+    async with sqlite_engine(tmp_path, "FULL") as engine:
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _foreign_keys(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.execute("PRAGMA foreign_keys=ON")
+
+        await engine.dispose()  # reconnect with the pragma
+        async with engine.begin() as conn:
+            for ddl in (
+                "CREATE TABLE parent (id TEXT PRIMARY KEY)",
+                "CREATE TABLE child (pid TEXT REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)",
+                "CREATE TRIGGER orphan AFTER INSERT ON events WHEN NEW.aggregate_id = 'orphan' "
+                "BEGIN INSERT INTO child VALUES ('nobody'); END",
+            ):
+                await conn.execute(text(ddl))
+        await open_the_writer(engine)
+
+        leader, queued, release, blocked = await queue_behind_a_busy_thread(
+            engine, [commit_new(engine, "ok1"), commit_new(engine, "orphan")]
+        )
+        release.set()
+        await blocked
+        await leader
+        outcomes = await asyncio.gather(*queued, return_exceptions=True)
+
+        assert all(isinstance(o, PersistenceError) for o in outcomes)
+        assert all("FOREIGN KEY" in str(o) for o in outcomes)
+        assert outcomes[0] is not outcomes[1]  # one exception object per caller
+        assert sorted(await stored_ids(engine)) == ["a1", "leader"]
+
+
+async def test_a_lone_sender_never_waits_for_a_group(
+    full_db: AsyncEngine, batches: list[int]
+) -> None:
+    await open_the_writer(full_db)
+    batches.clear()
+
+    for i in range(5):
+        await commit_new(full_db, f"s{i}")
+
+    assert batches == [1] * 5
+    assert await stored_ids(full_db) == ["a1", "s0", "s1", "s2", "s3", "s4"]

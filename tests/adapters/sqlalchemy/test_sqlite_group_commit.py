@@ -31,15 +31,18 @@ async def full_db(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
 
 @pytest.fixture
 def batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The number of units of work each job on the thread wrote."""
+    """The number of units of work each flush job sent to the thread wrote."""
     sizes: list[int] = []
-    original = sqlite_flush._batch_job
+    original = sqlite_flush.SQLiteWriter.execute
 
-    def counting(conn: Any, plans: list[Any], *args: Any) -> Any:
-        sizes.append(len(plans))
-        return original(conn, plans, *args)
+    async def counting(self: Any, job: Any, *args: Any, **kwargs: Any) -> Any:
+        if job is sqlite_flush._batch_job:
+            sizes.append(len(args[1]))
+        elif job in (sqlite_flush._flush_job, sqlite_flush._waiting_job):
+            sizes.append(1)
+        return await original(self, job, *args, **kwargs)
 
-    monkeypatch.setattr(sqlite_flush, "_batch_job", counting)
+    monkeypatch.setattr(sqlite_flush.SQLiteWriter, "execute", counting)
     return sizes
 
 

@@ -534,7 +534,7 @@ class _Pending:
 
     __slots__ = ("outcome", "plan", "sent", "waiter")
 
-    def __init__(self, plan: FlushPlan, waiter: asyncio.Future[None]) -> None:
+    def __init__(self, plan: FlushPlan, waiter: asyncio.Future[None] | None) -> None:
         self.plan = plan
         self.waiter = waiter
         self.sent = False
@@ -542,8 +542,9 @@ class _Pending:
 
     def finish(self, outcome: Outcome | None) -> None:
         self.outcome = _NOT_SENT if outcome is None else outcome
-        if not self.waiter.done():
-            self.waiter.set_result(None)
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
 
 def _deliver(entry: _Pending, timings: list[StepTiming]) -> bool:
@@ -651,13 +652,13 @@ class SQLiteWriter:
         the outcome and reports it (committed: the cancellation reaches it at
         its next ``await``).
         """
-        entry = _Pending(plan, asyncio.get_running_loop().create_future())
-        self._queue.append(entry)
-        if self._leading:
+        if self._leading:  # a job is out: wait to go with the next one
+            entry = _Pending(plan, asyncio.get_running_loop().create_future())
+            self._queue.append(entry)
             return await self._follow(entry, timings)
         self._leading = True
         try:
-            cancelled = await self._send(self._take())
+            return await self._send_alone(plan, timings)
         finally:
             if self._queue:  # queued while we were out: a task sends them
                 task = asyncio.get_running_loop().create_task(self._drain())
@@ -665,21 +666,47 @@ class SQLiteWriter:
                 task.add_done_callback(self._drains.discard)
             else:
                 self._leading = False
-        if cancelled is not None:
-            return _cancelled_outcome(entry, timings, cancelled)
-        return _deliver(entry, timings)
+
+    async def _send_alone(self, plan: FlushPlan, timings: list[StepTiming]) -> bool:
+        """The flush of a commit that found no job out: sent at once, by itself."""
+        driver = self._driver
+        conn = None if driver is None else driver._connection
+        if conn is None:
+            return False
+        box = _Box()
+        try:
+            if self._inline:  # its busy timeout is 0: wait for the lock this once
+                outcome = await self.execute(
+                    _waiting_job, conn, plan, utc_now(), self._busy_ms, box=box
+                )
+            else:
+                outcome = await self.execute(_flush_job, conn, plan, utc_now(), box=box)
+        except ValueError:  # aiosqlite: "Connection closed"; the job was not queued
+            return False
+        except asyncio.CancelledError as exc:
+            if box.value is None:
+                await _queue_drained(driver)
+            entry = _Pending(plan, None)
+            entry.finish(box.value)  # None: the job never ran, nothing was written
+            return _cancelled_outcome(entry, timings, exc)
+        steps, error = outcome
+        timings.extend(steps)
+        if error is not None:
+            raise error
+        return True
 
     async def _follow(self, entry: _Pending, timings: list[StepTiming]) -> bool:
         try:
+            assert entry.waiter is not None
             await entry.waiter
         except asyncio.CancelledError as exc:
             if not entry.sent:
                 self._queue.remove(entry)  # never sent: nothing was written
                 raise
             while entry.outcome is None:  # sent: wait for what the database did
-                entry.waiter = asyncio.get_running_loop().create_future()
+                waiter = entry.waiter = asyncio.get_running_loop().create_future()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await entry.waiter
+                    await waiter
             return _cancelled_outcome(entry, timings, exc)
         return _deliver(entry, timings)
 

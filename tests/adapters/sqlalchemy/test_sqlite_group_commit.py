@@ -4,16 +4,23 @@ transaction (one fsync at FULL), each in a savepoint of its own, each with its o
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 import threading
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import event, text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from cqrs_ddd_core.adapters.sqlalchemy import SQLAlchemyEventStore, SQLAlchemyUnitOfWork
+from cqrs_ddd_core.adapters.sqlalchemy import (
+    SQLAlchemyEventStore,
+    SQLAlchemyUnitOfWork,
+    create_tables,
+)
 from cqrs_ddd_core.adapters.sqlalchemy import sqlite as sqlite_flush
 from cqrs_ddd_core.adapters.sqlalchemy.sqlite import writer_for
 from cqrs_ddd_core.exceptions import ConcurrencyError, PersistenceError
@@ -36,7 +43,7 @@ def batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     original = sqlite_flush.SQLiteWriter.execute
 
     async def counting(self: Any, job: Any, *args: Any, **kwargs: Any) -> Any:
-        if job is sqlite_flush._batch_job:
+        if job is sqlite_flush._group_job:
             sizes.append(len(args[1]))
         elif job in (sqlite_flush._flush_job, sqlite_flush._waiting_job):
             sizes.append(1)
@@ -346,3 +353,155 @@ async def test_a_lone_sender_never_waits_for_a_group(
 
     assert batches == [1] * 5
     assert await stored_ids(full_db) == ["a1", "s0", "s1", "s2", "s3", "s4"]
+
+
+# -- failure paths of the group job, on a real SQLite file ---------------------------
+
+
+class FailingConnection:
+    """A sqlite3 connection whose statements starting with ``fail_on`` raise (disk I/O)."""
+
+    def __init__(self, conn: sqlite3.Connection, fail_on: str) -> None:
+        self._conn, self._fail_on = conn, fail_on
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        if sql.startswith(self._fail_on):
+            raise sqlite3.OperationalError("disk I/O error (injected)")
+        return self._conn.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+async def captured_plans(engine: AsyncEngine, account_ids: list[str]) -> list[Any]:
+    """The flush plans of "open account" commands, captured instead of written."""
+    plans: list[Any] = []
+
+    async def capture(_engine: Any, plan: Any, _timings: Any) -> None:
+        plans.append(plan)
+
+    for account_id in account_ids:
+        uow = SQLAlchemyUnitOfWork(engine)
+        uow._flush = capture
+        await stage_command(engine, uow, account_id)
+        await uow.commit()
+    return plans
+
+
+def stored(path: Path, table: str) -> int:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+
+
+async def plans_with_a_conflict(tmp_path: Path) -> tuple[Path, list[Any]]:
+    """Three plans; "bad" will fail on its own: its state row exists already."""
+    async with sqlite_engine(tmp_path, "FULL") as engine:
+        plans = await captured_plans(engine, ["ok1", "bad", "ok2"])
+    path = tmp_path / "cqrs.db"
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute(
+            "INSERT INTO aggregate_state (aggregate_type, aggregate_id, version, state, "
+            "updated_at) VALUES ('Account', 'bad', 7, '{}', '2026-01-01 00:00:00.000000')"
+        )
+        conn.commit()
+    return path, plans
+
+
+async def test_a_failed_plan_that_cannot_be_rolled_back_alone_fails_the_whole_group(
+    tmp_path: Path,
+) -> None:
+    path, plans = await plans_with_a_conflict(tmp_path)
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        outcomes = sqlite_flush._group_job(
+            FailingConnection(conn, "ROLLBACK TO"), plans, datetime.now(UTC), None
+        )
+        assert not conn.in_transaction
+
+    assert all(isinstance(e, PersistenceError) for _, e in outcomes)  # none committed
+    assert (stored(path, "events"), stored(path, "outbox")) == (0, 0)
+    assert stored(path, "aggregate_state") == 1  # only the row that was there
+
+
+async def test_a_conflict_that_cannot_be_named_still_fails_only_its_own_plan(
+    tmp_path: Path,
+) -> None:
+    """The query naming the conflict fails: a plain PersistenceError for that plan."""
+    path, plans = await plans_with_a_conflict(tmp_path)
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        outcomes = sqlite_flush._group_job(
+            FailingConnection(conn, "SELECT"), plans, datetime.now(UTC), None
+        )
+        assert not conn.in_transaction
+
+    errors = [e for _, e in outcomes]
+    assert (errors[0], errors[2]) == (None, None)
+    assert isinstance(errors[1], PersistenceError)
+    assert (stored(path, "events"), stored(path, "outbox")) == (2, 2)  # ok1 and ok2 only
+
+
+async def test_a_busy_commit_after_every_plan_failed_leaves_no_transaction_open(
+    tmp_path: Path,
+) -> None:
+    """Rollback journal (a hand-made engine): a reader's SHARED lock makes COMMIT busy."""
+    path = tmp_path / "journal.db"
+    engine = create_async_engine(f"sqlite+aiosqlite:///{path}", connect_args={"timeout": 0.3})
+    try:
+        await create_tables(engine)
+        await open_the_writer(engine)  # "a1" exists
+        release, blocked = await hold_thread(engine)
+        leader = asyncio.create_task(commit_new(engine, "leader"))
+        await asyncio.sleep(0.01)
+        release_second, second_started, second = queue_block(engine)
+        duplicates = [asyncio.create_task(commit_new(engine, "a1")) for _ in range(2)]
+        await asyncio.sleep(0.01)
+        release.set()
+        await blocked
+        await leader
+        await second_started  # the group's job waits behind the second block
+        with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as reader:
+            reader.execute("BEGIN")
+            reader.execute("SELECT count(*) FROM events").fetchone()  # holds SHARED
+            release_second.set()
+            await second
+            outcomes = await asyncio.gather(*duplicates, return_exceptions=True)
+            assert not writer_for(engine)._driver._connection.in_transaction
+            reader.execute("COMMIT")
+
+        assert all(isinstance(o, ConcurrencyError) for o in outcomes)
+        await commit_new(engine, "later")  # the writer goes on
+        assert "later" in await stored_ids(engine)
+    finally:
+        await engine.dispose()
+
+
+async def test_a_connection_closed_under_a_queued_group_fails_each_command_cleanly(
+    full_db: AsyncEngine,
+) -> None:
+    await open_the_writer(full_db)
+    writer = writer_for(full_db)
+    driver = writer._driver
+    release, blocked = await hold_thread(full_db)
+    leader = asyncio.create_task(commit_new(full_db, "leader"))
+    await asyncio.sleep(0.01)
+    release_second, second_started, second = queue_block(full_db)
+    followers = [asyncio.create_task(commit_new(full_db, f"f{i}")) for i in range(2)]
+    await asyncio.sleep(0.01)
+    closing = asyncio.create_task(driver.close())  # queued behind the second block
+    await asyncio.sleep(0.01)
+    release.set()
+    await blocked
+    await leader
+    await second_started
+    release_second.set()
+    await second
+    await closing
+    done, pending = await asyncio.wait(followers, timeout=5)
+
+    assert not pending  # nobody waits for ever
+    assert all(isinstance(t.exception(), PersistenceError) for t in done)
+    assert writer._idle()
+    assert sorted(await stored_ids(full_db)) == ["a1", "leader"]
+    with pytest.raises(PersistenceError, match="writer connection is closed"):
+        await commit_new(full_db, "after")  # reports the closed writer once...
+    await commit_new(full_db, "later")  # ...and the next commit opens another
+    assert await stored_ids(full_db) == ["a1", "leader", "later"]

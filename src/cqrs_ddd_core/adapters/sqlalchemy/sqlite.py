@@ -251,6 +251,13 @@ def _write_plan(
         raise _InStep(exc, operation, collection, rows, start) from exc
 
 
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back if a transaction is open; best effort (the original error is what matters)."""
+    with contextlib.suppress(sqlite3.Error):  # a closed connection raises even on the check
+        if conn.in_transaction:
+            conn.rollback()
+
+
 def _failed(
     conn: sqlite3.Connection,
     plan: FlushPlan,
@@ -260,9 +267,7 @@ def _failed(
 ) -> Outcome:
     """Roll back, translate ``exc`` and record the step it stopped (as failed)."""
     end = _now()
-    if conn.in_transaction:
-        with contextlib.suppress(sqlite3.Error):  # the original error is what matters
-            conn.rollback()
+    _rollback(conn)
     error = exc.error if isinstance(exc, _Failure) else _translate(conn, plan, exc)
     operation, collection, rows, start = step
     timings.append(
@@ -294,7 +299,7 @@ def _flush_job(
         if (
             not wait
             and isinstance(exc, sqlite3.OperationalError)
-            and exc.sqlite_errorcode == sqlite3.SQLITE_BUSY
+            and exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY  # extended codes too
         ):
             return timings, _BUSY
         return _failed(conn, plan, timings, exc, ("BEGIN", None, 0, start))
@@ -325,14 +330,21 @@ def _group_job(
     outcome: a plan that fails (a version conflict, a duplicate id) is rolled
     back to its savepoint and the others go on. If the transaction itself is
     lost (SQLite rolls back the whole transaction on some errors, such as a
-    full disk) or the commit fails, every plan fails: nothing was written.
+    full disk), a savepoint cannot be rolled back, or the commit fails, every
+    plan fails and the transaction is rolled back: nothing was written.
     ``busy_ms``: the busy timeout to wait with, for a writer that flushes
     inline (whose timeout is 0). Never raises.
     """
-    if busy_ms is not None:
-        conn.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
     try:
+        if busy_ms is not None:
+            conn.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
         return _group(conn, plans, recorded_at)
+    except BaseException as exc:  # a bug or a dead connection: nothing may stay half done
+        _rollback(conn)
+        cause = exc if isinstance(exc, Exception) else None
+        if cause is None:
+            raise
+        return [([], persistence_error(cause, "SQLite group commit failed")) for _ in plans]
     finally:
         if busy_ms is not None:
             with contextlib.suppress(sqlite3.Error):
@@ -352,21 +364,26 @@ def _group(
     outcomes: list[Outcome] = []
     for index, plan in enumerate(plans):
         timings = [begin]
+        savepoint = f"cqrs_ddd_plan_{index}"  # one name per plan: none can undo another
         try:
-            conn.execute(f"SAVEPOINT {_SAVEPOINT}")
+            conn.execute(f"SAVEPOINT {savepoint}")
             _write_plan(conn, plan, now_text, timings)
-            conn.execute(f"RELEASE {_SAVEPOINT}")
+            conn.execute(f"RELEASE {savepoint}")
         except BaseException as exc:
             failed = exc if isinstance(exc, _InStep) else _InStep(exc, "INSERT", None, 0, _now())
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute(f"ROLLBACK TO {_SAVEPOINT}")
-                conn.execute(f"RELEASE {_SAVEPOINT}")
-            if not conn.in_transaction or not isinstance(failed.exc, Exception):
-                # The whole transaction is gone (or an interrupt): nothing stays.
+            try:
+                if not isinstance(failed.exc, Exception):
+                    raise failed.exc  # an interrupt: nothing of the group stays
+                conn.execute(f"ROLLBACK TO {savepoint}")
+                conn.execute(f"RELEASE {savepoint}")
+                if not conn.in_transaction:
+                    raise failed.exc  # SQLite rolled the whole transaction back
+                error = failed.exc.error if isinstance(failed.exc, _Failure) else None
+                if error is None:
+                    error = _translate(conn, plan, failed.exc)
+            except BaseException:
+                # The transaction is gone, or cannot be trusted: roll it all back.
                 return _all_failed(conn, plans, outcomes, timings, failed, index)
-            error = failed.exc.error if isinstance(failed.exc, _Failure) else None
-            if error is None:
-                error = _translate(conn, plan, failed.exc)
             timings.append(
                 StepTiming(
                     failed.operation,
@@ -385,6 +402,7 @@ def _group(
     try:
         conn.commit()
     except BaseException as exc:
+        _rollback(conn)  # even if every plan failed on its own: leave no transaction
         step = ("COMMIT", None, 0, start)
         return [
             (timings, error) if error is not None else _failed(conn, plan, timings, exc, step)
@@ -405,11 +423,13 @@ def _all_failed(
     failed: _InStep,
     index: int,
 ) -> list[Outcome]:
-    """The transaction was lost while writing ``plans[index]``: every plan failed."""
+    """The transaction was lost while writing ``plans[index]``: roll back; every plan failed."""
     step = (failed.operation, failed.collection, failed.rows, failed.start)
     this = _failed(conn, plans[index], timings, failed.exc, step)
     cause = this[1]
     assert cause is not None
+    if not isinstance(cause, Exception):
+        raise cause  # an interrupt travels on (the transaction is rolled back)
     what = "SQLite rolled back the transaction this commit shared"
     earlier: list[Outcome] = [
         (done, error) if error is not None else (done[:1], persistence_error(cause, what))
@@ -438,9 +458,24 @@ def _state_version(conn: sqlite3.Connection, aggregate_type: str, aggregate_id: 
 
 
 def _translate(conn: sqlite3.Connection, plan: FlushPlan, exc: BaseException) -> BaseException:
-    """The project's error for a driver error (the transaction is rolled back already)."""
+    """The project's error for a driver error (best effort: a query that fails
+    here leaves the plain :class:`PersistenceError`)."""
     if not isinstance(exc, Exception):
         return exc  # KeyboardInterrupt and the like travel unchanged
+    try:
+        found = _conflict(conn, plan, exc)
+    except sqlite3.Error:
+        found = None
+    if found is not None:
+        return found
+    if isinstance(exc, sqlite3.Error):
+        return persistence_error(exc, "SQLite flush failed")
+    return exc
+
+
+def _conflict(
+    conn: sqlite3.Connection, plan: FlushPlan, exc: BaseException
+) -> ConcurrencyError | None:
     if isinstance(exc, sqlite3.IntegrityError) and "events.version" in str(exc):
         # A (stream, version) clash the head check did not see (a writer that
         # bypassed it): name the first stream that is not where it was expected.
@@ -451,21 +486,24 @@ def _translate(conn: sqlite3.Connection, plan: FlushPlan, exc: BaseException) ->
             actual = (head[0] if head else None) or 0
             if actual != append.expected_version:
                 return concurrency_error(append.stream, append.expected_version, actual, exc)
-    if isinstance(exc, sqlite3.Error):
-        return persistence_error(exc, "SQLite flush failed")
-    return exc
+    return None
 
 
 def _waiting_job(
     conn: sqlite3.Connection, plan: FlushPlan, recorded_at: datetime, busy_ms: int
 ) -> tuple[list[StepTiming], BaseException | None]:
     """:func:`_flush_job` on the database thread of a writer whose busy timeout
-    is 0 (it flushes inline): wait up to ``busy_ms`` for the write lock this once."""
-    conn.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
+    is 0 (it flushes inline): wait up to ``busy_ms`` for the write lock this once.
+    Never raises."""
+    try:
+        conn.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
+    except sqlite3.Error as exc:
+        return _failed(conn, plan, [], exc, ("BEGIN", None, 0, _now()))
     try:
         return _flush_job(conn, plan, recorded_at)
     finally:
-        conn.execute("PRAGMA busy_timeout=0")
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("PRAGMA busy_timeout=0")
 
 
 _SYNCHRONOUS_WITHOUT_FSYNC = (0, 1)  # OFF, NORMAL: a WAL commit writes, never fsyncs
@@ -507,11 +545,12 @@ class _Jobs:
 class _Box:
     """What one job did on the database thread, for a caller cancelled meanwhile."""
 
-    __slots__ = ("ran", "value")
+    __slots__ = ("done", "ran", "value")
 
     def __init__(self) -> None:
-        self.ran = False
-        self.value: Any = None
+        self.ran = False  # it started
+        self.done = False  # it ended (returned or raised)
+        self.value: Any = None  # what it returned
 
 
 def _counted(jobs: _Jobs, box: _Box, job: Callable[..., T], *args: Any) -> T:
@@ -520,6 +559,7 @@ def _counted(jobs: _Jobs, box: _Box, job: Callable[..., T], *args: Any) -> T:
         box.value = result = job(*args)
         return result
     finally:
+        box.done = True
         jobs.done += 1
 
 
@@ -576,15 +616,19 @@ def _cancelled_outcome(
     return True
 
 
-def _batch_job(
-    conn: sqlite3.Connection, plans: list[FlushPlan], recorded_at: datetime, busy_ms: int | None
-) -> list[Outcome]:
-    """One job on the thread: a lone flush as it is, several as a group."""
-    if len(plans) > 1:
-        return _group_job(conn, plans, recorded_at, busy_ms)
-    if busy_ms is None:
-        return [_flush_job(conn, plans[0], recorded_at)]
-    return [_waiting_job(conn, plans[0], recorded_at, busy_ms)]
+def _settle(batch: list[_Pending], box: _Box, alone: bool, exc: BaseException) -> None:
+    """Each entry's outcome when the job's answer did not come back the normal way."""
+    if box.done and box.value is not None:  # it ran to its end: its answer stands
+        outcomes = [box.value] if alone else box.value
+        for entry, outcome in zip(batch, outcomes, strict=True):
+            entry.finish(outcome)
+    elif not box.ran:  # never ran (aiosqlite refused it, or closed first): nothing written
+        for entry in batch:
+            entry.finish(None)
+    else:  # it ran and raised, which a job never does: the database may have it or not
+        for entry in batch:
+            error = persistence_error(exc, "SQLite commit failed; its outcome is unknown")
+            entry.finish(([], error))
 
 
 class SQLiteWriter:
@@ -619,6 +663,7 @@ class SQLiteWriter:
         "_inline",
         "_jobs",
         "_leading",
+        "_loop",
         "_queue",
     )
 
@@ -631,6 +676,7 @@ class SQLiteWriter:
         self._queue: deque[_Pending] = deque()
         self._leading = False  # a commit (or a drain task) is sending queued flushes
         self._drains: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def inline(self) -> bool:
@@ -652,8 +698,11 @@ class SQLiteWriter:
         the outcome and reports it (committed: the cancellation reaches it at
         its next ``await``).
         """
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a new event loop: what an old one left is gone
+            self._loop, self._queue, self._leading = loop, deque(), False
         if self._leading:  # a job is out: wait to go with the next one
-            entry = _Pending(plan, asyncio.get_running_loop().create_future())
+            entry = _Pending(plan, loop.create_future())
             self._queue.append(entry)
             return await self._follow(entry, timings)
         self._leading = True
@@ -661,7 +710,7 @@ class SQLiteWriter:
             return await self._send_alone(plan, timings)
         finally:
             if self._queue:  # queued while we were out: a task sends them
-                task = asyncio.get_running_loop().create_task(self._drain())
+                task = loop.create_task(self._drain())
                 self._drains.add(task)
                 task.add_done_callback(self._drains.discard)
             else:
@@ -669,31 +718,11 @@ class SQLiteWriter:
 
     async def _send_alone(self, plan: FlushPlan, timings: list[StepTiming]) -> bool:
         """The flush of a commit that found no job out: sent at once, by itself."""
-        driver = self._driver
-        conn = None if driver is None else driver._connection
-        if conn is None:
-            return False
-        box = _Box()
-        try:
-            if self._inline:  # its busy timeout is 0: wait for the lock this once
-                outcome = await self.execute(
-                    _waiting_job, conn, plan, utc_now(), self._busy_ms, box=box
-                )
-            else:
-                outcome = await self.execute(_flush_job, conn, plan, utc_now(), box=box)
-        except ValueError:  # aiosqlite: "Connection closed"; the job was not queued
-            return False
-        except asyncio.CancelledError as exc:
-            if box.value is None:
-                await _queue_drained(driver)
-            entry = _Pending(plan, None)
-            entry.finish(box.value)  # None: the job never ran, nothing was written
-            return _cancelled_outcome(entry, timings, exc)
-        steps, error = outcome
-        timings.extend(steps)
-        if error is not None:
-            raise error
-        return True
+        entry = _Pending(plan, None)
+        cancelled = await self._send([entry])
+        if cancelled is not None:
+            return _cancelled_outcome(entry, timings, cancelled)
+        return _deliver(entry, timings)
 
     async def _follow(self, entry: _Pending, timings: list[StepTiming]) -> bool:
         try:
@@ -701,7 +730,8 @@ class SQLiteWriter:
             await entry.waiter
         except asyncio.CancelledError as exc:
             if not entry.sent:
-                self._queue.remove(entry)  # never sent: nothing was written
+                with contextlib.suppress(ValueError):  # (a closing drain took it out)
+                    self._queue.remove(entry)  # never sent: nothing was written
                 raise
             while entry.outcome is None:  # sent: wait for what the database did
                 waiter = entry.waiter = asyncio.get_running_loop().create_future()
@@ -722,17 +752,18 @@ class SQLiteWriter:
             while self._queue:
                 cancelled = await self._send(self._take())
                 if cancelled is not None:  # the loop is closing
-                    while self._queue:  # their callers are being cancelled too
-                        self._queue.popleft().finish(None)
                     raise cancelled
         finally:
+            while self._queue:  # left only on the way out of a failure: nothing was sent
+                self._queue.popleft().finish(None)
             self._leading = False
 
     async def _send(self, batch: list[_Pending]) -> asyncio.CancelledError | None:
-        """Run one job for ``batch`` and give each entry its outcome.
+        """Run one job for ``batch`` (a lone flush, or a group) and give each entry
+        its outcome, whatever happens; never leaves an entry without one.
 
-        Returns the cancellation that reached the caller meanwhile, if any
-        (the job ran to its end regardless, and its outcomes are delivered).
+        Returns the cancellation that reached the caller meanwhile, if any (the
+        job runs to its end regardless, and its outcomes are delivered).
         """
         driver = self._driver
         conn = None if driver is None else driver._connection
@@ -740,28 +771,34 @@ class SQLiteWriter:
             for entry in batch:
                 entry.finish(None)  # not sent: each caller opens another writer
             return None
-        busy_ms = self._busy_ms if self._inline else None
-        plans = [entry.plan for entry in batch]
         box = _Box()
-        cancelled: asyncio.CancelledError | None = None
+        alone = len(batch) == 1
         try:
-            outcomes = await self.execute(_batch_job, conn, plans, utc_now(), busy_ms, box=box)
-        except ValueError:  # aiosqlite: "Connection closed"; the job was not queued
-            for entry in batch:
-                entry.finish(None)
-            return None
+            if not alone:
+                busy_ms = self._busy_ms if self._inline else None
+                plans = [entry.plan for entry in batch]
+                outcomes = await self.execute(_group_job, conn, plans, utc_now(), busy_ms, box=box)
+            elif self._inline:  # its busy timeout is 0: wait for the lock this once
+                outcomes = [
+                    await self.execute(
+                        _waiting_job, conn, batch[0].plan, utc_now(), self._busy_ms, box=box
+                    )
+                ]
+            else:
+                outcomes = [await self.execute(_flush_job, conn, batch[0].plan, utc_now(), box=box)]
         except asyncio.CancelledError as exc:
-            cancelled = exc
-            if box.value is None:
+            if not box.done:
                 await _queue_drained(driver)
-            outcomes = box.value
-            if outcomes is None:  # the job never ran: nothing was written
-                for entry in batch:
-                    entry.finish(None)
-                return cancelled
+            _settle(batch, box, alone, exc)
+            return exc
+        except BaseException as exc:
+            _settle(batch, box, alone, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return None
         for entry, outcome in zip(batch, outcomes, strict=True):
             entry.finish(outcome)
-        return cancelled
+        return None
 
     def _thread_flush(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
         """The job that flushes on the thread, and its arguments after the plan and time."""

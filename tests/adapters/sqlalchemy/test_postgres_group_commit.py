@@ -263,3 +263,56 @@ async def test_grouping_can_be_turned_off(
 def test_bad_group_commit_settings_are_refused(option: str, value: Any) -> None:
     with pytest.raises(ConfigurationError, match=option):
         create_engine("postgresql://u@127.0.0.1/db", **{option: value})
+
+
+async def test_an_unreachable_server_fails_every_queued_commit_and_none_waits() -> None:
+    """Nothing listens on port 1: each commit gets a clear error, nobody hangs."""
+    engine = create_engine(
+        "postgresql://nobody@127.0.0.1:1/none",
+        postgres_commit_batch=2,
+        postgres_commits_in_flight=1,
+    )
+    try:
+        commits = [asyncio.create_task(commit_new(engine, f"u{i}")) for i in range(5)]
+        done, pending = await asyncio.wait(commits, timeout=20)
+    finally:
+        await engine.dispose()
+
+    assert not pending
+    errors = [t.exception() for t in done]
+    assert all(isinstance(e, PersistenceError) for e in errors)
+    assert all("before the commit was sent" in str(e) for e in errors)
+
+
+async def test_a_retry_that_fails_after_a_refused_group_still_answers_everyone(
+    grouped: AsyncEngine, monkeypatch: pytest.MonkeyPatch, gate: asyncio.Event
+) -> None:
+    """The group is refused as a whole, then sending one of its commits alone fails
+    unexpectedly: that one gets the error, the others their own outcome."""
+    calls = itertools.count()
+    original = postgres_group.run_flush
+
+    async def flaky(engine: AsyncEngine, plan: Any, **kwargs: Any) -> tuple[int, int]:
+        call = next(calls)
+        if call == 1:  # the group: refused, nothing written
+            error = PersistenceError("PostgreSQL flush failed: refused (injected)")
+            raise StatementFailed(error, 1, 2, written_nothing=True)
+        if call == 2:  # the first retry: a bug-like failure, not a StatementFailed
+            raise OSError("cannot reach the pool (injected)")
+        return await original(engine, plan, **kwargs)
+
+    monkeypatch.setattr(postgres_group, "run_flush", flaky)
+    blocker = asyncio.create_task(commit_new(grouped, "first"))
+    await asyncio.sleep(0.01)
+    group = [asyncio.create_task(commit_new(grouped, f"r{i}")) for i in range(3)]
+    await asyncio.sleep(0.01)
+    gate.set()
+    await blocker
+    _done, pending = await asyncio.wait(group, timeout=5)
+
+    assert not pending
+    outcomes = [t.exception() for t in group]
+    assert isinstance(outcomes[0], PersistenceError)
+    assert "cannot reach the pool" in str(outcomes[0])
+    assert outcomes[1:] == [None, None]
+    assert await stored_ids(grouped) == ["first", "r1", "r2"]

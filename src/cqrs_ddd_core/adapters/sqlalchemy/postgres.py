@@ -111,16 +111,24 @@ class StatementFailed(Exception):
     """Carries the translated error and when the statement ended out of the greenlet.
 
     ``written_nothing`` is true when PostgreSQL answered with an error (the
-    statement, hence its transaction, failed as a whole); false when the
-    connection failed and the outcome is unknown.
+    statement, hence its transaction, failed as a whole) or the statement was
+    never sent; false when the connection failed on the way and the outcome
+    is unknown. ``sent``: whether the statement reached the connection.
     """
 
     def __init__(
-        self, error: BaseException, start: int, end: int, *, written_nothing: bool
+        self,
+        error: BaseException,
+        start: int,
+        end: int,
+        *,
+        written_nothing: bool,
+        sent: bool = True,
     ) -> None:
         super().__init__(str(error))
         self.error, self.start, self.end = error, start, end
         self.written_nothing = written_nothing
+        self.sent = sent
 
 
 def _flush_in_greenlet(
@@ -128,7 +136,14 @@ def _flush_in_greenlet(
 ) -> tuple[int, int]:
     # One greenlet for checkout, statement and checkin: each greenlet_spawn
     # costs about as much as the pool work itself.
-    fairy = engine.raw_connection()
+    start = time.time_ns()
+    try:
+        fairy = engine.raw_connection()
+    except Exception as exc:  # no connection (server down, pool timeout): nothing was sent
+        unsent = persistence_error(exc, "PostgreSQL connection failed before the commit was sent")
+        raise StatementFailed(
+            unsent, start, time.time_ns(), written_nothing=True, sent=False
+        ) from exc
     conn: Any = fairy.driver_connection
     start = time.time_ns()
     try:

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from cqrs_ddd_core.adapters.sqlalchemy.errors import persistence_error
 from cqrs_ddd_core.adapters.sqlalchemy.plan import FlushPlan
 from cqrs_ddd_core.adapters.sqlalchemy.postgres import StatementFailed, run_flush, step_timings
-from cqrs_ddd_core.exceptions import ConfigurationError
+from cqrs_ddd_core.exceptions import ConfigurationError, PersistenceError
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -161,14 +161,17 @@ class GroupCommitter:
             current.cancel()
 
     def _take(self) -> list[_Pending]:
-        """The next batch: queued flushes in order, none sharing a stream or state row."""
+        """The next batch: queued flushes in order, none sharing a stream or state row
+        (a flush that would goes in a later statement; with several statements in
+        flight, two commits on one stream may still race, as without grouping, and
+        the versions decide)."""
         queue, batch = self._queue, [self._queue.popleft()]
         streams = set(batch[0].plan.streams)
         states = set(batch[0].plan.states)
         while queue and len(batch) < self._batch:
             plan = queue[0].plan
             if not streams.isdisjoint(plan.streams) or not states.isdisjoint(plan.states):
-                break  # it goes in the next statement, after this one's outcome
+                break  # it goes in a later statement
             streams.update(plan.streams)
             states.update(plan.states)
             batch.append(queue.popleft())
@@ -181,15 +184,38 @@ class GroupCommitter:
             while self._queue:
                 await self._send(engine, self._take())
         finally:
+            # Left only on the way out of a cancellation (the loop is closing):
+            # their callers are being cancelled too, and nothing of them was sent.
+            while self._queue:
+                entry = self._queue.popleft()
+                error = PersistenceError("PostgreSQL commit not sent: the event loop is closing")
+                entry.finish([], error)
             self._in_flight -= 1
 
     async def _send(self, engine: AsyncEngine, batch: list[_Pending]) -> None:
+        """Send ``batch`` as one statement and give every entry its outcome, whatever
+        happens (only a cancellation of the drain itself propagates)."""
+        try:
+            await self._send_batch(engine, batch)
+        except BaseException as exc:
+            what = (
+                "PostgreSQL commit failed"  # before the statement was sent (a bug if ever)
+                if isinstance(exc, Exception)
+                else "PostgreSQL commit interrupted; its outcome is unknown"
+            )
+            for entry in batch:
+                if entry.outcome is None:
+                    entry.finish([], persistence_error(exc, what))
+            if not isinstance(exc, Exception):
+                raise
+
+    async def _send_batch(self, engine: AsyncEngine, batch: list[_Pending]) -> None:
         alone = len(batch) == 1
         plan = batch[0].plan if alone else _merged(batch)
         try:
             start, end = await run_flush(engine, plan, diagnose=alone)
         except StatementFailed as failed:
-            if not alone and failed.written_nothing:
+            if not alone and failed.written_nothing and failed.sent:
                 for entry in batch:  # each on its own: its own outcome
                     await self._send(engine, [entry])
                 return
@@ -200,10 +226,6 @@ class GroupCommitter:
                     error = persistence_error(failed.error, "PostgreSQL group commit failed")
                 entry.finish(step_timings(entry.plan, failed.start, failed.end, kind), error)
             return
-        except BaseException as exc:  # cancelled (the loop is closing): outcome unknown
-            for entry in batch:
-                entry.finish([], persistence_error(exc, "PostgreSQL commit interrupted"))
-            raise
         for entry in batch:
             entry.finish(step_timings(entry.plan, start, end, None), None)
 

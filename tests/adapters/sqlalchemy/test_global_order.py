@@ -115,6 +115,17 @@ async def lingering_flushes(engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
                 await conn.execute(text(f"DROP FUNCTION IF EXISTS {name}()"))
 
 
+async def without_group_commit(url: str) -> tuple[list[int], list[int]]:
+    """Writers and a reader on PostgreSQL with lingering flushes, each commit alone."""
+    engine = create_engine(url, postgres_commit_batch=1)
+    try:
+        await truncate_all(engine)
+        async with lingering_flushes(engine):
+            return await run_writers_and_a_reader(engine)
+    finally:
+        await engine.dispose()
+
+
 async def test_a_reader_by_position_sees_every_event_once_and_in_order(db: Backend) -> None:
     assert db.engine is not None
     async with lingering_flushes(db.engine) as engine:
@@ -130,13 +141,7 @@ async def test_the_reader_sees_every_event_once_and_in_order_without_group_commi
     postgres_database_url: str,
 ) -> None:
     """Every commit its own statement: as many concurrent statements as writers."""
-    engine = create_engine(postgres_database_url, postgres_commit_batch=1)
-    try:
-        await truncate_all(engine)
-        async with lingering_flushes(engine):
-            seen, final = await run_writers_and_a_reader(engine)
-    finally:
-        await engine.dispose()
+    seen, final = await without_group_commit(postgres_database_url)
 
     assert len(final) >= WRITERS * COMMITS_PER_WRITER
     assert seen == final
@@ -155,13 +160,7 @@ async def test_without_the_lock_the_same_reader_misses_events(
 
     monkeypatch.setattr(pg_flush, "build_flush", without_lock)
     # Without group commit: the most statements at once, the most chances to miss.
-    engine = create_engine(postgres_database_url, postgres_commit_batch=1)
-    try:
-        await truncate_all(engine)
-        async with lingering_flushes(engine):
-            seen, final = await run_writers_and_a_reader(engine)
-    finally:
-        await engine.dispose()
+    seen, final = await without_group_commit(postgres_database_url)
 
     assert seen != final
     assert set(seen) < set(final)  # what it missed was committed after it moved on

@@ -18,8 +18,7 @@ from cqrs_ddd_core.adapters.sqlalchemy import (
 )
 from cqrs_ddd_core.adapters.sqlalchemy.postgres import StatementFailed
 from cqrs_ddd_core.exceptions import ConcurrencyError, ConfigurationError, PersistenceError
-from tests.adapters.sqlalchemy.test_sqlite_flush import stage_command
-from tests.support.accounts import Deposited
+from tests.support.commits import commit_deposit, commit_new, stage_command, stored_ids
 from tests.support.postgres import truncate_all
 
 pytestmark = pytest.mark.postgres
@@ -64,25 +63,6 @@ def gate(monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
 
     monkeypatch.setattr(postgres_group, "run_flush", gated)
     return opened
-
-
-async def commit_new(engine: AsyncEngine, account_id: str) -> SQLAlchemyUnitOfWork:
-    uow = SQLAlchemyUnitOfWork(engine)
-    await stage_command(engine, uow, account_id)
-    await uow.commit()
-    return uow
-
-
-async def commit_deposit(engine: AsyncEngine, account_id: str, expected: int) -> None:
-    uow = SQLAlchemyUnitOfWork(engine)
-    await SQLAlchemyEventStore(engine).append(
-        "Account", account_id, [Deposited(amount=1)], expected_version=expected, uow=uow
-    )
-    await uow.commit()
-
-
-async def stored_ids(engine: AsyncEngine) -> list[str]:
-    return [e.aggregate_id for e in await SQLAlchemyEventStore(engine).read_all(limit=10_000)]
 
 
 async def test_a_lone_commit_goes_at_once_in_a_statement_of_its_own(

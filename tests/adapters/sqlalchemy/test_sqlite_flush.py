@@ -13,23 +13,20 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cqrs_ddd_core.adapters.sqlalchemy import (
     SQLAlchemyEventStore,
-    SQLAlchemyOutboxStore,
-    SQLAlchemyStateRepository,
     SQLAlchemyUnitOfWork,
     create_engine,
     create_tables,
 )
 from cqrs_ddd_core.adapters.sqlalchemy.sqlite import writer_for
 from cqrs_ddd_core.exceptions import ConcurrencyError, PersistenceError
-from cqrs_ddd_core.persistence import OutboxMessage
 from tests.support.accounts import Account
 from tests.support.backends import sqlite_engine
+from tests.support.commits import count_hops, open_the_writer, stage_command
 
 
 @pytest.fixture
@@ -42,35 +39,7 @@ async def sqlite_db(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
 @pytest.fixture
 def hops(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """Every call queued on any aiosqlite connection's thread."""
-    calls: list[Any] = []
-    original = aiosqlite.Connection._execute
-
-    async def counting(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        calls.append(fn)
-        return await original(self, fn, *args, **kwargs)
-
-    monkeypatch.setattr(aiosqlite.Connection, "_execute", counting)
-    return calls
-
-
-async def open_the_writer(engine: AsyncEngine) -> None:
-    """Commit account "a1": this opens the writer connection, so the next
-    commit takes the direct path."""
-    first = SQLAlchemyUnitOfWork(engine)
-    await stage_command(engine, first, "a1")
-    await first.commit()
-
-
-async def stage_command(engine: AsyncEngine, uow: SQLAlchemyUnitOfWork, account_id: str) -> None:
-    account = Account.open(account_id, "ann")
-    (event,) = account.collect_events()
-    await SQLAlchemyEventStore(engine).append(
-        "Account", account_id, [event], expected_version=0, uow=uow
-    )
-    await SQLAlchemyOutboxStore(engine).enqueue(
-        [OutboxMessage(event.event_id, "Opened", event.payload(), event.occurred_at)], uow=uow
-    )
-    SQLAlchemyStateRepository(Account, engine).save(account, uow=uow)
+    return count_hops(monkeypatch)
 
 
 async def test_a_commit_is_one_hop_to_the_database_thread(

@@ -17,16 +17,20 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from cqrs_ddd_core.adapters.sqlalchemy import (
-    SQLAlchemyEventStore,
     SQLAlchemyUnitOfWork,
     create_tables,
 )
 from cqrs_ddd_core.adapters.sqlalchemy import sqlite as sqlite_flush
 from cqrs_ddd_core.adapters.sqlalchemy.sqlite import writer_for
 from cqrs_ddd_core.exceptions import ConcurrencyError, PersistenceError
-from tests.adapters.sqlalchemy.test_sqlite_flush import open_the_writer, stage_command
-from tests.support.accounts import Deposited
 from tests.support.backends import sqlite_engine
+from tests.support.commits import (
+    commit_deposit,
+    commit_new,
+    open_the_writer,
+    stage_command,
+    stored_ids,
+)
 
 
 @pytest.fixture
@@ -77,25 +81,6 @@ async def hold_thread(engine: AsyncEngine) -> tuple[threading.Event, asyncio.Fut
     return release, done
 
 
-async def commit_new(engine: AsyncEngine, account_id: str) -> SQLAlchemyUnitOfWork:
-    uow = SQLAlchemyUnitOfWork(engine)
-    await stage_command(engine, uow, account_id)
-    await uow.commit()
-    return uow
-
-
-async def commit_deposit(engine: AsyncEngine, account_id: str, expected: int) -> None:
-    uow = SQLAlchemyUnitOfWork(engine)
-    await SQLAlchemyEventStore(engine).append(
-        "Account", account_id, [Deposited(amount=1)], expected_version=expected, uow=uow
-    )
-    await uow.commit()
-
-
-async def stored_ids(engine: AsyncEngine) -> list[str]:
-    return [e.aggregate_id for e in await SQLAlchemyEventStore(engine).read_all()]
-
-
 async def queue_behind_a_busy_thread(
     engine: AsyncEngine, commits: list[Any]
 ) -> tuple[asyncio.Task[Any], list[asyncio.Task[Any]], threading.Event, asyncio.Future[None]]:
@@ -108,19 +93,23 @@ async def queue_behind_a_busy_thread(
     return leader, queued, release, blocked
 
 
+async def grouped_outcomes(engine: AsyncEngine, commits: list[Any]) -> list[Any]:
+    """Let ``commits`` go as one group behind a leader whose job waits on a busy
+    thread: what each returned or raised."""
+    leader, queued, release, blocked = await queue_behind_a_busy_thread(engine, commits)
+    release.set()
+    await blocked
+    await leader
+    return list(await asyncio.gather(*queued, return_exceptions=True))
+
+
 async def test_commits_made_while_the_thread_is_busy_share_one_transaction(
     full_db: AsyncEngine, batches: list[int]
 ) -> None:
     await open_the_writer(full_db)
     batches.clear()
 
-    leader, queued, release, blocked = await queue_behind_a_busy_thread(
-        full_db, [commit_new(full_db, f"g{i}") for i in range(6)]
-    )
-    release.set()
-    await blocked
-    await leader
-    uows = await asyncio.gather(*queued)
+    uows = await grouped_outcomes(full_db, [commit_new(full_db, f"g{i}") for i in range(6)])
 
     assert batches == [1, 6]  # the leader alone, then the six together
     commits = {u.timings[-1] for u in uows}
@@ -139,7 +128,7 @@ async def test_a_conflict_in_a_group_fails_only_its_own_command(
     await open_the_writer(full_db)  # account "a1" exists at version 1
     batches.clear()
 
-    leader, queued, release, blocked = await queue_behind_a_busy_thread(
+    outcomes = await grouped_outcomes(
         full_db,
         [
             commit_new(full_db, "n1"),
@@ -149,10 +138,6 @@ async def test_a_conflict_in_a_group_fails_only_its_own_command(
             commit_new(full_db, "n3"),
         ],
     )
-    release.set()
-    await blocked
-    await leader
-    outcomes = await asyncio.gather(*queued, return_exceptions=True)
 
     assert batches == [1, 5]
     stale, taken = outcomes[1], outcomes[3]
@@ -173,13 +158,9 @@ async def test_two_commits_on_one_new_stream_in_a_group_the_first_wins(
 ) -> None:
     await open_the_writer(full_db)
 
-    leader, queued, release, blocked = await queue_behind_a_busy_thread(
+    first, second = await grouped_outcomes(
         full_db, [commit_new(full_db, "same"), commit_new(full_db, "same")]
     )
-    release.set()
-    await blocked
-    await leader
-    first, second = await asyncio.gather(*queued, return_exceptions=True)
 
     assert isinstance(first, SQLAlchemyUnitOfWork)
     assert isinstance(second, ConcurrencyError)
@@ -263,7 +244,7 @@ async def test_a_write_that_aborts_the_transaction_fails_every_command_of_the_gr
             )
         )
 
-    leader, queued, release, blocked = await queue_behind_a_busy_thread(
+    outcomes = await grouped_outcomes(
         full_db,
         [
             commit_new(full_db, "before"),
@@ -271,10 +252,6 @@ async def test_a_write_that_aborts_the_transaction_fails_every_command_of_the_gr
             commit_new(full_db, "after"),
         ],
     )
-    release.set()
-    await blocked
-    await leader
-    outcomes = await asyncio.gather(*queued, return_exceptions=True)
 
     assert all(isinstance(o, PersistenceError) for o in outcomes)
     assert "poisoned" in str(outcomes[1])
@@ -295,14 +272,10 @@ async def test_a_statement_level_abort_fails_only_its_own_command(full_db: Async
             )
         )
 
-    leader, queued, release, blocked = await queue_behind_a_busy_thread(
+    outcomes = await grouped_outcomes(
         full_db,
         [commit_new(full_db, "x1"), commit_new(full_db, "refused"), commit_new(full_db, "x2")],
     )
-    release.set()
-    await blocked
-    await leader
-    outcomes = await asyncio.gather(*queued, return_exceptions=True)
 
     assert isinstance(outcomes[1], PersistenceError)
     assert "refused here" in str(outcomes[1])
@@ -328,13 +301,9 @@ async def test_a_failing_commit_fails_every_command_of_the_group(tmp_path: Path)
                 await conn.execute(text(ddl))
         await open_the_writer(engine)
 
-        leader, queued, release, blocked = await queue_behind_a_busy_thread(
+        outcomes = await grouped_outcomes(
             engine, [commit_new(engine, "ok1"), commit_new(engine, "orphan")]
         )
-        release.set()
-        await blocked
-        await leader
-        outcomes = await asyncio.gather(*queued, return_exceptions=True)
 
         assert all(isinstance(o, PersistenceError) for o in outcomes)
         assert all("FOREIGN KEY" in str(o) for o in outcomes)

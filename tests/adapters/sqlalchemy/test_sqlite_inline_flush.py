@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -27,22 +26,14 @@ from cqrs_ddd_core.adapters.sqlalchemy import (
 )
 from cqrs_ddd_core.adapters.sqlalchemy.sqlite import writer_for
 from cqrs_ddd_core.exceptions import ConcurrencyError, ConfigurationError, PersistenceError
-from tests.adapters.sqlalchemy.test_sqlite_flush import stage_command
 from tests.support.backends import sqlite_engine
+from tests.support.commits import commit_new, count_hops, stage_command
 
 
 @pytest.fixture
 def hops(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """Every call queued on any aiosqlite connection's thread."""
-    calls: list[Any] = []
-    original = aiosqlite.Connection._execute
-
-    async def counting(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        calls.append(fn)
-        return await original(self, fn, *args, **kwargs)
-
-    monkeypatch.setattr(aiosqlite.Connection, "_execute", counting)
-    return calls
+    return count_hops(monkeypatch)
 
 
 @pytest.fixture
@@ -56,13 +47,6 @@ async def inline_db(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
         yield engine
     finally:
         await engine.dispose()
-
-
-async def commit_account(engine: AsyncEngine, account_id: str) -> SQLAlchemyUnitOfWork:
-    uow = SQLAlchemyUnitOfWork(engine)
-    await stage_command(engine, uow, account_id)
-    await uow.commit()
-    return uow
 
 
 def hold_write_lock(path: Path, seconds: float) -> tuple[threading.Thread, threading.Event]:
@@ -99,10 +83,10 @@ async def test_where_the_flush_runs_follows_the_durability_unless_chosen(
     tmp_path: Path, hops: list[Any], synchronous: str, flush: str, inline: bool
 ) -> None:
     async with sqlite_engine(tmp_path, synchronous, flush) as engine:
-        await commit_account(engine, "a1")  # opens the writer
+        await commit_new(engine, "a1")  # opens the writer
         hops.clear()
 
-        uow = await commit_account(engine, "a2")
+        uow = await commit_new(engine, "a2")
 
         assert writer_for(engine).inline is inline
         assert len(hops) == (0 if inline else 1)
@@ -118,7 +102,7 @@ async def test_where_the_flush_runs_follows_the_durability_unless_chosen(
 async def test_an_inline_conflict_rolls_back_and_leaves_no_transaction_open(
     inline_db: AsyncEngine,
 ) -> None:
-    await commit_account(inline_db, "a1")
+    await commit_new(inline_db, "a1")
 
     uow = SQLAlchemyUnitOfWork(inline_db)
     await stage_command(inline_db, uow, "a1")  # "a1" exists: version 0 is stale
@@ -128,14 +112,14 @@ async def test_an_inline_conflict_rolls_back_and_leaves_no_transaction_open(
     assert uow.timings[-1].error_type == "ConcurrencyError"
     assert not writer_for(inline_db)._driver.in_transaction
     assert len(await SQLAlchemyEventStore(inline_db).read_all()) == 1
-    await commit_account(inline_db, "a2")  # the writer goes on
+    await commit_new(inline_db, "a2")  # the writer goes on
     assert len(await SQLAlchemyEventStore(inline_db).read_all()) == 2
 
 
 async def test_another_process_holding_the_lock_never_blocks_the_loop(
     inline_db: AsyncEngine, tmp_path: Path, hops: list[Any]
 ) -> None:
-    await commit_account(inline_db, "a1")
+    await commit_new(inline_db, "a1")
     hops.clear()
     ticks = 0
 
@@ -150,7 +134,7 @@ async def test_another_process_holding_the_lock_never_blocks_the_loop(
     ticking = asyncio.create_task(ticker())
     try:
         started = time.perf_counter()
-        uow = await commit_account(inline_db, "a2")  # waits for the lock on the thread
+        uow = await commit_new(inline_db, "a2")  # waits for the lock on the thread
         waited = time.perf_counter() - started
     finally:
         ticking.cancel()
@@ -161,7 +145,7 @@ async def test_another_process_holding_the_lock_never_blocks_the_loop(
     assert len(hops) == 1  # the flush moved to the database thread
     assert uow.timings[-1].operation == "COMMIT"
     hops.clear()
-    await commit_account(inline_db, "a3")  # the lock is free again: inline once more
+    await commit_new(inline_db, "a3")  # the lock is free again: inline once more
     assert hops == []
     events = await SQLAlchemyEventStore(inline_db).read_all()
     assert [e.aggregate_id for e in events] == ["a1", "a2", "a3"]
@@ -176,7 +160,7 @@ async def test_a_lock_held_past_the_busy_timeout_fails_cleanly_and_inline_resume
     )
     try:
         await create_tables(engine)
-        await commit_account(engine, "a1")
+        await commit_new(engine, "a1")
         holder, locked = hold_write_lock(path, 1.0)
         locked.wait(5)
 
@@ -189,7 +173,7 @@ async def test_a_lock_held_past_the_busy_timeout_fails_cleanly_and_inline_resume
         assert uow.timings[-1].error_type == "PersistenceError"
         conn = writer_for(engine)._driver._connection
         assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 0  # inline again
-        await commit_account(engine, "a3")
+        await commit_new(engine, "a3")
         events = await SQLAlchemyEventStore(engine).read_all()
         assert [e.aggregate_id for e in events] == ["a1", "a3"]  # nothing of a2
     finally:
@@ -201,15 +185,15 @@ async def test_a_commit_behind_a_waiting_one_queues_behind_it_on_the_thread(
 ) -> None:
     """The second commit must not run inline while the first waits on the thread:
     they keep their order and never use the connection from two threads."""
-    await commit_account(inline_db, "a1")
+    await commit_new(inline_db, "a1")
     holder, locked = hold_write_lock(tmp_path / "inline.db", 0.3)
     locked.wait(5)
     hops.clear()
 
-    first = asyncio.create_task(commit_account(inline_db, "a2"))
+    first = asyncio.create_task(commit_new(inline_db, "a2"))
     await asyncio.sleep(0.05)  # the first one tried inline and is waiting on the thread
     assert not writer_for(inline_db)._idle()
-    second = asyncio.create_task(commit_account(inline_db, "a3"))
+    second = asyncio.create_task(commit_new(inline_db, "a3"))
     await asyncio.gather(first, second)
     holder.join()
 
@@ -222,7 +206,7 @@ async def test_a_commit_behind_a_waiting_one_queues_behind_it_on_the_thread(
 async def test_a_commit_cancelled_while_waiting_on_the_thread_reports_the_commit(
     inline_db: AsyncEngine, tmp_path: Path
 ) -> None:
-    await commit_account(inline_db, "a1")
+    await commit_new(inline_db, "a1")
     holder, locked = hold_write_lock(tmp_path / "inline.db", 0.3)
     locked.wait(5)
     ran: list[str] = []

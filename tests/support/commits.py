@@ -1,0 +1,85 @@
+"""One command's writes staged on a SQL unit of work, and small helpers around them.
+
+Used by the adapter tests that count hops, statements and groups: "open
+account" stages one event, one outbox message and one new state row.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiosqlite
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from cqrs_ddd_core.adapters.sqlalchemy import (
+    SQLAlchemyEventStore,
+    SQLAlchemyOutboxStore,
+    SQLAlchemyStateRepository,
+    SQLAlchemyUnitOfWork,
+)
+from cqrs_ddd_core.persistence import OutboxMessage
+from tests.support.accounts import Account, Deposited
+
+__all__ = [
+    "commit_deposit",
+    "commit_new",
+    "count_hops",
+    "open_the_writer",
+    "stage_command",
+    "stored_ids",
+]
+
+
+async def stage_command(engine: AsyncEngine, uow: SQLAlchemyUnitOfWork, account_id: str) -> None:
+    """Stage "open account ``account_id``": its event, outbox message and state row."""
+    account = Account.open(account_id, "ann")
+    (event,) = account.collect_events()
+    await SQLAlchemyEventStore(engine).append(
+        "Account", account_id, [event], expected_version=0, uow=uow
+    )
+    await SQLAlchemyOutboxStore(engine).enqueue(
+        [OutboxMessage(event.event_id, "Opened", event.payload(), event.occurred_at)], uow=uow
+    )
+    SQLAlchemyStateRepository(Account, engine).save(account, uow=uow)
+
+
+async def commit_new(engine: AsyncEngine, account_id: str) -> SQLAlchemyUnitOfWork:
+    """Open account ``account_id`` in a unit of work of its own, committed."""
+    uow = SQLAlchemyUnitOfWork(engine)
+    await stage_command(engine, uow, account_id)
+    await uow.commit()
+    return uow
+
+
+async def open_the_writer(engine: AsyncEngine) -> None:
+    """Commit account "a1": on SQLite this opens the writer connection, so the
+    next commit takes the direct path."""
+    await commit_new(engine, "a1")
+
+
+async def commit_deposit(engine: AsyncEngine, account_id: str, expected: int) -> None:
+    """Append one deposit to ``account_id``'s stream at ``expected``, committed."""
+    uow = SQLAlchemyUnitOfWork(engine)
+    await SQLAlchemyEventStore(engine).append(
+        "Account", account_id, [Deposited(amount=1)], expected_version=expected, uow=uow
+    )
+    await uow.commit()
+
+
+async def stored_ids(engine: AsyncEngine) -> list[str]:
+    """The aggregate id of every stored event, in global order."""
+    return [e.aggregate_id for e in await SQLAlchemyEventStore(engine).read_all(limit=10_000)]
+
+
+def count_hops(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Record every call queued on any aiosqlite connection's thread."""
+    calls: list[Any] = []
+    original = aiosqlite.Connection._execute
+
+    async def counting(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(fn)
+        return await original(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counting)
+    return calls

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from cqrs_ddd_core.adapters.sqlalchemy import (
     SQLAlchemyUnitOfWork,
     create_tables,
+    sqlite_jobs,
 )
 from cqrs_ddd_core.adapters.sqlalchemy import sqlite as sqlite_flush
 from cqrs_ddd_core.adapters.sqlalchemy.sqlite import writer_for
@@ -47,9 +48,9 @@ def batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     original = sqlite_flush.SQLiteWriter.execute
 
     async def counting(self: Any, job: Any, *args: Any, **kwargs: Any) -> Any:
-        if job is sqlite_flush._group_job:
+        if job is sqlite_jobs.group_job:
             sizes.append(len(args[1]))
-        elif job in (sqlite_flush._flush_job, sqlite_flush._waiting_job):
+        elif job in (sqlite_jobs.flush_job, sqlite_jobs.waiting_job):
             sizes.append(1)
         return await original(self, job, *args, **kwargs)
 
@@ -381,7 +382,7 @@ async def test_a_failed_plan_that_cannot_be_rolled_back_alone_fails_the_whole_gr
 ) -> None:
     path, plans = await plans_with_a_conflict(tmp_path)
     with contextlib.closing(sqlite3.connect(path)) as conn:
-        outcomes = sqlite_flush._group_job(
+        outcomes = sqlite_jobs.group_job(
             FailingConnection(conn, "ROLLBACK TO"), plans, datetime.now(UTC), None
         )
         assert not conn.in_transaction
@@ -397,7 +398,7 @@ async def test_a_conflict_that_cannot_be_named_still_fails_only_its_own_plan(
     """The query naming the conflict fails: a plain PersistenceError for that plan."""
     path, plans = await plans_with_a_conflict(tmp_path)
     with contextlib.closing(sqlite3.connect(path)) as conn:
-        outcomes = sqlite_flush._group_job(
+        outcomes = sqlite_jobs.group_job(
             FailingConnection(conn, "SELECT"), plans, datetime.now(UTC), None
         )
         assert not conn.in_transaction

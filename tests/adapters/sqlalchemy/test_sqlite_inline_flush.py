@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog.testing
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from cqrs_ddd_core.adapters.sqlalchemy import (
@@ -253,3 +254,72 @@ async def test_an_unknown_flush_mode_on_a_hand_made_engine_fails_the_commit(
         assert await SQLAlchemyEventStore(engine).read_all() == []
     finally:
         await engine.dispose()
+
+
+async def test_an_inline_writer_leaves_wal_checkpoints_to_another_connection(
+    inline_db: AsyncEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint syncs the database file (milliseconds): never on the loop.
+    The writer does not checkpoint as part of a commit; every CHECKPOINT_EVERY
+    commits it does on its thread, even when the commits run back to back, and
+    the WAL restarts, so it stays bounded."""
+    from cqrs_ddd_core.adapters.sqlalchemy import sqlite as sqlite_writer
+
+    checkpoints: list[tuple[int, int, int]] = []
+    original = sqlite_writer.passive_checkpoint
+    writer_threads: set[int] = set()
+
+    def counting(conn: sqlite3.Connection) -> tuple[int, int, int]:
+        writer_threads.add(threading.get_ident())
+        result = original(conn)
+        checkpoints.append(result)
+        return result
+
+    monkeypatch.setattr(sqlite_writer, "passive_checkpoint", counting)
+    commits = 10 * sqlite_writer.CHECKPOINT_EVERY
+    for i in range(commits):
+        await commit_new(inline_db, f"c{i}")
+    await asyncio.sleep(0.2)  # let the last checkpoint finish
+
+    conn = writer_for(inline_db)._driver._connection
+    assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    assert len(checkpoints) >= 3  # they ran while the commits went on
+    assert all(busy == 0 and done == frames for busy, frames, done in checkpoints)  # complete
+    assert threading.get_ident() not in writer_threads  # on the writer's thread, not the loop's
+    wal = tmp_path / "inline.db-wal"
+    # Without checkpoints the WAL would hold every commit (~9 pages of 4 KiB
+    # each); restarted after a checkpoint, it is reused from its start.
+    # (about CHECKPOINT_EVERY commits' worth: 4.3-4.5 MB here, against 37 MB)
+    assert wal.stat().st_size < 3 * sqlite_writer.CHECKPOINT_EVERY * 9 * 4096
+    assert len(await SQLAlchemyEventStore(inline_db).read_all(limit=10_000)) == commits
+
+
+async def test_a_failed_checkpoint_is_logged_and_commits_go_on(
+    inline_db: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cqrs_ddd_core.adapters.sqlalchemy import sqlite as sqlite_writer
+
+    def failing(conn: sqlite3.Connection) -> tuple[int, int, int]:
+        raise sqlite3.OperationalError("disk I/O error (injected)")
+
+    monkeypatch.setattr(sqlite_writer, "passive_checkpoint", failing)
+    with structlog.testing.capture_logs() as logs:
+        for i in range(sqlite_writer.CHECKPOINT_EVERY + 1):
+            await commit_new(inline_db, f"c{i}")
+        await asyncio.sleep(0.2)
+
+    failed = [e for e in logs if e["event"] == "sqlite_checkpoint_failed"]
+    assert len(failed) == 1
+    assert failed[0]["error_type"] == "OperationalError"
+    assert failed[0]["log_level"] == "warning"
+    assert not writer_for(inline_db)._checkpointing  # the next one may run
+    count = len(await SQLAlchemyEventStore(inline_db).read_all(limit=10_000))
+    assert count == sqlite_writer.CHECKPOINT_EVERY + 1
+
+
+async def test_a_writer_on_the_thread_keeps_sqlites_own_checkpoints(tmp_path: Path) -> None:
+    async with sqlite_engine(tmp_path, "FULL") as engine:
+        await commit_new(engine, "a1")
+        conn = writer_for(engine)._driver._connection
+        assert not writer_for(engine).inline
+        assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000

@@ -44,6 +44,7 @@ __all__ = [
     "Outcome",
     "flush_job",
     "group_job",
+    "passive_checkpoint",
     "prepare_writer",
     "sqlite_timestamp",
     "waiting_job",
@@ -494,7 +495,13 @@ _SYNCHRONOUS_WITHOUT_FSYNC = (0, 1)  # OFF, NORMAL: a WAL commit writes, never f
 
 
 def prepare_writer(conn: sqlite3.Connection, mode: str) -> tuple[bool, int]:
-    """Decide where this writer flushes; set its busy timeout to 0 if inline."""
+    """Decide where this writer flushes: ``(inline, busy timeout in ms)``.
+
+    Inline, its busy timeout is 0 and it never checkpoints the WAL as part of
+    a commit (a checkpoint syncs the database file, milliseconds the event
+    loop must not wait for): the writer runs :func:`passive_checkpoint` on its
+    thread instead, every so many commits.
+    """
     synchronous = conn.execute("PRAGMA synchronous").fetchone()[0]
     busy_ms = conn.execute("PRAGMA busy_timeout").fetchone()[0]
     journal = conn.execute("PRAGMA journal_mode").fetchone()[0]
@@ -503,4 +510,14 @@ def prepare_writer(conn: sqlite3.Connection, mode: str) -> tuple[bool, int]:
     )
     if inline:
         conn.execute("PRAGMA busy_timeout=0")
+        conn.execute("PRAGMA wal_autocheckpoint=0")
     return inline, int(busy_ms)
+
+
+def passive_checkpoint(conn: sqlite3.Connection) -> tuple[int, int, int]:
+    """Copy what the WAL holds into the database, waiting for nobody (what SQLite's
+    own auto-checkpoint does after a commit): ``(busy, frames in the WAL, frames
+    checkpointed)``. Run by the writer's connection with no write in between,
+    it completes, and the next write starts the WAL over."""
+    busy, frames, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    return int(busy), int(frames), int(done)

@@ -276,6 +276,7 @@ async def test_an_inline_writer_leaves_wal_checkpoints_to_another_connection(
         return result
 
     monkeypatch.setattr(sqlite_writer, "passive_checkpoint", counting)
+    monkeypatch.setattr(sqlite_writer, "CHECKPOINT_EVERY", 100)  # a shorter test
     commits = 10 * sqlite_writer.CHECKPOINT_EVERY
     for i in range(commits):
         await commit_new(inline_db, f"c{i}")
@@ -289,7 +290,7 @@ async def test_an_inline_writer_leaves_wal_checkpoints_to_another_connection(
     wal = tmp_path / "inline.db-wal"
     # Without checkpoints the WAL would hold every commit (~9 pages of 4 KiB
     # each); restarted after a checkpoint, it is reused from its start.
-    # (about CHECKPOINT_EVERY commits' worth: 4.3-4.5 MB here, against 37 MB)
+    # (about CHECKPOINT_EVERY commits' worth: 4.3-4.5 MB here, against 37 MB for all)
     assert wal.stat().st_size < 3 * sqlite_writer.CHECKPOINT_EVERY * 9 * 4096
     assert len(await SQLAlchemyEventStore(inline_db).read_all(limit=10_000)) == commits
 
@@ -303,6 +304,7 @@ async def test_a_failed_checkpoint_is_logged_and_commits_go_on(
         raise sqlite3.OperationalError("disk I/O error (injected)")
 
     monkeypatch.setattr(sqlite_writer, "passive_checkpoint", failing)
+    monkeypatch.setattr(sqlite_writer, "CHECKPOINT_EVERY", 20)
     with structlog.testing.capture_logs() as logs:
         for i in range(sqlite_writer.CHECKPOINT_EVERY + 1):
             await commit_new(inline_db, f"c{i}")

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.support.backends import Backend, sql_backend, sqlite_engine
-from tests.support.postgres import pg_engine, postgres_database_url, truncate_all
+from tests.support.postgres import empty_pg_engine, pg_engine, postgres_database_url
 
 __all__ = ["db", "db_kind", "pg_engine", "postgres_database_url", "sqlite_db"]
 
@@ -25,7 +25,6 @@ def db_kind(request: pytest.FixtureRequest) -> tuple[str, str | None]:
 @pytest.fixture
 async def db(db_kind: tuple[str, str | None], tmp_path: Path) -> AsyncIterator[Backend]:
     """The SQL adapters on a SQLite file, then on PostgreSQL (tables empty)."""
-    from cqrs_ddd_core.adapters.sqlalchemy import create_engine
 
     kind, url = db_kind
     if kind == "sqlite":
@@ -33,12 +32,8 @@ async def db(db_kind: tuple[str, str | None], tmp_path: Path) -> AsyncIterator[B
             yield sql_backend(engine)
         return
     assert url is not None
-    engine = create_engine(url)
-    try:
-        await truncate_all(engine)
+    async with empty_pg_engine(url) as engine:
         yield sql_backend(engine)
-    finally:
-        await engine.dispose()
 
 
 @pytest.fixture

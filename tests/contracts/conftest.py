@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cqrs_ddd_core.adapters.sqlalchemy import create_engine
 from tests.support.backends import Backend, memory_backend, sql_backend, sqlite_engine
-from tests.support.postgres import postgres_database_url, truncate_all
+from tests.support.postgres import empty_pg_engine, postgres_database_url
 
 __all__ = ["backend", "backend_kind", "postgres_database_url"]
 
@@ -41,9 +40,5 @@ async def backend(backend_kind: tuple[str, str | None], tmp_path: Path) -> Async
             yield sql_backend(engine)
     else:
         assert url is not None
-        engine = create_engine(url)
-        try:
-            await truncate_all(engine)
+        async with empty_pg_engine(url) as engine:
             yield sql_backend(engine)
-        finally:
-            await engine.dispose()

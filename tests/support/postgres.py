@@ -32,7 +32,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import closing
+from contextlib import asynccontextmanager, closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 __all__ = [
     "TABLES",
     "PostgresServer",
+    "empty_pg_engine",
     "find_bindir",
     "pg_engine",
     "postgres_database_url",
@@ -305,14 +306,22 @@ async def truncate_all(engine: AsyncEngine) -> None:
         await conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY"))
 
 
-@pytest.fixture
-async def pg_engine(postgres_database_url: str) -> AsyncIterator[AsyncEngine]:
-    """An engine on this session's database, its tables emptied first."""
+@asynccontextmanager
+async def empty_pg_engine(url: str, **options: Any) -> AsyncIterator[AsyncEngine]:
+    """``create_engine(url, **options)`` with the adapters' tables emptied first,
+    disposed afterwards."""
     from cqrs_ddd_core.adapters.sqlalchemy import create_engine
 
-    engine = create_engine(postgres_database_url)
+    engine = create_engine(url, **options)
     try:
         await truncate_all(engine)
         yield engine
     finally:
         await engine.dispose()
+
+
+@pytest.fixture
+async def pg_engine(postgres_database_url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine on this session's database, its tables emptied first."""
+    async with empty_pg_engine(postgres_database_url) as engine:
+        yield engine

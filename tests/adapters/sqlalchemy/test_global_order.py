@@ -28,12 +28,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from cqrs_ddd_core.adapters.sqlalchemy import (
     SQLAlchemyEventStore,
     SQLAlchemyUnitOfWork,
-    create_engine,
 )
 from cqrs_ddd_core.adapters.sqlalchemy import postgres as pg_flush
 from tests.support.accounts import Deposited
 from tests.support.backends import Backend
-from tests.support.postgres import truncate_all
+from tests.support.postgres import empty_pg_engine
 
 pytestmark = pytest.mark.slow
 
@@ -117,13 +116,11 @@ async def lingering_flushes(engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
 
 async def without_group_commit(url: str) -> tuple[list[int], list[int]]:
     """Writers and a reader on PostgreSQL with lingering flushes, each commit alone."""
-    engine = create_engine(url, postgres_commit_batch=1)
-    try:
-        await truncate_all(engine)
-        async with lingering_flushes(engine):
-            return await run_writers_and_a_reader(engine)
-    finally:
-        await engine.dispose()
+    async with (
+        empty_pg_engine(url, postgres_commit_batch=1) as engine,
+        lingering_flushes(engine),
+    ):
+        return await run_writers_and_a_reader(engine)
 
 
 async def test_a_reader_by_position_sees_every_event_once_and_in_order(db: Backend) -> None:

@@ -19,7 +19,7 @@ from cqrs_ddd_core.adapters.sqlalchemy import (
 from cqrs_ddd_core.adapters.sqlalchemy.postgres import StatementFailed
 from cqrs_ddd_core.exceptions import ConcurrencyError, ConfigurationError, PersistenceError
 from tests.support.commits import commit_deposit, commit_new, stage_command, stored_ids
-from tests.support.postgres import truncate_all
+from tests.support.postgres import empty_pg_engine
 
 pytestmark = pytest.mark.postgres
 
@@ -27,14 +27,10 @@ pytestmark = pytest.mark.postgres
 @pytest.fixture
 async def grouped(postgres_database_url: str) -> AsyncIterator[AsyncEngine]:
     """At most 1 statement at once, so commits made meanwhile are grouped."""
-    engine = create_engine(
+    async with empty_pg_engine(
         postgres_database_url, postgres_commit_batch=8, postgres_commits_in_flight=1
-    )
-    try:
-        await truncate_all(engine)
+    ) as engine:
         yield engine
-    finally:
-        await engine.dispose()
 
 
 @pytest.fixture
@@ -220,15 +216,11 @@ async def test_a_lost_connection_reports_an_unknown_outcome_to_every_command_of_
 async def test_grouping_can_be_turned_off(
     postgres_database_url: str, statements: list[int]
 ) -> None:
-    engine = create_engine(postgres_database_url, postgres_commit_batch=1)
-    try:
-        await truncate_all(engine)
+    async with empty_pg_engine(postgres_database_url, postgres_commit_batch=1) as engine:
         await asyncio.gather(*(commit_new(engine, f"s{i}") for i in range(4)))
         assert postgres_group.committer_for(engine) is None
         assert statements == []  # each commit went its own way, not through the queue
         assert sorted(await stored_ids(engine)) == ["s0", "s1", "s2", "s3"]
-    finally:
-        await engine.dispose()
 
 
 @pytest.mark.parametrize(

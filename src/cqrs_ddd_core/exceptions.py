@@ -14,6 +14,8 @@ Every error the project raises derives from :class:`CqrsDddError`, so one
     └── PersistenceError
         ├── ConcurrencyError                (stream, expected and actual version)
         ├── SerializationError              (a payload that cannot be stored)
+        ├── CommitOutcomeUnknownError       (the commit may or may not have happened;
+        │                                    carries the message and event ids)
         ├── UnitOfWorkError                 (misuse: no unit of work, closed, ...)
         └── RecordNotFoundError             (repository lookup found nothing)
 
@@ -27,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = [
+    "CommitOutcomeUnknownError",
     "ConcurrencyError",
     "ConfigurationError",
     "CqrsDddError",
@@ -156,6 +159,32 @@ class SerializationError(PersistenceError):
     def __init__(self, type_name: str, reason: str) -> None:
         super().__init__(f"Cannot serialise {type_name}: {reason}")
         self.type_name = type_name
+
+
+class CommitOutcomeUnknownError(PersistenceError):
+    """The commit was sent but its outcome could not be learnt.
+
+    The connection was lost (or the deadline passed) after the commit left the
+    process and before the database answered, and looking the event ids up
+    again did not settle it. The writes are either all stored or all absent,
+    never half. Appends are idempotent by event id, so sending the same
+    command again (same message id, same event ids) is safe.
+
+    Attributes:
+        message_id: The id of the command whose commit is in doubt, when known.
+        event_ids: The ids of the events the commit carried.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        message_id: str | None = None,
+        event_ids: Sequence[str] = (),
+    ) -> None:
+        super().__init__(message)
+        self.message_id = message_id
+        self.event_ids = tuple(event_ids)
 
 
 class UnitOfWorkError(PersistenceError):

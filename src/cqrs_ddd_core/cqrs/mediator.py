@@ -169,8 +169,11 @@ class Mediator:
     async def _publish(self, context: DispatchContext) -> None:
         for slot in context.published:
             for event in slot:
+                # The event's own correlation id (an event may name another flow
+                # than its command's), as EventDispatchMiddleware does.
+                correlation_id = event.correlation_id or context.correlation_id
                 for handler in self.registry.get_event_handlers(type(event)):
-                    with correlation_scope(context.correlation_id, event.event_id):
+                    with correlation_scope(correlation_id, event.event_id):
                         try:
                             await handler(event)
                         except Exception as exc:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
     from opentelemetry.trace import TracerProvider
 
+    from cqrs_ddd_core.domain.aggregate import AggregateRoot
     from cqrs_ddd_core.domain.messages import Command, DomainEvent, Query
     from cqrs_ddd_core.persistence.ports import UnitOfWorkFactory
 
@@ -154,6 +155,8 @@ class Mediator:
             response.causation_id = context.message_id
         else:
             response = CommandResponse(outcome, (), context.correlation_id, context.message_id)
+        if context.recorded is not None:
+            response.events = _with_unreturned(response.events, context.recorded)
         if response.events:
             response.events = _stamp(response.events, context)
             published.extend(response.events)
@@ -185,6 +188,29 @@ class Mediator:
                                 error_type=type(exc).__name__,
                                 exc_info=exc,
                             )
+
+
+def _with_unreturned(
+    returned: Sequence[DomainEvent], recorded: list[tuple[AggregateRoot, DomainEvent]]
+) -> Sequence[DomainEvent]:
+    """``returned`` plus the events recorded during the dispatch that it lacks.
+
+    A handler that records events on an aggregate but returns a plain value
+    (or forgets an aggregate in ``from_aggregates``) would otherwise commit
+    state without its events. The added events follow the returned ones, in
+    the order recorded, and leave their aggregate's pending list (they are
+    persisted now, not by a later ``collect_events``).
+    """
+    returned_ids = {event.event_id for event in returned}
+    missing = [(agg, event) for agg, event in recorded if event.event_id not in returned_ids]
+    if not missing:
+        return returned
+    by_aggregate: dict[int, tuple[AggregateRoot, list[DomainEvent]]] = {}
+    for aggregate, event in missing:
+        by_aggregate.setdefault(id(aggregate), (aggregate, []))[1].append(event)
+    for aggregate, events in by_aggregate.values():
+        aggregate._forget(events)
+    return (*returned, *(event for _, event in missing))
 
 
 def _stamp(events: Sequence[DomainEvent], context: DispatchContext) -> tuple[DomainEvent, ...]:

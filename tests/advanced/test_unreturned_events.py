@@ -5,12 +5,15 @@ from __future__ import annotations
 import pytest
 
 from cqrs_ddd_advanced_core import (
+    EventPersistenceMiddleware,
     EventSourcedAggregateRequiredError,
     EventSourcedMediator,
     EventSourcedPersistenceOrchestrator,
 )
 from cqrs_ddd_core.cqrs import CommandResponse, HandlerRegistry
 from cqrs_ddd_core.domain import Command
+from cqrs_ddd_core.exceptions import ConcurrencyError
+from cqrs_ddd_core.middleware import RetryMiddleware, UnitOfWorkMiddleware
 from tests.advanced.domain import ItemAdded, Order, OrderPlaced, Unregistered, World
 
 
@@ -57,8 +60,8 @@ async def test_an_aggregate_left_out_of_the_response_still_has_its_events_persis
 ) -> None:
     async def place(command: Place) -> CommandResponse[str]:
         first = Order.place(command.order_id, "c-1", 3)
-        second = Order.place(f"{command.order_id}-b", "c-1", 4)
-        return CommandResponse.from_aggregates(first.id, first)  # second forgotten
+        Order.place(f"{command.order_id}-b", "c-1", 4)  # left out of the response
+        return CommandResponse.from_aggregates(first.id, first)
 
     registry = HandlerRegistry()
     registry.register_command_handler(Place, place)
@@ -82,9 +85,7 @@ async def test_events_collected_and_thrown_away_by_the_handler_are_still_persist
 
     await mediator_for(world, registry).send(Place(order_id="o-1"))
 
-    assert [s.event_type for s in await world.events.load_stream("Order", "o-1")] == [
-        "OrderPlaced"
-    ]
+    assert [s.event_type for s in await world.events.load_stream("Order", "o-1")] == ["OrderPlaced"]
 
 
 async def test_unreturned_events_of_an_unregistered_type_fail_the_command_with_a_typed_error(
@@ -116,3 +117,38 @@ async def test_returned_events_are_not_persisted_twice(world: World) -> None:
 
     assert len(response.events) == 1
     assert await world.events.latest_position() == 1
+
+
+async def test_a_retried_command_persists_only_the_events_of_its_last_attempt(
+    world: World,
+) -> None:
+    attempts: list[int] = []
+
+    async def place(command: Place) -> str:
+        attempts.append(1)
+        order = Order.place(command.order_id, "c-1", len(attempts))
+        if len(attempts) == 1:
+            raise ConcurrencyError("Order:o-1", 0, 1)  # after recording: retried
+        return order.id
+
+    registry = HandlerRegistry()
+    registry.register_command_handler(Place, place)
+    orchestrator = EventSourcedPersistenceOrchestrator(default_event_store=world.events)
+    orchestrator.register_event_sourced_type(Order)
+    mediator = EventSourcedMediator(
+        registry=registry,
+        uow_factory=world.uow_factory,
+        event_persistence_orchestrator=orchestrator,
+        middlewares=[
+            RetryMiddleware(attempts=2, initial_delay=0),
+            UnitOfWorkMiddleware(world.uow_factory),
+            EventPersistenceMiddleware(orchestrator=orchestrator),
+        ],
+    )
+
+    response = await mediator.send(Place(order_id="o-1"))
+
+    assert len(attempts) == 2
+    assert len(response.events) == 1
+    [stored] = await world.events.load_stream("Order", "o-1")
+    assert stored.payload["total"] == 2

@@ -83,22 +83,28 @@ class EventSourcedMediator(Mediator):
         self.outbox_store = outbox_store
         self._inner_middlewares = tuple(inner_middlewares)
         names = [middleware_name(m) for m in middlewares] if middlewares is not None else []
-        if middlewares is not None and outbox_store is not None:
-            if OutboxMiddleware.name not in names:
-                raise PipelineConfigurationError(
-                    "EventSourcedMediator was given an outbox_store and a middleware list "
-                    f"without {OutboxMiddleware.name!r}, so no outbox message would be "
-                    f"written; listed: {' -> '.join(names) or '(none)'}",
-                    order=names,
-                    offender=OutboxMiddleware.name,
-                )
-        if middlewares is not None and event_persistence_orchestrator is not None:
-            if EventPersistenceMiddleware.name not in names:
-                raise EventSourcingConfigurationError(
-                    "EventSourcedMediator was given an orchestrator and a middleware list "
-                    f"without {EventPersistenceMiddleware.name!r}, so no event would be "
-                    f"persisted; listed: {' -> '.join(names) or '(none)'}"
-                )
+        if (
+            middlewares is not None
+            and outbox_store is not None
+            and (OutboxMiddleware.name not in names)
+        ):
+            raise PipelineConfigurationError(
+                "EventSourcedMediator was given an outbox_store and a middleware list "
+                f"without {OutboxMiddleware.name!r}, so no outbox message would be "
+                f"written; listed: {' -> '.join(names) or '(none)'}",
+                order=names,
+                offender=OutboxMiddleware.name,
+            )
+        if (
+            middlewares is not None
+            and event_persistence_orchestrator is not None
+            and (EventPersistenceMiddleware.name not in names)
+        ):
+            raise EventSourcingConfigurationError(
+                "EventSourcedMediator was given an orchestrator and a middleware list "
+                f"without {EventPersistenceMiddleware.name!r}, so no event would be "
+                f"persisted; listed: {' -> '.join(names) or '(none)'}"
+            )
         super().__init__(
             registry,
             uow_factory,

@@ -148,6 +148,7 @@ class Mediator:
         # Reserve this command's place before its handler can send others.
         published: list[DomainEvent] = []
         context.published.append(published)
+        context.recorded = None  # a retried dispatch starts afresh
         outcome = await handler(command)
         if isinstance(outcome, CommandResponse):
             response = outcome

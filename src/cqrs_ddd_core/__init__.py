@@ -31,6 +31,7 @@ from cqrs_ddd_core.exceptions import (
     PipelineFrozenError,
     RecordNotFoundError,
     SerializationError,
+    StorageLimitError,
     UnitOfWorkError,
 )
 from cqrs_ddd_core.middleware import (
@@ -76,6 +77,7 @@ __all__ = [
     "QueryHandler",
     "RecordNotFoundError",
     "SerializationError",
+    "StorageLimitError",
     "TracingMiddleware",
     "UnitOfWorkError",
     "UnitOfWorkMiddleware",

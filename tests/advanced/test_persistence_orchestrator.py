@@ -185,12 +185,43 @@ def test_a_default_store_that_is_not_an_event_store_is_refused() -> None:
 async def test_persist_events_uses_the_running_dispatchs_unit_of_work(world: World) -> None:
     orchestrator = EventSourcedPersistenceOrchestrator(default_event_store=world.events)
     orchestrator.register_event_sourced_type("Order")
+    # Recorded outside any dispatch: the events carry no correlation or causation
+    # id yet, so only persist_events can give them the running command's.
+    order = Order.place("o-9", "c", 3)
+    [event] = order.collect_events()
+    assert (event.correlation_id, event.causation_id) == (None, None)
 
     async def handler(command: PlaceOrder) -> str:
-        order = Order.place(command.order_id, "c", 3)
-        events = order.collect_events()
         # Not returned in the response: persisted by hand, in the same transaction.
-        await orchestrator.persist_event(events[0], CommandResponse(order.id))
+        await orchestrator.persist_event(event, CommandResponse(order.id))
+        return order.id
+
+    registry = HandlerRegistry()
+    registry.register_command_handler(PlaceOrder, handler)
+    mediator = EventSourcedMediator(
+        registry=registry,
+        uow_factory=world.uow_factory,
+        event_persistence_orchestrator=orchestrator,
+    )
+    command = PlaceOrder(order_id="o-9", correlation_id="flow-9")
+
+    response = await mediator.send(command)
+
+    assert response.events == ()
+    [stored] = await world.events.load_stream("Order", "o-9")
+    assert stored.event_id == event.event_id
+    assert (stored.correlation_id, stored.causation_id) == ("flow-9", command.message_id)
+
+
+async def test_persist_events_prefers_the_ids_of_the_response_it_is_given(world: World) -> None:
+    orchestrator = EventSourcedPersistenceOrchestrator(default_event_store=world.events)
+    orchestrator.register_event_sourced_type("Order")
+    order = Order.place("o-8", "c", 3)
+    [event] = order.collect_events()
+
+    async def handler(command: PlaceOrder) -> str:
+        given = CommandResponse(order.id, correlation_id="given-flow", causation_id="given-cause")
+        await orchestrator.persist_events([event], given)
         return order.id
 
     registry = HandlerRegistry()
@@ -201,12 +232,10 @@ async def test_persist_events_uses_the_running_dispatchs_unit_of_work(world: Wor
         event_persistence_orchestrator=orchestrator,
     )
 
-    response = await mediator.send(PlaceOrder(order_id="o-9"))
+    await mediator.send(PlaceOrder(order_id="o-8"))
 
-    assert response.events == ()
-    [stored] = await world.events.load_stream("Order", "o-9")
-    assert stored.correlation_id == response.correlation_id
-    assert stored.causation_id == response.causation_id
+    [stored] = await world.events.load_stream("Order", "o-8")
+    assert (stored.correlation_id, stored.causation_id) == ("given-flow", "given-cause")
 
 
 async def test_persist_events_outside_a_dispatch_raises_unit_of_work_error() -> None:

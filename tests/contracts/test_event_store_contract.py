@@ -163,6 +163,46 @@ async def test_read_all_orders_every_event_by_position_in_the_order_staged(
     assert await backend.event_store.read_all(after_position=positions[-1]) == []
 
 
+async def test_three_appends_to_one_stream_in_one_unit_of_work_advance_its_head_by_their_sizes(
+    backend: Backend,
+) -> None:
+    uow = backend.uow_factory()
+    for expected in (0, 2, 4):  # each append carries two events
+        await backend.event_store.append(
+            "Account",
+            "a",
+            [Deposited(amount=expected), Deposited(amount=expected + 1)],
+            expected_version=expected,
+            uow=uow,
+        )
+    await uow.commit()
+
+    assert [e.version for e in await backend.event_store.load_stream("Account", "a")] == [
+        1, 2, 3, 4, 5, 6,
+    ]  # fmt: skip
+
+
+async def test_an_append_behind_the_head_left_by_the_same_unit_of_work_is_refused(
+    backend: Backend,
+) -> None:
+    uow = backend.uow_factory()
+    for expected in (0, 2):
+        await backend.event_store.append(
+            "Account", "a", [Deposited(amount=1), Deposited(amount=2)], expected_version=expected,
+            uow=uow,
+        )  # fmt: skip
+    # The head is 4 now, not 3: an append expecting 3 clashes.
+    await backend.event_store.append(
+        "Account", "a", [Deposited(amount=3)], expected_version=3, uow=uow
+    )
+
+    with pytest.raises(ConcurrencyError) as caught:
+        await uow.commit()
+
+    assert (caught.value.expected_version, caught.value.actual_version) == (3, 4)
+    assert await backend.event_store.load_stream("Account", "a") == []
+
+
 async def test_read_all_reads_everything_past_one_page(backend: Backend) -> None:
     count = DEFAULT_PAGE_SIZE + 3
     await append_and_commit(backend, "a", [Deposited(amount=i) for i in range(count)], 0)

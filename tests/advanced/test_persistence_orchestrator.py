@@ -270,5 +270,125 @@ def test_repr_shows_mode_and_registrations() -> None:
     )
     orchestrator.register_event_sourced_type("Order")
 
-    assert "lenient" in repr(orchestrator)
+    assert repr(orchestrator).startswith("EventSourcedPersistenceOrchestrator(lenient, ")
     assert "['Order']" in repr(orchestrator)
+
+
+# -- found by mutation testing (docs/mutation.md) ------------------------------------
+
+
+async def test_events_after_a_non_event_sourced_one_are_still_planned_and_counted() -> None:
+    orchestrator = EventSourcedPersistenceOrchestrator(default_event_store=InMemoryEventStore())
+    orchestrator.register_event_sourced_type("Order")
+    orchestrator.register_non_event_sourced_type(UserPreferences)
+    skipped = OrderPlaced(
+        customer_id="c", total=1, aggregate_type="UserPreferences", aggregate_id="u",
+        aggregate_version=1,
+    )  # fmt: skip
+    events = [placed(version=1), skipped, placed(version=2), placed(version=3)]
+
+    count = await orchestrator.persist(events, uow=InMemoryUnitOfWork())
+
+    assert count == 3  # the skipped one is not counted; those after it are kept
+    [(_, _, _, expected, run)] = orchestrator.plan(events)
+    assert (expected, [e.aggregate_version for e in run]) == (0, [1, 2, 3])
+
+
+async def test_persist_counts_the_events_of_every_append() -> None:
+    orchestrator = EventSourcedPersistenceOrchestrator(default_event_store=InMemoryEventStore())
+    orchestrator.register_event_sourced_type("Order")
+    other = OrderPlaced(
+        customer_id="c", total=1, aggregate_type="Order", aggregate_id="o-2", aggregate_version=1
+    )
+
+    count = await orchestrator.persist(
+        [placed(version=1), placed(version=2), other], uow=InMemoryUnitOfWork()
+    )
+
+    assert count == 3
+
+
+async def test_the_persistence_rule_errors_carry_the_offending_event_and_stream() -> None:
+    orchestrator = EventSourcedPersistenceOrchestrator(default_event_store=InMemoryEventStore())
+    orchestrator.register_event_sourced_type("Order")
+    no_id = OrderPlaced(customer_id="c", total=1, aggregate_type="Order", aggregate_version=1)
+    unversioned = OrderPlaced(customer_id="c", total=1, aggregate_type="Order", aggregate_id="o")
+
+    with pytest.raises(UnroutableEventError, match="record_event so it names its stream") as a:
+        await orchestrator.persist([no_id], uow=InMemoryUnitOfWork())
+    with pytest.raises(StrictValidationViolationError) as b:
+        await orchestrator.persist([unversioned], uow=InMemoryUnitOfWork())
+    with pytest.raises(StrictValidationViolationError) as c:
+        await orchestrator.persist([placed(version=1), placed(version=3)], uow=InMemoryUnitOfWork())
+
+    assert (a.value.event_type, a.value.aggregate_type, a.value.aggregate_id) == (
+        "OrderPlaced", "Order", None,
+    )  # fmt: skip
+    assert (b.value.event_type, b.value.aggregate_type, b.value.aggregate_id) == (
+        "OrderPlaced", "Order", "o",
+    )  # fmt: skip
+    assert (c.value.event_type, c.value.aggregate_type) == ("OrderPlaced", "Order")
+
+
+def test_registration_conflicts_name_the_type() -> None:
+    orchestrator = EventSourcedPersistenceOrchestrator(default_event_store=InMemoryEventStore())
+    orchestrator.register_event_sourced_type("Order")
+    orchestrator.register_non_event_sourced_type("Prefs")
+
+    with pytest.raises(EventSourcingConfigurationError, match="cannot also be non-event") as a:
+        orchestrator.register_non_event_sourced_type("Order")
+    with pytest.raises(EventSourcingConfigurationError, match="cannot also be registered") as b:
+        orchestrator.register_event_sourced_type("Prefs")
+    with pytest.raises(EventSourcingConfigurationError, match="non-event-sourced"):
+        orchestrator.register_event_sourced_type(UserPreferences)  # decorated
+
+    assert (a.value.aggregate_type, b.value.aggregate_type) == ("Order", "Prefs")
+
+
+async def test_the_lenient_warning_says_which_event_and_how_to_register() -> None:
+    orchestrator = EventSourcedPersistenceOrchestrator(
+        default_event_store=InMemoryEventStore(), strict=False
+    )
+    event = OrderPlaced(
+        customer_id="c", total=1, aggregate_type="Stray", aggregate_id="s", aggregate_version=1
+    )
+
+    with capture_logs() as logs:
+        await orchestrator.persist([event], uow=InMemoryUnitOfWork())
+
+    [warning] = logs
+    assert warning["event_type"] == "OrderPlaced"
+    assert warning["hint"] == (
+        "register it with register_event_sourced_type or register_non_event_sourced_type"
+    )
+
+
+async def test_persist_event_passes_the_response_ids_on(world: World) -> None:
+    orchestrator = EventSourcedPersistenceOrchestrator(default_event_store=world.events)
+    orchestrator.register_event_sourced_type("Order")
+    order = Order.place("o-7", "c", 3)
+    [event] = order.collect_events()
+
+    async def handler(command: PlaceOrder) -> str:
+        given = CommandResponse(order.id, correlation_id="given-flow", causation_id="given-cause")
+        await orchestrator.persist_event(event, given)
+        return order.id
+
+    registry = HandlerRegistry()
+    registry.register_command_handler(PlaceOrder, handler)
+    mediator = EventSourcedMediator(
+        registry=registry,
+        uow_factory=world.uow_factory,
+        event_persistence_orchestrator=orchestrator,
+    )
+
+    await mediator.send(PlaceOrder(order_id="o-7"))
+
+    [stored] = await world.events.load_stream("Order", "o-7")
+    assert (stored.correlation_id, stored.causation_id) == ("given-flow", "given-cause")
+
+
+def test_repr_names_strict_mode() -> None:
+    orchestrator = EventSourcedPersistenceOrchestrator(default_event_store=InMemoryEventStore())
+
+    assert repr(orchestrator).startswith("EventSourcedPersistenceOrchestrator(strict, ")

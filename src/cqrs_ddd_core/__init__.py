@@ -34,6 +34,7 @@ from cqrs_ddd_core.exceptions import (
     StorageLimitError,
     UnitOfWorkError,
 )
+from cqrs_ddd_core.extras import MissingExtraError
 from cqrs_ddd_core.middleware import (
     LoggingMiddleware,
     MetricsMiddleware,
@@ -68,6 +69,7 @@ __all__ = [
     "MessageValidationError",
     "MetricsMiddleware",
     "Middleware",
+    "MissingExtraError",
     "PersistenceError",
     "Pipeline",
     "PipelineConfigurationError",

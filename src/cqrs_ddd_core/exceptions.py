@@ -7,7 +7,10 @@ Every error the project raises derives from :class:`CqrsDddError`, so one
     ├── ConfigurationError
     │   ├── PipelineConfigurationError      (placement constraint violated)
     │   ├── PipelineFrozenError             (change after the pipeline was built)
-    │   └── HandlerRegistrationError        (conflicting or invalid registration)
+    │   ├── HandlerRegistrationError        (conflicting or invalid registration)
+    │   └── MissingExtraError               (an optional dependency is not installed;
+    │                                        names the extra; also a ModuleNotFoundError;
+    │                                        defined in :mod:`cqrs_ddd_core.extras`)
     ├── DispatchError
     │   ├── HandlerNotFoundError            (no handler for a message type)
     │   └── MessageValidationError          (field errors; nothing was persisted)

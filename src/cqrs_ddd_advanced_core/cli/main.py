@@ -186,13 +186,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _demo(args)
 
 
+def _missing_extra(exc: ModuleNotFoundError) -> int:
+    """One line naming what is missing and the extra that brings it (exit 1)."""
+    missing = getattr(exc, "module", None) or exc.name or "a dependency"
+    print(
+        f"cqrs-ddd demo: error: it needs {missing}, which is not installed "
+        "(hint: pip install 'cqrs-ddd-advanced-core[cli]')",
+        file=sys.stderr,
+    )
+    return 1
+
+
 def _demo(args: argparse.Namespace) -> int:
     # Imported here: `cqrs-ddd --help` stays fast and needs no database driver.
-    from cqrs_ddd_advanced_core.cli.demo import DemoFailure, DemoOptions, run_demo
-    from cqrs_ddd_advanced_core.cli.telemetry import configure_logging
-    from cqrs_ddd_advanced_core.demo.domain import OrderClosedError
-    from cqrs_ddd_core.exceptions import ConcurrencyError, ConfigurationError
-    from cqrs_ddd_core.telemetry.api import error_type
+    # Without the [cli] extra the imports fail: one line, not a traceback.
+    try:
+        from cqrs_ddd_advanced_core.cli.demo import DemoFailure, DemoOptions, run_demo
+        from cqrs_ddd_advanced_core.cli.telemetry import configure_logging
+        from cqrs_ddd_advanced_core.demo.domain import OrderClosedError
+        from cqrs_ddd_core.exceptions import ConcurrencyError, ConfigurationError
+        from cqrs_ddd_core.telemetry.api import error_type
+    except ModuleNotFoundError as exc:
+        if not _optional(exc):
+            raise
+        return _missing_extra(exc)
 
     expected = [
         error_type(ConcurrencyError("-", 0, 0)),
@@ -219,6 +236,10 @@ def _demo(args: argparse.Namespace) -> int:
     )
     try:
         return asyncio.run(run_demo(options))
+    except ModuleNotFoundError as exc:  # an extra's module imported on the way
+        if not _optional(exc):
+            raise
+        return _missing_extra(exc)
     except (DemoFailure, ConfigurationError) as exc:
         print(f"cqrs-ddd demo: error: {exc}", file=sys.stderr)
         return 1
@@ -228,6 +249,12 @@ def _demo(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
+
+
+def _optional(exc: ModuleNotFoundError) -> bool:
+    from cqrs_ddd_core.extras import extra_for
+
+    return exc.name is not None and extra_for(exc.name) is not None
 
 
 if __name__ == "__main__":  # python -m cqrs_ddd_advanced_core.cli.main

@@ -392,3 +392,90 @@ def test_repr_names_strict_mode() -> None:
     orchestrator = EventSourcedPersistenceOrchestrator(default_event_store=InMemoryEventStore())
 
     assert repr(orchestrator).startswith("EventSourcedPersistenceOrchestrator(strict, ")
+
+
+async def test_events_recorded_in_the_dispatch_and_persisted_by_hand_are_appended_once(
+    world: World,
+) -> None:
+    orchestrator = EventSourcedPersistenceOrchestrator(default_event_store=world.events)
+    orchestrator.register_event_sourced_type("Order")
+
+    async def handler(command: PlaceOrder) -> str:
+        order = Order.place(command.order_id, "c", 3)  # recorded in this dispatch
+        await orchestrator.persist_events(order.collect_events())
+        return order.id  # plain value: the mediator must not add them again
+
+    registry = HandlerRegistry()
+    registry.register_command_handler(PlaceOrder, handler)
+    mediator = EventSourcedMediator(
+        registry=registry,
+        uow_factory=world.uow_factory,
+        event_persistence_orchestrator=orchestrator,
+    )
+
+    response = await mediator.send(PlaceOrder(order_id="o-6"))
+
+    assert response.events == ()
+    assert len(await world.events.load_stream("Order", "o-6")) == 1
+
+
+@pytest.mark.parametrize(
+    ("event_ids", "response_ids", "expected"),
+    [
+        # (event's correlation, causation), (response's ...), what is stored
+        ((None, None), None, ("flow", "CMD")),
+        (("own-flow", None), None, ("own-flow", "CMD")),
+        ((None, "own-cause"), None, ("flow", "own-cause")),
+        ((None, None), ("given", None), ("given", "CMD")),
+        ((None, None), (None, "given-cause"), ("flow", "given-cause")),
+    ],
+    ids=["none", "own-correlation", "own-causation", "response-correlation", "response-cause"],
+)
+async def test_persist_events_fills_each_missing_id_on_its_own(
+    world: World,
+    event_ids: tuple[str | None, str | None],
+    response_ids: tuple[str | None, str | None] | None,
+    expected: tuple[str, str],
+) -> None:
+    orchestrator = EventSourcedPersistenceOrchestrator(default_event_store=world.events)
+    orchestrator.register_event_sourced_type("Order")
+    order = Order.place("o-5", "c", 3)  # outside any dispatch: no ids yet
+    [event] = order.collect_events()
+    event = event.model_copy(update={"correlation_id": event_ids[0], "causation_id": event_ids[1]})
+    command = PlaceOrder(order_id="o-5", correlation_id="flow")
+
+    async def handler(command: PlaceOrder) -> str:
+        if response_ids is None:
+            await orchestrator.persist_events([event])
+        else:
+            given = CommandResponse(
+                order.id, correlation_id=response_ids[0], causation_id=response_ids[1]
+            )
+            await orchestrator.persist_events([event], given)
+        return order.id
+
+    registry = HandlerRegistry()
+    registry.register_command_handler(PlaceOrder, handler)
+    mediator = EventSourcedMediator(
+        registry=registry,
+        uow_factory=world.uow_factory,
+        event_persistence_orchestrator=orchestrator,
+    )
+
+    await mediator.send(command)
+
+    [stored] = await world.events.load_stream("Order", "o-5")
+    wanted = tuple(command.message_id if v == "CMD" else v for v in expected)
+    assert (stored.correlation_id, stored.causation_id) == wanted
+
+
+async def test_persist_events_outside_a_dispatch_says_where_to_call_it() -> None:
+    orchestrator = EventSourcedPersistenceOrchestrator(default_event_store=InMemoryEventStore())
+
+    with pytest.raises(UnitOfWorkError) as caught:
+        await orchestrator.persist_events([placed()])
+
+    assert str(caught.value) == (
+        "persist_events needs the unit of work of a running dispatch: call it from a "
+        "handler or middleware running inside UnitOfWorkMiddleware"
+    )

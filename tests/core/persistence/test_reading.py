@@ -78,3 +78,12 @@ async def test_iteration_fetches_the_next_page_only_when_it_is_reached() -> None
 def test_bad_arguments_are_refused(kwargs: dict[str, int], field: str) -> None:
     with pytest.raises(ValueError, match=field):
         EventPages(Store(0).read_page, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_a_page_of_one_event_is_allowed() -> None:
+    store = Store(3)
+
+    events = await EventPages(store.read_page, page_size=1)
+
+    assert [e.position for e in events] == [1, 2, 3]
+    assert store.calls == [(0, 1), (1, 1), (2, 1), (3, 1)]

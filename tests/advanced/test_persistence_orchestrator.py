@@ -312,6 +312,7 @@ async def test_the_persistence_rule_errors_carry_the_offending_event_and_stream(
     orchestrator = EventSourcedPersistenceOrchestrator(default_event_store=InMemoryEventStore())
     orchestrator.register_event_sourced_type("Order")
     no_id = OrderPlaced(customer_id="c", total=1, aggregate_type="Order", aggregate_version=1)
+    no_type = OrderPlaced(customer_id="c", total=1, aggregate_id="o-9", aggregate_version=1)
     unversioned = OrderPlaced(customer_id="c", total=1, aggregate_type="Order", aggregate_id="o")
 
     with pytest.raises(UnroutableEventError, match="record_event so it names its stream") as a:
@@ -324,6 +325,9 @@ async def test_the_persistence_rule_errors_carry_the_offending_event_and_stream(
     assert (a.value.event_type, a.value.aggregate_type, a.value.aggregate_id) == (
         "OrderPlaced", "Order", None,
     )  # fmt: skip
+    with pytest.raises(UnroutableEventError) as d:
+        await orchestrator.persist([no_type], uow=InMemoryUnitOfWork())
+    assert (d.value.aggregate_type, d.value.aggregate_id) == (None, "o-9")
     assert (b.value.event_type, b.value.aggregate_type, b.value.aggregate_id) == (
         "OrderPlaced", "Order", "o",
     )  # fmt: skip

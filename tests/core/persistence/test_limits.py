@@ -16,6 +16,8 @@ from cqrs_ddd_core.persistence.limits import (
     check_outbox_message,
     check_stream,
 )
+from cqrs_ddd_core.persistence.serialization import encode_append
+from tests.support.accounts import Deposited
 
 
 def message(**changes: Any) -> OutboxMessage:
@@ -89,3 +91,56 @@ def test_names_at_the_limit_and_non_ascii_text_pass() -> None:
     check_json_text("T", "payload", '{"k": "🎉 \\u0000"}')
     with pytest.raises(StorageLimitError, match="is None"):
         check_name("T", "aggregate_id", None)
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "message"),
+    [
+        ({"event_id": "e" * 256}, "event_id", "event_id is 256 characters long"),
+        ({"correlation_id": "c\x00"}, "correlation_id", "correlation_id contains NUL"),
+        ({"causation_id": ""}, "causation_id", "causation_id is ''"),
+        ({"metadata": {"k": "\ud800"}}, "metadata", "metadata holds a lone surrogate"),
+    ],
+)
+def test_an_event_field_breaking_a_rule_is_named_with_its_type_and_what_is_wrong(
+    changes: dict[str, Any], field: str, message: str
+) -> None:
+    event = Deposited(amount=1, **changes)
+
+    with pytest.raises(StorageLimitError) as caught:
+        encode_append("Account", "a-1", [event], 0)
+
+    assert (caught.value.type_name, caught.value.field) == ("Deposited", field)
+    assert str(caught.value).startswith(f"Cannot serialise Deposited: {message}")
+
+
+@pytest.mark.parametrize(
+    ("aggregate_type", "aggregate_id", "text"),
+    [
+        (
+            "Account",
+            "a\x00",
+            "Cannot serialise Deposited: aggregate_id contains NUL (limit: no NUL",
+        ),
+        ("A\ud800", "a-1", "Cannot serialise Deposited: aggregate_type holds a lone surrogate"),
+        (
+            "Account",
+            "",
+            "Cannot serialise Deposited: aggregate_id is '' (limit: a non-empty string)",
+        ),
+    ],
+)
+def test_a_stream_key_error_names_the_event_type(
+    aggregate_type: str, aggregate_id: str, text: str
+) -> None:
+    with pytest.raises(StorageLimitError) as caught:
+        encode_append(aggregate_type, aggregate_id, [Deposited(amount=1)], 0)
+
+    assert str(caught.value).startswith(f"Cannot serialise Deposited: {text}")
+
+
+def test_an_outbox_message_whose_type_is_not_a_string_is_named_generically() -> None:
+    with pytest.raises(StorageLimitError) as caught:
+        check_outbox_message(message(message_type=7), "{}")
+
+    assert (caught.value.type_name, caught.value.field) == ("OutboxMessage", "message_type")

@@ -120,13 +120,13 @@ def test_an_event_field_breaking_a_rule_is_named_with_its_type_and_what_is_wrong
         (
             "Account",
             "a\x00",
-            "Cannot serialise Deposited: aggregate_id contains NUL (limit: no NUL",
+            "aggregate_id contains NUL (limit: no NUL",
         ),
-        ("A\ud800", "a-1", "Cannot serialise Deposited: aggregate_type holds a lone surrogate"),
+        ("A\ud800", "a-1", "aggregate_type holds a lone surrogate"),
         (
             "Account",
             "",
-            "Cannot serialise Deposited: aggregate_id is '' (limit: a non-empty string)",
+            "aggregate_id is '' (limit: a non-empty string)",
         ),
     ],
 )

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
+from cqrs_ddd_core.domain import DomainEvent
 from cqrs_ddd_core.domain.messages import utc_now
 from cqrs_ddd_core.exceptions import StorageLimitError
 from cqrs_ddd_core.persistence import OutboxMessage
@@ -82,7 +83,7 @@ def test_a_lone_surrogate_is_named_with_its_code_point_and_index() -> None:
     )
     with pytest.raises(StorageLimitError) as in_outbox:
         check_outbox_message(message(), '{"k": "\ud800"}')
-    assert in_outbox.value.field == "payload"
+    assert (in_outbox.value.type_name, in_outbox.value.field) == ("Deposited", "payload")
 
 
 def test_names_at_the_limit_and_non_ascii_text_pass() -> None:
@@ -144,3 +145,13 @@ def test_an_outbox_message_whose_type_is_not_a_string_is_named_generically() -> 
         check_outbox_message(message(message_type=7), "{}")
 
     assert (caught.value.type_name, caught.value.field) == ("OutboxMessage", "message_type")
+
+
+def test_an_event_type_name_over_the_limit_is_named_as_the_type_too() -> None:
+    class LongNamed(DomainEvent):
+        event_type: ClassVar[str] = "E" * (MAX_NAME_LENGTH + 1)
+
+    with pytest.raises(StorageLimitError) as caught:
+        encode_append("Account", "a-1", [LongNamed()], 0)
+
+    assert (caught.value.type_name, caught.value.field) == (LongNamed.event_type, "event_type")

@@ -31,8 +31,10 @@ from cqrs_ddd_core.exceptions import (
     PipelineFrozenError,
     RecordNotFoundError,
     SerializationError,
+    StorageLimitError,
     UnitOfWorkError,
 )
+from cqrs_ddd_core.extras import MissingExtraError
 from cqrs_ddd_core.middleware import (
     LoggingMiddleware,
     MetricsMiddleware,
@@ -67,6 +69,7 @@ __all__ = [
     "MessageValidationError",
     "MetricsMiddleware",
     "Middleware",
+    "MissingExtraError",
     "PersistenceError",
     "Pipeline",
     "PipelineConfigurationError",
@@ -76,6 +79,7 @@ __all__ = [
     "QueryHandler",
     "RecordNotFoundError",
     "SerializationError",
+    "StorageLimitError",
     "TracingMiddleware",
     "UnitOfWorkError",
     "UnitOfWorkMiddleware",

@@ -13,12 +13,13 @@ the handler.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
+    from cqrs_ddd_core.domain.aggregate import AggregateRoot
     from cqrs_ddd_core.domain.messages import DomainEvent, Message
     from cqrs_ddd_core.persistence.ports import UnitOfWork
 
@@ -56,6 +57,10 @@ class DispatchContext:
         metadata: Free-form values middlewares and handlers share (actor, tenant...).
         parent: The dispatch this one was sent from, if any.
         events: The events this dispatch produced (set when the handler returns).
+        recorded: The ``(aggregate, event)`` pairs recorded with
+            ``AggregateRoot.record_event`` while this command's handler ran
+            (``None`` until the first); the mediator adds those the handler
+            did not return to the response, so none is dropped silently.
         published: The root's list of events to hand to in-process event
             handlers once the root dispatch has committed, in persistence order.
     """
@@ -71,6 +76,7 @@ class DispatchContext:
         "metadata",
         "parent",
         "published",
+        "recorded",
         "uow",
     )
 
@@ -92,6 +98,7 @@ class DispatchContext:
             self.message_type = _type_names[message_class] = message_class.type_name()
         self.parent = parent
         self.events: tuple[DomainEvent, ...] = ()
+        self.recorded: list[tuple[AggregateRoot, DomainEvent]] | None = None
         if parent is not None:
             self.correlation_id: str = message.correlation_id or parent.correlation_id
             self.causation_id: str | None = parent.message_id
@@ -113,6 +120,18 @@ class DispatchContext:
             self.uow = None
             self.metadata = dict(metadata) if metadata else {}
             self.published = []
+
+    def forget_recorded(self, events: Iterable[DomainEvent]) -> None:
+        """Stop tracking ``events`` as recorded and not yet persisted.
+
+        For code that persists recorded events itself (the orchestrator's
+        ``persist_events``): the mediator then does not add them to the
+        response a second time.
+        """
+        recorded = self.recorded
+        if recorded:
+            ids = {event.event_id for event in events}
+            self.recorded = [pair for pair in recorded if pair[1].event_id not in ids]
 
     @property
     def is_nested(self) -> bool:

@@ -7,13 +7,18 @@ Every error the project raises derives from :class:`CqrsDddError`, so one
     ├── ConfigurationError
     │   ├── PipelineConfigurationError      (placement constraint violated)
     │   ├── PipelineFrozenError             (change after the pipeline was built)
-    │   └── HandlerRegistrationError        (conflicting or invalid registration)
+    │   ├── HandlerRegistrationError        (conflicting or invalid registration)
+    │   └── MissingExtraError               (an optional dependency is not installed;
+    │                                        names the extra; also a ModuleNotFoundError;
+    │                                        defined in :mod:`cqrs_ddd_core.extras`)
     ├── DispatchError
     │   ├── HandlerNotFoundError            (no handler for a message type)
     │   └── MessageValidationError          (field errors; nothing was persisted)
     └── PersistenceError
         ├── ConcurrencyError                (stream, expected and actual version)
         ├── SerializationError              (a payload that cannot be stored)
+        │   └── StorageLimitError           (a field breaks an input rule: too long,
+        │                                    NUL, lone surrogate; names field and limit)
         ├── CommitOutcomeUnknownError       (the commit may or may not have happened;
         │                                    carries the message and event ids)
         ├── UnitOfWorkError                 (misuse: no unit of work, closed, ...)
@@ -43,6 +48,7 @@ __all__ = [
     "PipelineFrozenError",
     "RecordNotFoundError",
     "SerializationError",
+    "StorageLimitError",
     "UnitOfWorkError",
 ]
 
@@ -159,6 +165,25 @@ class SerializationError(PersistenceError):
     def __init__(self, type_name: str, reason: str) -> None:
         super().__init__(f"Cannot serialise {type_name}: {reason}")
         self.type_name = type_name
+
+
+class StorageLimitError(SerializationError):
+    """A value breaks an input rule every backend applies; nothing was written.
+
+    Checked before any SQL (see :mod:`cqrs_ddd_core.persistence.limits`), so
+    SQLite, PostgreSQL and the in-memory adapters refuse the same input the
+    same way.
+
+    Attributes:
+        field: The offending field (``aggregate_id``, ``event_type``, ...).
+        limit: The rule, e.g. ``"at most 255 characters"`` or ``"no NUL"``.
+        type_name: The event or record type being stored.
+    """
+
+    def __init__(self, type_name: str, *, field: str, limit: str, detail: str) -> None:
+        super().__init__(type_name, f"{field} {detail} (limit: {limit})")
+        self.field = field
+        self.limit = limit
 
 
 class CommitOutcomeUnknownError(PersistenceError):

@@ -24,6 +24,7 @@ from cqrs_ddd_core.adapters.memory import (
 )
 from cqrs_ddd_core.cqrs import CommandResponse, HandlerRegistry
 from cqrs_ddd_core.domain import Command, DomainEvent
+from cqrs_ddd_core.exceptions import ConcurrencyError
 from cqrs_ddd_core.middleware import UnitOfWorkMiddleware, ValidationMiddleware
 from cqrs_ddd_core.persistence import OutboxMessage, StagedGroup, UnitOfWork
 from tests.advanced.domain import Customer, Order, PlaceOrder, World
@@ -207,8 +208,14 @@ async def test_a_stream_conflict_at_commit_leaves_nothing_behind() -> None:
     await s.mediator.send(PlaceOrder(order_id="cust-1-nested"))  # the nested stream exists
     before = await s.world.events.latest_position()
 
-    with pytest.raises(Exception, match="Concurrency conflict on Order:cust-1-nested"):
+    with pytest.raises(ConcurrencyError, match="Concurrency conflict on Order:cust-1-nested") as e:
         await s.mediator.send(OpenAccount(customer_id="cust-1", name="Ada", orders=[(5, 1)]))
+
+    assert (e.value.stream, e.value.expected_version, e.value.actual_version) == (
+        "Order:cust-1-nested",
+        0,
+        1,
+    )
 
     assert await s.world.events.latest_position() == before
     assert len(s.world.outbox) == before

@@ -166,3 +166,96 @@ def test_repository_configuration_is_checked(world: World) -> None:
     with pytest.raises(EventSourcingConfigurationError, match="EventSourcedAggregate"):
         EventSourcedRepository(world.events, int, event_types=[])  # type: ignore[type-var]
     assert "Order" in repr(world.orders)
+
+
+# -- found by mutation testing (docs/mutation.md) ------------------------------------
+
+
+def test_a_well_formed_apply_method_is_accepted_when_the_class_is_defined() -> None:
+    class Fine(EventSourcedAggregate):
+        total: int = 0
+
+        def apply_OrderPlaced(self, event: OrderPlaced) -> None:
+            self.total = event.total
+
+    fine = Fine.from_events("f-1", [OrderPlaced(customer_id="c", total=4)])
+
+    assert fine.total == 4
+
+
+def test_a_rejected_apply_method_is_named_in_the_error() -> None:
+    with pytest.raises(InvalidEventHandlerError) as info:
+
+        class Broken(EventSourcedAggregate):
+            def apply_ItemAdded(self, event: ItemAdded, extra: int) -> None:
+                pass
+
+    assert (info.value.aggregate_type, info.value.event_type) == ("Broken", "ItemAdded")
+    assert "apply_ItemAdded(self, event: 'ItemAdded', extra: 'int')" in info.value.reason
+    assert "must take exactly one argument besides self" in info.value.reason
+
+    with pytest.raises(InvalidEventHandlerError) as static:
+
+        class Static(EventSourcedAggregate):
+            @staticmethod
+            def apply_OrderPlaced(event: OrderPlaced) -> None:
+                pass
+
+    assert (static.value.aggregate_type, static.value.event_type) == ("Static", "OrderPlaced")
+
+
+def test_from_events_without_versions_counts_them_from_one() -> None:
+    events = [
+        OrderPlaced(customer_id="c", total=3),
+        ItemAdded(sku="x", quantity=1),
+        ItemAdded(sku="y", quantity=1),
+    ]
+
+    order = Order.from_events("o-1", events)
+
+    assert (order.version, order.original_version) == (3, 3)
+    assert Order.from_events("o-2", [at_version(events[0], 7)]).version == 7
+
+
+def at_version(event: OrderPlaced, version: int) -> OrderPlaced:
+    return event.model_copy(update={"aggregate_version": version})
+
+
+def test_decode_keeps_every_envelope_field_of_the_stored_event(world: World) -> None:
+    original = stored("OrderPlaced", {"customer_id": "c", "total": 5}, 3)
+    original = dataclasses.replace(original, metadata={"actor": "ann"})
+
+    event = world.orders.decode(original)
+
+    assert (event.aggregate_type, event.aggregate_id) == ("Order", "o-1")
+    assert event.occurred_at == original.occurred_at
+    assert event.metadata == {"actor": "ann"}
+
+
+def test_decode_errors_and_a_missing_aggregate_name_what_was_looked_for(world: World) -> None:
+    with pytest.raises(InvalidEventHandlerError, match="list it in event_types") as unknown:
+        world.orders.decode(stored("Vanished", {}))
+    with pytest.raises(InvalidEventHandlerError) as bad:
+        world.orders.decode(stored("OrderPlaced", {"total": "many"}))
+
+    assert (unknown.value.aggregate_type, unknown.value.event_type) == ("Order", "Vanished")
+    assert (bad.value.aggregate_type, bad.value.event_type) == ("Order", "OrderPlaced")
+
+
+async def test_loading_a_missing_aggregate_names_its_type_and_id(world: World) -> None:
+    with pytest.raises(RecordNotFoundError) as missing:
+        await world.orders.load("nope")
+
+    assert (missing.value.kind, missing.value.key) == ("Order", "nope")
+
+
+def test_repository_configuration_errors_name_the_aggregate_type(world: World) -> None:
+    class OtherPlaced(DomainEvent):
+        event_type = "OrderPlaced"
+
+    with pytest.raises(EventSourcingConfigurationError) as shared:
+        EventSourcedRepository(world.events, Order, event_types=[OrderPlaced, OtherPlaced])
+    with pytest.raises(EventSourcingConfigurationError) as not_event:
+        EventSourcedRepository(world.events, Order, event_types=[int])  # type: ignore[list-item]
+
+    assert shared.value.aggregate_type == not_event.value.aggregate_type == "Order"

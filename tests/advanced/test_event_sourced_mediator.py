@@ -15,6 +15,7 @@ from cqrs_ddd_advanced_core import (
     OutboxMiddleware,
 )
 from cqrs_ddd_core.cqrs import Mediator
+from cqrs_ddd_core.exceptions import PipelineConfigurationError
 from cqrs_ddd_core.middleware import UnitOfWorkMiddleware, ValidationMiddleware
 from cqrs_ddd_core.pipeline import CallNext, Middleware, placement
 from tests.advanced.domain import (
@@ -207,6 +208,46 @@ def test_a_listed_pipeline_without_event_persistence_is_refused(world: World) ->
             event_persistence_orchestrator=orchestrator,
             middlewares=[UnitOfWorkMiddleware(world.uow_factory)],
         )
+
+
+def test_an_outbox_store_with_a_listed_pipeline_without_an_outbox_step_is_refused(
+    world: World,
+) -> None:
+    orchestrator = EventSourcedPersistenceOrchestrator(default_event_store=world.events)
+
+    with pytest.raises(PipelineConfigurationError, match="no outbox message") as caught:
+        EventSourcedMediator(
+            registry=world.registry,
+            uow_factory=world.uow_factory,
+            event_persistence_orchestrator=orchestrator,
+            outbox_store=world.outbox,
+            middlewares=[
+                UnitOfWorkMiddleware(world.uow_factory),
+                EventPersistenceMiddleware(orchestrator=orchestrator),
+            ],
+        )
+    assert caught.value.offender == "outbox"
+    assert caught.value.order == ("unit_of_work", "event_persistence")
+
+
+async def test_an_outbox_store_with_a_listed_outbox_step_writes_outbox_rows(world: World) -> None:
+    orchestrator = EventSourcedPersistenceOrchestrator(default_event_store=world.events)
+    orchestrator.register_event_sourced_type(Order)
+    mediator = EventSourcedMediator(
+        registry=world.registry,
+        uow_factory=world.uow_factory,
+        event_persistence_orchestrator=orchestrator,
+        outbox_store=world.outbox,
+        middlewares=[
+            UnitOfWorkMiddleware(world.uow_factory),
+            EventPersistenceMiddleware(orchestrator=orchestrator),
+            OutboxMiddleware(outbox_store=world.outbox),
+        ],
+    )
+
+    await mediator.send(PlaceOrder(order_id="o-1"))
+
+    assert len(world.outbox) == 1
 
 
 def test_an_orchestrator_without_a_unit_of_work_factory_is_refused(world: World) -> None:

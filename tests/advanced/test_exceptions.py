@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import cqrs_ddd_advanced_core.domain.exceptions as exceptions_module
 from cqrs_ddd_advanced_core import (
     EventHandlerError,
@@ -28,7 +30,17 @@ def test_the_tree_has_the_documented_branches() -> None:
     assert issubclass(EventSourcingConfigurationError, ConfigurationError)
     assert issubclass(EventSourcedAggregateRequiredError, StrictValidationViolationError)
     assert issubclass(UnroutableEventError, StrictValidationViolationError)
-    assert not issubclass(StrictValidationViolationError, EventHandlerError)
+    # The seed lists it among the event-handler errors (and the design it
+    # comes from derives it from EventHandlerError).
+    assert issubclass(StrictValidationViolationError, EventHandlerError)
+
+
+def test_except_event_handler_error_catches_a_persistence_rule_violation() -> None:
+    with pytest.raises(EventHandlerError) as caught:
+        raise UnroutableEventError("no stream", event_type="Orphan")
+    assert caught.value.event_type == "Orphan"
+    assert caught.value.aggregate_type is None
+    assert str(caught.value) == "Orphan (no stream) cannot be persisted: no stream"
 
 
 def test_errors_carry_their_context() -> None:

@@ -83,6 +83,23 @@ async def test_event_persistence_without_an_open_unit_of_work_raises(world: Worl
         await middleware(command, DispatchContext(command, "command"), terminal)
 
 
+async def test_a_step_inside_event_persistence_may_answer_with_a_plain_value(
+    world: World,
+) -> None:
+    # Not every answer is a CommandResponse (a short-circuiting inner step):
+    # event persistence passes it on, with nothing to persist.
+    middleware = EventPersistenceMiddleware(orchestrator=orchestrator(world))
+    command = PlaceOrder(order_id="o-1")
+    context = DispatchContext(command, "command")
+    context.uow = world.uow_factory()
+
+    async def terminal(message: Any, context: DispatchContext) -> str:
+        return "cached"
+
+    assert await middleware(command, context, terminal) == "cached"
+    assert not context.uow.has_staged  # type: ignore[attr-defined]
+
+
 def test_middlewares_show_their_configuration(world: World) -> None:
     with pytest.raises(TypeError, match="orchestrator"):
         EventPersistenceMiddleware(orchestrator=object())  # type: ignore[arg-type]

@@ -12,11 +12,20 @@ from cqrs_ddd_advanced_core import (
     EventSourcedPersistenceOrchestrator,
     OutboxMiddleware,
 )
+from cqrs_ddd_core.context import current_uow
 from cqrs_ddd_core.cqrs import CommandResponse
 from cqrs_ddd_core.domain import Command
 from cqrs_ddd_core.exceptions import ConcurrencyError
 from cqrs_ddd_core.middleware import UnitOfWorkMiddleware
-from tests.advanced.domain import AddItem, Order, PlaceOrder, PlaceOrderAndAddItem, World
+from tests.advanced.domain import (
+    AddItem,
+    Customer,
+    Order,
+    OrderPlaced,
+    PlaceOrder,
+    PlaceOrderAndAddItem,
+    World,
+)
 
 
 class AddItems(Command[None]):
@@ -152,18 +161,22 @@ async def test_a_nested_command_that_fails_and_is_caught_leaves_none_of_its_writ
     world: World,
 ) -> None:
     mediator = mediator_for(world, outbox=True)
-    child_ran: list[bool] = []
+    staged_when_the_child_failed: list[int] = []
+    handled: list[str | None] = []
 
     class FailingChild(Command[None]):
         order_id: str
 
-    async def failing_child(command: FailingChild) -> CommandResponse[None]:
-        child_ran.append(True)
-        order = Order.place(command.order_id, "c-2", 1)
-        response = CommandResponse.from_aggregates(None, order)
-        # Stage the child's writes first, then fail after its handler returned:
-        # an outer middleware of the child sees the failure.
-        raise RuntimeError(f"child failed after raising {len(response.events)} event")
+    async def failing_child(command: FailingChild) -> None:
+        # The child's own subtree stages writes first: a grandchild's events and
+        # outbox rows (staged when it returned) and a state row...
+        await mediator.send(PlaceOrder(order_id=f"{command.order_id}-grandchild"))
+        world.customers.save(Customer(id="cust-1", name="kept?"))
+        uow = current_uow()
+        assert uow is not None
+        staged_when_the_child_failed.append(sum(len(r) for _, r in uow.staged_groups()))
+        # ...and only then fails.
+        raise RuntimeError("child failed after staging its writes")
 
     async def tolerant_parent(command: PlaceOrderTolerantly) -> CommandResponse[str]:
         order = Order.place(command.order_id, "c-1", 5)
@@ -172,15 +185,23 @@ async def test_a_nested_command_that_fails_and_is_caught_leaves_none_of_its_writ
             await mediator.send(FailingChild(order_id=f"{command.order_id}-child"))
         return parent_response
 
+    async def on_placed(event: OrderPlaced) -> None:
+        handled.append(event.aggregate_id)
+
     world.registry.register_command_handler(FailingChild, failing_child)
     world.registry.register_command_handler(PlaceOrderTolerantly, tolerant_parent)
+    world.registry.register_event_handler(OrderPlaced, on_placed)
 
     await mediator.send(PlaceOrderTolerantly(order_id="t"))
 
-    assert child_ran == [True]
+    # The premise: the child had staged its subtree's event, outbox row and state row.
+    assert staged_when_the_child_failed == [3]
     stored = await world.events.read_all()
     assert [e.aggregate_id for e in stored] == ["t"]
     assert [m.aggregate_id for m in await world.outbox.claim_batch()] == ["t"]
+    assert await world.customers.find("cust-1") is None
+    # Only the parent's event reaches in-process handlers.
+    assert handled == ["t"]
 
 
 async def test_two_nested_commands_appending_the_same_version_fail_the_whole_transaction(

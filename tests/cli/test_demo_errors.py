@@ -31,6 +31,8 @@ def _one_line_error(stderr: str) -> str:
         (["--database-url=shop.db"], "not a database URL"),
         (["--database-url=sqlite:///:memory:"], "the demo needs a SQLite *file*"),
         (["--database-url=postgresql:///shop"], "no host in"),
+        (["--database-url=postgresql://u@db:abc/shop"], "the port in 'db:abc' is not a number"),
+        (["--database-url=postgresql://u:pw@db:99999/shop"], "'db:99999' is not a number"),
         (["--metrics-port=70000"], "must be between 0 and 65535"),
         (["--serve-after=-1"], "is not a duration"),
         (["--serve-after=5"], "--serve-after and --keep-serving need --metrics-port"),
@@ -79,6 +81,22 @@ def test_a_missing_sqlite_directory_exits_1(tmp_path: Path) -> None:
     completed = run_demo([f"--database-url={url}"], cwd=tmp_path, timeout=60)
     assert completed.returncode == 1
     assert "does not exist" in _one_line_error(completed.stderr)
+
+
+def test_the_default_database_where_it_cannot_be_created_exits_1_with_a_hint(
+    tmp_path: Path,
+) -> None:
+    # A file where the default database's directory should be: the same OSError
+    # path as a read-only directory (which root, running the tests, may write to).
+    (tmp_path / "demo-data").write_text("not a directory")
+
+    completed = run_demo(["-n", "1"], cwd=tmp_path, timeout=60)
+
+    assert completed.returncode == 1
+    line = _one_line_error(completed.stderr)
+    assert line.startswith("cqrs-ddd demo: error: cannot create demo-data/demo.db: "), line
+    assert "hint: run the demo in a writable directory" in line
+    assert completed.stdout == ""
 
 
 def test_a_taken_metrics_port_exits_1(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from cqrs_ddd_core.exceptions import ConcurrencyError, SerializationError, UnitOfWorkError
+from cqrs_ddd_core.persistence import DEFAULT_PAGE_SIZE
 from tests.support.accounts import Anything, Deposited, Opened
 from tests.support.backends import Backend
 
@@ -160,6 +161,75 @@ async def test_read_all_orders_every_event_by_position_in_the_order_staged(
     page = await backend.event_store.read_all(after_position=positions[0], limit=2)
     assert [e.position for e in page] == positions[1:3]
     assert await backend.event_store.read_all(after_position=positions[-1]) == []
+
+
+async def test_three_appends_to_one_stream_in_one_unit_of_work_advance_its_head_by_their_sizes(
+    backend: Backend,
+) -> None:
+    uow = backend.uow_factory()
+    for expected in (0, 2, 4):  # each append carries two events
+        await backend.event_store.append(
+            "Account",
+            "a",
+            [Deposited(amount=expected), Deposited(amount=expected + 1)],
+            expected_version=expected,
+            uow=uow,
+        )
+    await uow.commit()
+
+    assert [e.version for e in await backend.event_store.load_stream("Account", "a")] == [
+        1, 2, 3, 4, 5, 6,
+    ]  # fmt: skip
+
+
+async def test_an_append_behind_the_head_left_by_the_same_unit_of_work_is_refused(
+    backend: Backend,
+) -> None:
+    uow = backend.uow_factory()
+    for expected in (0, 2):
+        await backend.event_store.append(
+            "Account", "a", [Deposited(amount=1), Deposited(amount=2)], expected_version=expected,
+            uow=uow,
+        )  # fmt: skip
+    # The head is 4 now, not 3: an append expecting 3 clashes.
+    await backend.event_store.append(
+        "Account", "a", [Deposited(amount=3)], expected_version=3, uow=uow
+    )
+
+    with pytest.raises(ConcurrencyError) as caught:
+        await uow.commit()
+
+    assert (caught.value.expected_version, caught.value.actual_version) == (3, 4)
+    assert await backend.event_store.load_stream("Account", "a") == []
+
+
+async def test_read_all_reads_everything_past_one_page(backend: Backend) -> None:
+    count = DEFAULT_PAGE_SIZE + 3
+    await append_and_commit(backend, "a", [Deposited(amount=i) for i in range(count)], 0)
+
+    everything = await backend.event_store.read_all()
+    iterated = [e.version async for e in backend.event_store.read_all()]
+
+    assert [e.version for e in everything] == list(range(1, count + 1))
+    assert iterated == list(range(1, count + 1))
+
+
+async def test_read_all_in_small_pages_and_with_an_explicit_limit(backend: Backend) -> None:
+    await append_and_commit(backend, "a", [Deposited(amount=i) for i in range(7)], 0)
+    store = backend.event_store
+
+    seen = [e.version async for e in store.read_all(page_size=3)]
+    limited = await store.read_all(limit=5, page_size=2)
+    tail = await store.read_all(after_position=limited[-1].position)
+    first_page = await store.read_page(after_position=0, limit=2)
+
+    assert seen == [1, 2, 3, 4, 5, 6, 7]
+    assert [e.version for e in limited] == [1, 2, 3, 4, 5]
+    assert [e.version for e in tail] == [6, 7]
+    assert [e.version for e in first_page] == [1, 2]
+    assert await store.read_all(limit=0) == []
+    with pytest.raises(ValueError, match="page_size"):
+        store.read_all(page_size=0)
 
 
 async def test_latest_position_of_an_empty_store_is_zero(backend: Backend) -> None:

@@ -351,3 +351,22 @@ async def test_the_same_exception_object_raised_by_two_dispatches_is_logged_by_e
     failed = events_named(log_events, "command_failed")
     assert [e["log_level"] for e in failed] == ["error", "error"]
     assert not any("propagated" in e for e in failed)
+
+
+def test_no_module_of_the_library_uses_a_private_structlog_api() -> None:
+    # A private module or attribute (structlog._config, structlog._native) is a
+    # release away from breaking every dispatch.
+    import re
+    from pathlib import Path
+
+    import cqrs_ddd_advanced_core
+    import cqrs_ddd_core
+
+    private = re.compile(r"structlog\s*\.\s*_|from\s+structlog(\.\w+)*\s+import\s+_|structlog\._")
+    offenders = [
+        str(path)
+        for package in (cqrs_ddd_core, cqrs_ddd_advanced_core)
+        for path in Path(package.__file__).parent.rglob("*.py")
+        if private.search(path.read_text(encoding="utf-8"))
+    ]
+    assert offenders == []

@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from cqrs_ddd_core.exceptions import ConfigurationError
 from cqrs_ddd_core.telemetry.setup import setup_telemetry
 from tests.observability.app import PlaceOrder, Shop, build_mediator
+from tests.observability.collector import OtlpReceiver
 from tests.observability.test_otlp_export import OTEL_VARIABLES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,21 +58,40 @@ async def test_extra_exporters_and_readers_are_wired_and_shutdown_flushes_them()
     telemetry.shutdown()
 
     assert "command PlaceOrder" in [span.name for span in exporter.get_finished_spans()]
+    # The extra reader is wired to the meter provider: it saw the command's metrics.
     assert data is not None
+    names = {
+        metric.name
+        for resource_metrics in data.resource_metrics
+        for scope_metrics in resource_metrics.scope_metrics
+        for metric in scope_metrics.metrics
+    }
+    assert "cqrs.command.duration" in names
     resource = exporter.get_finished_spans()[0].resource
     assert resource.attributes["service.name"] == "orders"
 
 
-def test_otel_traces_exporter_none_switches_span_export_off(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize("variable", [None, "none"])
+async def test_otel_traces_exporter_none_switches_span_export_off(
+    monkeypatch: pytest.MonkeyPatch, variable: str | None
 ) -> None:
-    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    # The control case (variable unset) exports to the same receiver, so a
+    # setup that ignored "none" would be seen sending spans.
+    if variable is not None:
+        monkeypatch.setenv("OTEL_TRACES_EXPORTER", variable)
 
-    telemetry = setup_telemetry("orders", otlp_endpoint="http://127.0.0.1:9", set_global=False)
+    with OtlpReceiver() as receiver:
+        telemetry = setup_telemetry("orders", otlp_endpoint=receiver.endpoint, set_global=False)
+        mediator = build_mediator(Shop(), tracer_provider=telemetry.tracer_provider)
+        await mediator.send(PlaceOrder(order_id="o-1", amount=3))
+        telemetry.shutdown()  # flushes whatever would be exported
 
-    assert telemetry.tracer_provider is not None
+    sent = [span.name for _, span in receiver.spans()]
+    if variable == "none":
+        assert sent == []
+    else:
+        assert "command PlaceOrder" in sent
     assert telemetry.meter_provider is None  # no reader asked for
-    telemetry.shutdown()
 
 
 def test_otel_metrics_exporter_prometheus_serves_on_the_configured_port(

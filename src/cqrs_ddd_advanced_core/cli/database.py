@@ -71,6 +71,15 @@ def dialect_of(url: str) -> str:
             raise ValueError("the demo needs a SQLite *file*: sqlite:///path/to/demo.db")
     elif not rest.split("/", 1)[0]:
         raise ValueError(f"no host in {redact(url)!r} (postgresql://user@host:port/database)")
+    else:
+        try:
+            urllib.parse.urlsplit(url).port  # noqa: B018 (parsing it is the check)
+        except ValueError:
+            netloc = urllib.parse.urlsplit(url).netloc.rpartition("@")[2]
+            raise ValueError(
+                f"the port in {netloc!r} is not a number from 0 to 65535 "
+                "(postgresql://user@host:5432/database)"
+            ) from None
     return dialect
 
 
@@ -126,6 +135,8 @@ async def open_database(
             pool_size=pool_size,
             sqlite_synchronous=sqlite_synchronous,  # type: ignore[arg-type]
         )
+    except ModuleNotFoundError:  # a missing extra: the CLI names it
+        raise
     except Exception as exc:
         raise DatabaseError(f"cannot use {redact(url)}: {_reason(exc)}") from exc
     try:
@@ -144,9 +155,15 @@ async def open_database(
 def _prepare_sqlite_file(url: str, fresh: bool) -> None:
     path = sqlite_path(url)
     if fresh:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+        except OSError as exc:  # a read-only directory, a file in the way...
+            raise DatabaseError(
+                f"cannot create {path}: {exc.strerror or exc} (hint: run the demo in a "
+                "writable directory, or pass --database-url sqlite:///path/to/demo.db)"
+            ) from exc
     elif not path.parent.is_dir():
         raise DatabaseError(f"cannot open {redact(url)}: directory {path.parent} does not exist")
 

@@ -156,6 +156,28 @@ def _figures(stats: RunStats) -> dict[str, Any]:
     }
 
 
+_RESTOP_EVERY = 1.0  # seconds between cancellations of senders that go on after a stop
+
+
+def _stop_until_done(workload: Workload, running: asyncio.Future[Any]) -> None:
+    """Cancel the senders now, and again every second until the run has ended.
+
+    One cancellation is enough when every layer passes it on; a layer that
+    waits for a commit's outcome hands it back later, and one that lost it
+    would otherwise let its sender go on through all the commands asked for
+    (a wait without bound after Ctrl-C). Cancelling a finished sender is a no-op.
+    """
+    workload.stop()
+    loop = asyncio.get_running_loop()
+
+    def again() -> None:
+        if not running.done():
+            workload.stop()
+            loop.call_later(_RESTOP_EVERY, again)
+
+    loop.call_later(_RESTOP_EVERY, again)
+
+
 async def _check_database(
     engine: Engine, before: Any, figures: dict[str, Any], interrupted: bool
 ) -> dict[str, Any]:
@@ -300,8 +322,9 @@ async def _workload(
             tap.sink = stats.record_dispatch
         try:
             with _Signals() as signals:
-                signals.on_signal(workload.stop)
-                await workload.run()
+                signals.on_signal(lambda: _stop_until_done(workload, running))
+                running = asyncio.ensure_future(workload.run())
+                await running
         finally:
             if tap is not None:
                 tap.sink = None

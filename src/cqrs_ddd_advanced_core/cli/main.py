@@ -186,13 +186,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _demo(args)
 
 
+def _missing_extra(exc: ModuleNotFoundError) -> int:
+    """One line naming what is missing and the extra that brings it (exit 1)."""
+    missing = getattr(exc, "module", None) or exc.name or "a dependency"
+    print(
+        f"cqrs-ddd demo: error: it needs {missing}, which is not installed "
+        "(hint: pip install 'cqrs-ddd-advanced-core[cli]')",
+        file=sys.stderr,
+    )
+    return 1
+
+
 def _demo(args: argparse.Namespace) -> int:
     # Imported here: `cqrs-ddd --help` stays fast and needs no database driver.
-    from cqrs_ddd_advanced_core.cli.demo import DemoFailure, DemoOptions, run_demo
-    from cqrs_ddd_advanced_core.cli.telemetry import configure_logging
-    from cqrs_ddd_advanced_core.demo.domain import OrderClosedError
-    from cqrs_ddd_core.exceptions import ConcurrencyError, ConfigurationError
-    from cqrs_ddd_core.telemetry.api import error_type
+    # Without the [cli] extra the imports fail: one line, not a traceback.
+    try:
+        from cqrs_ddd_advanced_core.cli.demo import DemoFailure, DemoOptions, run_demo
+        from cqrs_ddd_advanced_core.cli.telemetry import configure_logging
+        from cqrs_ddd_advanced_core.demo.domain import OrderClosedError
+        from cqrs_ddd_core.exceptions import ConcurrencyError, ConfigurationError
+        from cqrs_ddd_core.telemetry.api import error_type
+    except ModuleNotFoundError as exc:
+        if not _optional(exc):
+            raise
+        return _missing_extra(exc)
 
     expected = [
         error_type(ConcurrencyError("-", 0, 0)),
@@ -217,8 +234,15 @@ def _demo(args: argparse.Namespace) -> int:
         sqlite_synchronous=args.sqlite_synchronous,
         connect_timeout=args.connect_timeout,
     )
+    import threading
+
+    before = {t.ident for t in threading.enumerate() if t.ident is not None}
     try:
-        return asyncio.run(run_demo(options))
+        return _exit_bounded(asyncio.run(run_demo(options)), before)
+    except ModuleNotFoundError as exc:  # an extra's module imported on the way
+        if not _optional(exc):
+            raise
+        return _missing_extra(exc)
     except (DemoFailure, ConfigurationError) as exc:
         print(f"cqrs-ddd demo: error: {exc}", file=sys.stderr)
         return 1
@@ -227,7 +251,47 @@ def _demo(args: argparse.Namespace) -> int:
             f"cqrs-ddd demo: interrupted ({redact(url)} is consistent: every commit is whole)",
             file=sys.stderr,
         )
-        return 130
+        return _exit_bounded(130, before)
+
+
+_EXIT_GRACE = 5.0  # seconds leftover driver threads get to end once the demo is done
+
+
+def _exit_bounded(code: int, before: set[int]) -> int:
+    """Return ``code``, or end the process with it if driver threads would keep it alive.
+
+    A database connection that a cancelled command never handed back (Ctrl-C
+    at the wrong moment) keeps its aiosqlite thread, which is not a daemon,
+    running: the interpreter would wait for it at exit without bound. The
+    database is consistent whatever happened (every commit is whole), so the
+    threads the demo started (not in ``before``) get a short grace, then the
+    process ends with its exit code.
+    """
+    import os
+    import threading
+    import time
+
+    def leftovers() -> list[threading.Thread]:
+        return [
+            t
+            for t in threading.enumerate()
+            if t.ident not in before and not t.daemon and t.is_alive()
+        ]
+
+    deadline = time.monotonic() + _EXIT_GRACE
+    for thread in leftovers():
+        thread.join(max(0.0, deadline - time.monotonic()))
+    if leftovers():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _optional(exc: ModuleNotFoundError) -> bool:
+    from cqrs_ddd_core.extras import extra_for
+
+    return exc.name is not None and extra_for(exc.name) is not None
 
 
 if __name__ == "__main__":  # python -m cqrs_ddd_advanced_core.cli.main

@@ -7,7 +7,8 @@ core's, with the persistence steps inserted right after ``unit_of_work``::
 
 (``outbox`` only with an ``outbox_store``; ``<inner>``: ``inner_middlewares``.)
 A team that lists its own ``middlewares`` lists the persistence steps itself;
-the mediator then checks that ``event_persistence`` is among them.
+the mediator then checks that ``event_persistence`` is among them (given an
+orchestrator) and that ``outbox`` is (given an ``outbox_store``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from cqrs_ddd_advanced_core.domain.exceptions import EventSourcingConfigurationE
 from cqrs_ddd_advanced_core.middleware.event_persistence import EventPersistenceMiddleware
 from cqrs_ddd_advanced_core.middleware.outbox import OutboxMiddleware
 from cqrs_ddd_core.cqrs.mediator import Mediator
+from cqrs_ddd_core.exceptions import PipelineConfigurationError
 from cqrs_ddd_core.pipeline.pipeline import middleware_name
 
 if TYPE_CHECKING:
@@ -58,6 +60,9 @@ class EventSourcedMediator(Mediator):
         EventSourcingConfigurationError: an orchestrator is given but the
             pipeline has nowhere to persist (no ``unit_of_work`` in the
             default pipeline, or no ``event_persistence`` in ``middlewares``).
+        PipelineConfigurationError: an ``outbox_store`` is given with
+            ``middlewares`` that list no ``outbox`` step (no outbox message
+            would ever be written).
     """
 
     def __init__(
@@ -77,14 +82,29 @@ class EventSourcedMediator(Mediator):
         self.event_persistence_orchestrator = event_persistence_orchestrator
         self.outbox_store = outbox_store
         self._inner_middlewares = tuple(inner_middlewares)
-        if middlewares is not None and event_persistence_orchestrator is not None:
-            names = [middleware_name(m) for m in middlewares]
-            if EventPersistenceMiddleware.name not in names:
-                raise EventSourcingConfigurationError(
-                    "EventSourcedMediator was given an orchestrator and a middleware list "
-                    f"without {EventPersistenceMiddleware.name!r}, so no event would be "
-                    f"persisted; listed: {' -> '.join(names) or '(none)'}"
-                )
+        names = [middleware_name(m) for m in middlewares] if middlewares is not None else []
+        if (
+            middlewares is not None
+            and outbox_store is not None
+            and (OutboxMiddleware.name not in names)
+        ):
+            raise PipelineConfigurationError(
+                "EventSourcedMediator was given an outbox_store and a middleware list "
+                f"without {OutboxMiddleware.name!r}, so no outbox message would be "
+                f"written; listed: {' -> '.join(names) or '(none)'}",
+                order=names,
+                offender=OutboxMiddleware.name,
+            )
+        if (
+            middlewares is not None
+            and event_persistence_orchestrator is not None
+            and (EventPersistenceMiddleware.name not in names)
+        ):
+            raise EventSourcingConfigurationError(
+                "EventSourcedMediator was given an orchestrator and a middleware list "
+                f"without {EventPersistenceMiddleware.name!r}, so no event would be "
+                f"persisted; listed: {' -> '.join(names) or '(none)'}"
+            )
         super().__init__(
             registry,
             uow_factory,

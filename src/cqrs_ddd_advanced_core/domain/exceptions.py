@@ -6,15 +6,21 @@ catches everything. The subtree (core errors shown in brackets)::
     CqrsDddError
     ├── [ConfigurationError]
     │   └── EventSourcingConfigurationError     (orchestrator / mediator wired wrongly)
-    ├── EventHandlerError                       (rebuilding an aggregate from its events)
-    │   ├── MissingEventHandlerError            (no ``apply_<Event>`` method, strict mode)
-    │   └── InvalidEventHandlerError            (an ``apply_<Event>`` that cannot be called
-    │                                            with the event, or an unknown stored type)
-    └── StrictValidationViolationError          (events break the persistence rules;
-        │                                        nothing of the command is persisted)
-        ├── EventSourcedAggregateRequiredError  (strict mode: aggregate type not registered)
-        └── UnroutableEventError                (an event without aggregate type or id,
+    └── EventHandlerError                       (an event could not be handled: applied
+        │                                        to an aggregate, or persisted)
+        ├── MissingEventHandlerError            (no ``apply_<Event>`` method, strict mode)
+        ├── InvalidEventHandlerError            (an ``apply_<Event>`` that cannot be called
+        │                                        with the event, or an unknown stored type)
+        └── StrictValidationViolationError      (events break the persistence rules;
+            │                                    nothing of the command is persisted)
+            ├── EventSourcedAggregateRequiredError  (strict mode: aggregate type not
+            │                                        registered)
+            └── UnroutableEventError            (an event without aggregate type or id,
                                                  in every mode: never silently dropped)
+
+As in the seed (and the design it comes from), ``StrictValidationViolationError``
+is an :class:`EventHandlerError`: ``except EventHandlerError`` catches every
+error about handling an event, the persistence rules included.
 
 Every error carries its context as attributes (``aggregate_type``,
 ``event_type``, ...), so handlers and logs need not parse messages.
@@ -52,14 +58,15 @@ class EventSourcingConfigurationError(ConfigurationError):
 
 
 class EventHandlerError(CqrsDddError):
-    """An aggregate could not apply an event while being rebuilt.
+    """An event could not be handled: applied to an aggregate, or persisted.
 
     Attributes:
-        aggregate_type: The aggregate being rebuilt.
-        event_type: The stored type name of the event.
+        aggregate_type: The aggregate concerned (``None`` for an event that
+            names none, see :class:`UnroutableEventError`).
+        event_type: The type name of the event.
     """
 
-    def __init__(self, message: str, *, aggregate_type: str, event_type: str) -> None:
+    def __init__(self, message: str, *, aggregate_type: str | None, event_type: str) -> None:
         super().__init__(message)
         self.aggregate_type = aggregate_type
         self.event_type = event_type
@@ -102,7 +109,7 @@ class InvalidEventHandlerError(EventHandlerError):
         self.reason = reason
 
 
-class StrictValidationViolationError(CqrsDddError):
+class StrictValidationViolationError(EventHandlerError):
     """The events of a command break the persistence rules; nothing is persisted.
 
     Raised inside the unit of work, so the whole command rolls back. Rules
@@ -125,10 +132,12 @@ class StrictValidationViolationError(CqrsDddError):
         aggregate_id: str | None = None,
     ) -> None:
         stream = f"{aggregate_type}:{aggregate_id}" if aggregate_type else "no stream"
-        super().__init__(f"{event_type} ({stream}) cannot be persisted: {reason}")
+        super().__init__(
+            f"{event_type} ({stream}) cannot be persisted: {reason}",
+            aggregate_type=aggregate_type,
+            event_type=event_type,
+        )
         self.reason = reason
-        self.event_type = event_type
-        self.aggregate_type = aggregate_type
         self.aggregate_id = aggregate_id
 
 

@@ -273,7 +273,8 @@ class EventSourcedPersistenceOrchestrator:
         For code that does not return its events in the command's response
         (with :class:`EventPersistenceMiddleware` listed, returned events are
         persisted already: do one or the other, or the stream conflicts at
-        commit). Events without correlation or causation id get those of
+        commit; events recorded in the dispatch and persisted here are not
+        added to its response). Events without correlation or causation id get those of
         ``command_response`` or, failing that, of the running dispatch.
 
         Raises:
@@ -286,6 +287,9 @@ class EventSourcedPersistenceOrchestrator:
                 "handler or middleware running inside UnitOfWorkMiddleware"
             )
         await self.persist(_stamped(events, command_response), uow=uow)
+        context = current_context()
+        if context is not None:  # persisted here: the mediator must not add them again
+            context.forget_recorded(events)
 
     def __repr__(self) -> str:
         mode = "strict" if self._strict else "lenient"

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
     from opentelemetry.trace import TracerProvider
 
+    from cqrs_ddd_core.domain.aggregate import AggregateRoot
     from cqrs_ddd_core.domain.messages import Command, DomainEvent, Query
     from cqrs_ddd_core.persistence.ports import UnitOfWorkFactory
 
@@ -147,6 +148,7 @@ class Mediator:
         # Reserve this command's place before its handler can send others.
         published: list[DomainEvent] = []
         context.published.append(published)
+        context.recorded = None  # a retried dispatch starts afresh
         outcome = await handler(command)
         if isinstance(outcome, CommandResponse):
             response = outcome
@@ -154,6 +156,8 @@ class Mediator:
             response.causation_id = context.message_id
         else:
             response = CommandResponse(outcome, (), context.correlation_id, context.message_id)
+        if context.recorded is not None:
+            response.events = _with_unreturned(response.events, context.recorded)
         if response.events:
             response.events = _stamp(response.events, context)
             published.extend(response.events)
@@ -169,8 +173,11 @@ class Mediator:
     async def _publish(self, context: DispatchContext) -> None:
         for slot in context.published:
             for event in slot:
+                # The event's own correlation id (an event may name another flow
+                # than its command's), as EventDispatchMiddleware does.
+                correlation_id = event.correlation_id or context.correlation_id
                 for handler in self.registry.get_event_handlers(type(event)):
-                    with correlation_scope(context.correlation_id, event.event_id):
+                    with correlation_scope(correlation_id, event.event_id):
                         try:
                             await handler(event)
                         except Exception as exc:
@@ -182,6 +189,29 @@ class Mediator:
                                 error_type=type(exc).__name__,
                                 exc_info=exc,
                             )
+
+
+def _with_unreturned(
+    returned: Sequence[DomainEvent], recorded: list[tuple[AggregateRoot, DomainEvent]]
+) -> Sequence[DomainEvent]:
+    """``returned`` plus the events recorded during the dispatch that it lacks.
+
+    A handler that records events on an aggregate but returns a plain value
+    (or forgets an aggregate in ``from_aggregates``) would otherwise commit
+    state without its events. The added events follow the returned ones, in
+    the order recorded, and leave their aggregate's pending list (they are
+    persisted now, not by a later ``collect_events``).
+    """
+    returned_ids = {event.event_id for event in returned}
+    missing = [(agg, event) for agg, event in recorded if event.event_id not in returned_ids]
+    if not missing:
+        return returned
+    by_aggregate: dict[int, tuple[AggregateRoot, list[DomainEvent]]] = {}
+    for aggregate, event in missing:
+        by_aggregate.setdefault(id(aggregate), (aggregate, []))[1].append(event)
+    for aggregate, events in by_aggregate.values():
+        aggregate._forget(events)
+    return (*returned, *(event for _, event in missing))
 
 
 def _stamp(events: Sequence[DomainEvent], context: DispatchContext) -> tuple[DomainEvent, ...]:

@@ -77,7 +77,9 @@ class AggregateRoot(BaseModel):
 
         Recorded while a command is dispatched, the event also gets that
         command's correlation id and the command as its cause (unless it
-        names them itself), so the mediator has nothing left to stamp.
+        names them itself), so the mediator has nothing left to stamp; and
+        it is persisted with that command even if the handler does not
+        return it (the mediator adds it to the response's events).
 
         Returns the stamped copy (events are immutable).
         """
@@ -99,7 +101,21 @@ class AggregateRoot(BaseModel):
                 update["causation_id"] = context.message_id
         stamped = _evolve(event, update)
         private["_pending"].append(stamped)
+        if context is not None and context.kind == "command":
+            # So the mediator can persist it even if the handler does not return it.
+            recorded = context.recorded
+            if recorded is None:
+                context.recorded = [(self, stamped)]
+            else:
+                recorded.append((self, stamped))
         return stamped
+
+    def _forget(self, events: list[DomainEvent]) -> None:
+        """Drop ``events`` (by identity) from the pending ones: they are persisted."""
+        pending: list[DomainEvent] = self.__pydantic_private__["_pending"]  # type: ignore[index]
+        if pending:
+            ids = {id(event) for event in events}
+            pending[:] = [event for event in pending if id(event) not in ids]
 
     def collect_events(self) -> tuple[DomainEvent, ...]:
         """Return the pending events in the order raised and forget them."""

@@ -11,6 +11,7 @@ from cqrs_ddd_core.persistence.ports import (
     UnitOfWork,
     UnitOfWorkFactory,
 )
+from cqrs_ddd_core.persistence.reading import DEFAULT_PAGE_SIZE, EventPages, ReadPage
 from cqrs_ddd_core.persistence.records import (
     AuditRecord,
     OutboxMessage,
@@ -22,14 +23,17 @@ from cqrs_ddd_core.persistence.records import (
 from cqrs_ddd_core.persistence.unit_of_work import BaseUnitOfWork, StagedGroup, require_uow
 
 __all__ = [
+    "DEFAULT_PAGE_SIZE",
     "AfterHook",
     "AuditRecord",
     "AuditStore",
     "BaseUnitOfWork",
+    "EventPages",
     "EventStore",
     "OutboxMessage",
     "OutboxStatus",
     "OutboxStore",
+    "ReadPage",
     "StagedGroup",
     "StateRepository",
     "StepTiming",

@@ -16,6 +16,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from cqrs_ddd_core.domain.aggregate import AggregateRoot
 from cqrs_ddd_core.domain.messages import DomainEvent
+from cqrs_ddd_core.persistence.reading import DEFAULT_PAGE_SIZE, EventPages
 from cqrs_ddd_core.persistence.records import AuditRecord, OutboxMessage, StepTiming, StoredEvent
 
 __all__ = [
@@ -112,10 +113,25 @@ class EventStore(Protocol):
         """The committed events of one stream, by version."""
         ...
 
-    async def read_all(self, *, after_position: int = 0, limit: int = 500) -> list[StoredEvent]:
-        """Committed events with a position above ``after_position``, by position.
+    def read_all(
+        self,
+        *,
+        after_position: int = 0,
+        limit: int | None = None,
+        page_size: int = DEFAULT_PAGE_SIZE,
+    ) -> EventPages:
+        """Every committed event with a position above ``after_position``, by position.
 
+        Nothing is cut off unless ``limit`` says so: ``async for`` over the
+        result fetches ``page_size`` events at a time; ``await`` it for a list.
         A reader never sees position k+1 while k may still commit.
+        """
+        ...
+
+    async def read_page(self, *, after_position: int = 0, limit: int) -> list[StoredEvent]:
+        """Up to ``limit`` committed events above ``after_position``, by position.
+
+        One round trip; a short page means nothing more is visible now.
         """
         ...
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from cqrs_ddd_core.domain.messages import DomainEvent
 from cqrs_ddd_core.exceptions import SerializationError
+from cqrs_ddd_core.persistence.limits import check_json_text, check_name, check_stream
 
 __all__ = [
     "AppendBatch",
@@ -68,10 +69,18 @@ def encode_event(
 
     Raises:
         SerializationError: the payload or metadata is not JSON-serialisable.
+        StorageLimitError: a name, id or text breaks an input rule.
     """
     type_name = event.type_name()
     payload_json = event.payload_json()
     metadata_json = dumps(event.metadata, type_name) if event.metadata else "{}"
+    # The same input rules on every backend, before any SQL (see limits).
+    check_name(type_name, "event_type", type_name)
+    check_name(type_name, "event_id", event.event_id)
+    check_name(type_name, "correlation_id", event.correlation_id, optional=True)
+    check_name(type_name, "causation_id", event.causation_id, optional=True)
+    check_json_text(type_name, "payload", payload_json)
+    check_json_text(type_name, "metadata", metadata_json)
     return PendingEvent(
         event_id=event.event_id,
         aggregate_type=aggregate_type,
@@ -99,7 +108,10 @@ def encode_append(
 
     Raises:
         SerializationError: an event's payload or metadata is not JSON-serialisable.
+        StorageLimitError: a name, id or text breaks an input rule (see
+            :mod:`cqrs_ddd_core.persistence.limits`); nothing is staged.
     """
+    check_stream(events[0].type_name() if events else "append", aggregate_type, aggregate_id)
     return (
         aggregate_type,
         aggregate_id,

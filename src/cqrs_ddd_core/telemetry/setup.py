@@ -41,22 +41,26 @@ from typing import Any
 
 import structlog
 from opentelemetry import metrics, trace
-from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, ExemplarFilter, MeterProvider
-from opentelemetry.sdk.metrics.export import (
-    ConsoleMetricExporter,
-    MetricExporter,
-    MetricReader,
-    PeriodicExportingMetricReader,
-)
-from opentelemetry.sdk.resources import OTELResourceDetector, Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
-    ConsoleSpanExporter,
-    SpanExporter,
-)
 
 from cqrs_ddd_core.exceptions import ConfigurationError
+from cqrs_ddd_core.extras import MissingExtraError, translated
+
+# Without the [otel] extra: one error naming it, not a bare ModuleNotFoundError.
+with translated("setup_telemetry"):
+    from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, ExemplarFilter, MeterProvider
+    from opentelemetry.sdk.metrics.export import (
+        ConsoleMetricExporter,
+        MetricExporter,
+        MetricReader,
+        PeriodicExportingMetricReader,
+    )
+    from opentelemetry.sdk.resources import OTELResourceDetector, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        ConsoleSpanExporter,
+        SpanExporter,
+    )
 
 __all__ = ["Telemetry", "setup_telemetry"]
 
@@ -368,6 +372,8 @@ def _import_exporter(protocol: str, signal: str, class_name: str) -> Any:
     try:
         return getattr(importlib.import_module(module), class_name)
     except ImportError as exc:
+        if package == "http":  # part of the [otel] extra
+            raise MissingExtraError(module, feature=f"OTLP over {protocol}") from exc
         raise ConfigurationError(
             f"OTLP over {protocol} needs opentelemetry-exporter-otlp-proto-{package} "
             f"(pip install opentelemetry-exporter-otlp-proto-{package})"

@@ -124,6 +124,9 @@ async def without_group_commit(url: str) -> tuple[list[int], list[int]]:
 
 
 async def test_a_reader_by_position_sees_every_event_once_and_in_order(db: Backend) -> None:
+    """The soak test. On PostgreSQL with group commit on, concurrent commits share
+    statements and this cannot tell a reader without its visibility filter from
+    one with it: test_global_order_held_commit.py checks the filter directly."""
     assert db.engine is not None
     async with lingering_flushes(db.engine) as engine:
         seen, final = await run_writers_and_a_reader(engine)
@@ -145,6 +148,7 @@ async def test_the_reader_sees_every_event_once_and_in_order_without_group_commi
 
 
 @pytest.mark.postgres
+@pytest.mark.timeout(300)
 async def test_without_the_lock_the_same_reader_misses_events(
     postgres_database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -157,7 +161,17 @@ async def test_without_the_lock_the_same_reader_misses_events(
 
     monkeypatch.setattr(pg_flush, "build_flush", without_lock)
     # Without group commit: the most statements at once, the most chances to miss.
-    seen, final = await without_group_commit(postgres_database_url)
+    # A miss is a race, so one run may see none on a quiet machine: up to three
+    # runs (bounded), and a miss must be a real one (committed after the reader
+    # moved on), never a duplicate or a reordering.
+    misses = []
+    for _ in range(3):
+        seen, final = await without_group_commit(postgres_database_url)
+        assert set(seen) <= set(final)
+        if seen != final:
+            missed = set(final) - set(seen)
+            assert missed  # committed after the reader had moved past them
+            misses.append(missed)
+            break
 
-    assert seen != final
-    assert set(seen) < set(final)  # what it missed was committed after it moved on
+    assert misses, "without the lock, three runs missed nothing"

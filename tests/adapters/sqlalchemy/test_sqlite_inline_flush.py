@@ -11,7 +11,7 @@ import asyncio
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,17 @@ async def inline_db(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
         yield engine
     finally:
         await engine.dispose()
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait until the writer's state satisfies ``condition`` (bounded: 30 s).
+
+    A wait on a state, not on time: the writer offers no event to await, so
+    the state is read again at each turn of the loop.
+    """
+    async with asyncio.timeout(30):
+        while not condition():  # noqa: ASYNC110 (no event to wait on; bounded)
+            await asyncio.sleep(0.001)
 
 
 def hold_write_lock(path: Path, seconds: float) -> tuple[threading.Thread, threading.Event]:
@@ -192,8 +203,8 @@ async def test_a_commit_behind_a_waiting_one_queues_behind_it_on_the_thread(
     hops.clear()
 
     first = asyncio.create_task(commit_new(inline_db, "a2"))
-    await asyncio.sleep(0.05)  # the first one tried inline and is waiting on the thread
-    assert not writer_for(inline_db)._idle()
+    # The first one tried inline and is waiting on the thread.
+    await until(lambda: not writer_for(inline_db)._idle())
     second = asyncio.create_task(commit_new(inline_db, "a3"))
     await asyncio.gather(first, second)
     holder.join()
@@ -223,7 +234,7 @@ async def test_a_commit_cancelled_while_waiting_on_the_thread_reports_the_commit
         await uow.commit()
 
     task = asyncio.create_task(command())
-    await asyncio.sleep(0.05)
+    await until(lambda: not writer_for(inline_db)._idle())  # waiting on the thread
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -280,7 +291,7 @@ async def test_an_inline_writer_leaves_wal_checkpoints_to_another_connection(
     commits = 10 * sqlite_writer.CHECKPOINT_EVERY
     for i in range(commits):
         await commit_new(inline_db, f"c{i}")
-    await asyncio.sleep(0.2)  # let the last checkpoint finish
+    await until(lambda: writer_for(inline_db)._idle())  # the last checkpoint finished
 
     conn = writer_for(inline_db)._driver._connection
     assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0

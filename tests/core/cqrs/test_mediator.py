@@ -414,6 +414,37 @@ async def test_a_command_sent_by_an_event_handler_gets_the_events_correlation_an
     assert context.causation_id == response.events[0].event_id
 
 
+async def test_an_event_handler_runs_under_the_events_correlation_id_not_the_commands(
+    registry: HandlerRegistry, uow_factory: UowFactory, stores: Stores
+) -> None:
+    seen: list[DispatchContext] = []
+
+    async def place(command: PlaceOrder) -> CommandResponse[str]:
+        order = Order(id=command.order_id)
+        order.record_event(OrderPlaced(amount=command.amount, correlation_id="event-flow"))
+        return CommandResponse.from_aggregates(order.id, order)
+
+    async def on_placed(event: OrderPlaced) -> None:
+        await mediator.send(PayOrder(order_id="o-1"))
+
+    async def pay(command: PayOrder) -> None:
+        context = current_context()
+        assert context is not None
+        seen.append(context)
+
+    registry.register_command_handler(PlaceOrder, place)
+    registry.register_command_handler(PayOrder, pay)
+    registry.register_event_handler(OrderPlaced, on_placed)
+    mediator = command_mediator(registry, uow_factory)
+
+    response = await mediator.send(PlaceOrder(order_id="o-1", amount=3, correlation_id="cmd"))
+
+    assert response.correlation_id == "cmd"
+    [context] = seen
+    assert context.correlation_id == "event-flow"
+    assert context.causation_id == response.events[0].event_id
+
+
 # -- queries ------------------------------------------------------------------------
 
 

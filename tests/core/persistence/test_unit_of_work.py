@@ -201,3 +201,43 @@ def test_require_uow_refuses_to_write_outside_a_transaction() -> None:
     assert require_uow(uow, "test") is uow
     with pytest.raises(UnitOfWorkError, match=r"InMemoryEventStore\.append needs a unit of work"):
         require_uow(None, "InMemoryEventStore.append")
+
+
+# -- found by mutation testing (docs/mutation.md) ------------------------------------
+
+
+async def test_a_failing_after_rollback_hook_is_logged_with_its_phase_and_traceback() -> None:
+    uow = InMemoryUnitOfWork()
+    boom = RuntimeError("hook failed")
+
+    async def failing() -> None:
+        raise boom
+
+    uow.after_rollback(failing)
+    with capture_logs() as logs:
+        await uow.rollback()
+
+    [entry] = [e for e in logs if e["event"] == "unit_of_work_hook_failed"]
+    assert (entry["phase"], entry["error_type"], entry["exc_info"]) == (
+        "after_rollback",
+        "RuntimeError",
+        boom,
+    )
+
+
+async def test_using_a_rolled_back_unit_of_work_says_it_is_rolled_back() -> None:
+    uow = InMemoryUnitOfWork()
+    await uow.rollback()
+
+    with pytest.raises(UnitOfWorkError, match="already rolled_back"):
+        uow.open_slot()
+
+
+def test_a_write_without_a_unit_of_work_says_how_to_get_one() -> None:
+    with pytest.raises(UnitOfWorkError) as caught:
+        require_uow(None, "Store.write")
+
+    assert str(caught.value) == (
+        "Store.write needs a unit of work: pass uow=..., or dispatch through a pipeline "
+        "that lists UnitOfWorkMiddleware before the step that writes"
+    )

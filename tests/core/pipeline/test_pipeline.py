@@ -406,3 +406,74 @@ def test_a_pipeline_builds_exactly_when_every_placement_holds(
     else:
         built = Pipeline(middlewares, terminal, kind="command")
         assert built.order == (*names, "handler")
+
+
+# -- found by mutation testing (docs/mutation.md) ------------------------------------
+
+
+async def _echo(message: Any, context: DispatchContext) -> Any:
+    return ("handled", message)
+
+
+def _context() -> DispatchContext:
+    return DispatchContext(PlaceOrder(order_id="o-1", amount=1), "command")
+
+
+async def test_a_middleware_taking_call_next_by_keyword_gets_the_next_step() -> None:
+    trace: list[str] = []
+
+    async def keyword_only(message: Any, context: DispatchContext, *, call_next: CallNext) -> Any:
+        trace.append("before")
+        result = await call_next(message, context)
+        trace.append("after")
+        return result
+
+    class Positional:
+        async def __call__(self, message: Any, context: Any, call_next: CallNext) -> Any:
+            trace.append("positional")
+            return await call_next(message, context)
+
+    pipeline = Pipeline([keyword_only, Positional()], _echo, kind="command")
+
+    assert await pipeline("m", _context()) == ("handled", "m")
+    assert trace == ["before", "positional", "after"]
+
+
+def test_a_function_middlewares_outside_constraint_is_checked() -> None:
+    @placement(name="early", outside=("unit_of_work",))
+    async def early(message: Any, context: DispatchContext, call_next: CallNext) -> Any:
+        return await call_next(message, context)
+
+    with pytest.raises(PipelineConfigurationError, match="early must run outside") as caught:
+        Pipeline([UnitOfWorkMiddleware(UowFactory()), early], _echo, kind="command")
+
+    assert caught.value.order == ("unit_of_work", "early")
+    assert Placement.of(outside=["x"]).outside == frozenset({"x"})
+
+
+def test_a_name_that_is_not_a_non_empty_string_is_not_used() -> None:
+    class Named:
+        name = 7
+
+        async def __call__(self, message: Any, context: Any, call_next: CallNext) -> Any:
+            return await call_next(message, context)
+
+    assert pipeline_module.middleware_name(Named()) == "Named"
+
+
+def test_a_non_callable_middleware_is_refused_with_the_listed_order() -> None:
+    @placement(name="fine")
+    async def fine(message: Any, context: DispatchContext, call_next: CallNext) -> Any:
+        return await call_next(message, context)
+
+    with pytest.raises(PipelineConfigurationError, match="not callable") as caught:
+        Pipeline([fine, "oops"], _echo, kind="command")  # type: ignore[list-item]
+
+    assert caught.value.order == ("fine", "str")
+
+
+def test_deleting_from_a_built_pipeline_says_how_to_do_it_instead() -> None:
+    pipeline = Pipeline([], _echo, kind="command")
+
+    with pytest.raises(PipelineFrozenError, match="list every middleware when creating"):
+        del pipeline.kind

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from cqrs_ddd_core.exceptions import ConcurrencyError
+from cqrs_ddd_core.persistence.reading import DEFAULT_PAGE_SIZE, EventPages
 from cqrs_ddd_core.persistence.records import StoredEvent, stream_name
 from cqrs_ddd_core.persistence.serialization import AppendBatch, encode_append
 from cqrs_ddd_core.persistence.unit_of_work import require_uow
@@ -80,8 +81,25 @@ class InMemoryEventStore:
         stream = self._streams.get((aggregate_type, aggregate_id), [])
         return stream[max(from_version, 1) - 1 :]
 
-    async def read_all(self, *, after_position: int = 0, limit: int = 500) -> list[StoredEvent]:
-        return self._all[max(after_position, 0) : max(after_position, 0) + limit]
+    def read_all(
+        self,
+        *,
+        after_position: int = 0,
+        limit: int | None = None,
+        page_size: int = DEFAULT_PAGE_SIZE,
+    ) -> EventPages:
+        """Every event above ``after_position`` (see :class:`EventPages`)."""
+        return EventPages(
+            self._page, after_position=after_position, limit=limit, page_size=page_size
+        )
+
+    async def read_page(self, *, after_position: int = 0, limit: int) -> list[StoredEvent]:
+        """Up to ``limit`` events above ``after_position``, by position."""
+        return await self._page(after_position, limit)
+
+    async def _page(self, after_position: int, limit: int) -> list[StoredEvent]:
+        start = max(after_position, 0)
+        return self._all[start : start + max(limit, 0)]
 
     async def latest_position(self) -> int:
         return len(self._all)

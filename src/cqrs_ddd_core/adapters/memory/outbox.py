@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING
 
 from cqrs_ddd_core.domain.messages import utc_now
 from cqrs_ddd_core.exceptions import PersistenceError
+from cqrs_ddd_core.persistence.limits import check_outbox_message
 from cqrs_ddd_core.persistence.records import OutboxMessage, OutboxStatus
+from cqrs_ddd_core.persistence.serialization import dumps
 from cqrs_ddd_core.persistence.unit_of_work import require_uow
 
 if TYPE_CHECKING:
@@ -34,6 +36,11 @@ class InMemoryOutboxStore:
         self, messages: Sequence[OutboxMessage], *, uow: UnitOfWork | None = None
     ) -> None:
         uow = require_uow(uow, "InMemoryOutboxStore.enqueue")
+        for message in messages:  # the SQL adapters' rules, before anything is staged
+            text = message.payload_json
+            check_outbox_message(
+                message, dumps(message.payload, message.message_type) if text is None else text
+            )
         for message in messages:
             uow.stage(self, dataclasses.replace(message))
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Generic, TypeVar
 
+from pydantic_core import PydanticSerializationError
+
 from cqrs_ddd_core.domain.aggregate import AggregateRoot
-from cqrs_ddd_core.exceptions import ConcurrencyError, RecordNotFoundError
+from cqrs_ddd_core.exceptions import ConcurrencyError, RecordNotFoundError, SerializationError
+from cqrs_ddd_core.persistence.limits import check_json_text, check_stream
 from cqrs_ddd_core.persistence.records import stream_name
 from cqrs_ddd_core.persistence.unit_of_work import require_uow
 
@@ -46,15 +49,14 @@ class InMemoryStateRepository(Generic[TAggregate]):
 
     def save(self, aggregate: TAggregate, *, uow: UnitOfWork | None = None) -> None:
         uow = require_uow(uow, "InMemoryStateRepository.save")
-        uow.stage(
-            self,
-            (
-                aggregate.id,
-                aggregate.original_version,
-                aggregate.version,
-                aggregate.model_dump_json(),
-            ),
-        )
+        type_name = self.aggregate_type.type_name()
+        try:
+            state = aggregate.model_dump_json()
+        except (PydanticSerializationError, TypeError, ValueError) as exc:
+            raise SerializationError(type_name, str(exc)) from exc
+        check_stream(type_name, type_name, aggregate.id)  # the SQL adapters' rules too
+        check_json_text(type_name, "state", state)
+        uow.stage(self, (aggregate.id, aggregate.original_version, aggregate.version, state))
 
     def prepare(self, records: list[_Row]) -> Callable[[], None]:
         heads: dict[str, int] = {}

@@ -15,26 +15,31 @@ PostgreSQL. See ``docs/persistence.md``.
 
 from __future__ import annotations
 
-from cqrs_ddd_core.adapters.sqlalchemy.audit import SQLAlchemyAuditStore
-from cqrs_ddd_core.adapters.sqlalchemy.engine import (
-    SQLiteFlushMode,
-    SQLiteSynchronous,
-    create_engine,
-)
-from cqrs_ddd_core.adapters.sqlalchemy.event_store import SQLAlchemyEventStore
-from cqrs_ddd_core.adapters.sqlalchemy.outbox import SQLAlchemyOutboxStore
-from cqrs_ddd_core.adapters.sqlalchemy.postgres import EVENTS_LOCK_KEY
-from cqrs_ddd_core.adapters.sqlalchemy.repository import SQLAlchemyStateRepository
-from cqrs_ddd_core.adapters.sqlalchemy.tables import (
-    aggregate_state,
-    audit_log,
-    create_tables,
-    drop_tables,
-    events,
-    metadata,
-    outbox,
-)
-from cqrs_ddd_core.adapters.sqlalchemy.unit_of_work import SQLAlchemyUnitOfWork
+from cqrs_ddd_core.extras import translated as _translated
+
+# Without an extra (sqlalchemy, aiosqlite, asyncpg): one error naming it, not a
+# bare ModuleNotFoundError from deep inside an import.
+with _translated("The SQLAlchemy adapter"):
+    from cqrs_ddd_core.adapters.sqlalchemy.audit import SQLAlchemyAuditStore
+    from cqrs_ddd_core.adapters.sqlalchemy.engine import (
+        SQLiteFlushMode,
+        SQLiteSynchronous,
+        create_engine,
+    )
+    from cqrs_ddd_core.adapters.sqlalchemy.event_store import SQLAlchemyEventStore
+    from cqrs_ddd_core.adapters.sqlalchemy.outbox import SQLAlchemyOutboxStore
+    from cqrs_ddd_core.adapters.sqlalchemy.postgres import EVENTS_LOCK_KEY
+    from cqrs_ddd_core.adapters.sqlalchemy.repository import SQLAlchemyStateRepository
+    from cqrs_ddd_core.adapters.sqlalchemy.tables import (
+        aggregate_state,
+        audit_log,
+        create_tables,
+        drop_tables,
+        events,
+        metadata,
+        outbox,
+    )
+    from cqrs_ddd_core.adapters.sqlalchemy.unit_of_work import SQLAlchemyUnitOfWork
 
 __all__ = [
     "EVENTS_LOCK_KEY",

@@ -27,6 +27,7 @@ from cqrs_ddd_core.adapters.sqlalchemy.postgres_group import (
 )
 from cqrs_ddd_core.adapters.sqlalchemy.sqlite import FLUSH_MODE_OPTION, SQLiteFlushMode
 from cqrs_ddd_core.exceptions import ConfigurationError
+from cqrs_ddd_core.extras import require
 
 __all__ = ["SQLiteFlushMode", "SQLiteSynchronous", "create_engine", "dialect_name"]
 
@@ -111,6 +112,8 @@ def create_engine(
     options: dict[str, Any] = {"echo": echo}
     if pool_size is not None:
         options["pool_size"] = pool_size
+    # The driver's own extra, named (SQLAlchemy would raise a bare ModuleNotFoundError).
+    require(driver.split("+")[1], feature=f"A {parsed.get_backend_name()} engine")
     if driver == "postgresql+asyncpg":
         GroupCommitter(postgres_commit_batch, postgres_commits_in_flight)  # validates them
         return create_async_engine(

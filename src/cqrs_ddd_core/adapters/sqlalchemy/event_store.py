@@ -11,6 +11,7 @@ from sqlalchemy import BigInteger, Text, bindparam, cast, func, select
 from cqrs_ddd_core.adapters.sqlalchemy.engine import dialect_name
 from cqrs_ddd_core.adapters.sqlalchemy.reads import Query, aware, fetch
 from cqrs_ddd_core.adapters.sqlalchemy.tables import events
+from cqrs_ddd_core.persistence.reading import DEFAULT_PAGE_SIZE, EventPages
 from cqrs_ddd_core.persistence.records import StoredEvent
 from cqrs_ddd_core.persistence.serialization import AppendBatch, encode_append
 from cqrs_ddd_core.persistence.unit_of_work import require_uow
@@ -146,9 +147,25 @@ class SQLAlchemyEventStore:
         )
         return [_stored(row) for row in rows]
 
-    async def read_all(self, *, after_position: int = 0, limit: int = 500) -> list[StoredEvent]:
-        """Committed events above ``after_position``, by position, never past a
+    def read_all(
+        self,
+        *,
+        after_position: int = 0,
+        limit: int | None = None,
+        page_size: int = DEFAULT_PAGE_SIZE,
+    ) -> EventPages:
+        """Every committed event above ``after_position``, by position, in pages
+        of ``page_size`` (one query each; see :class:`EventPages`), never past a
         position that may still commit (on PostgreSQL, see :mod:`.postgres`)."""
+        return EventPages(
+            self._page, after_position=after_position, limit=limit, page_size=page_size
+        )
+
+    async def read_page(self, *, after_position: int = 0, limit: int) -> list[StoredEvent]:
+        """Up to ``limit`` committed events above ``after_position`` (one query)."""
+        return await self._page(after_position, limit)
+
+    async def _page(self, after_position: int, limit: int) -> list[StoredEvent]:
         rows = await fetch(self._engine, self._read_all, after=after_position, limit=limit)
         return [_stored(row) for row in rows]
 

@@ -15,6 +15,7 @@ from cqrs_ddd_core.adapters.sqlalchemy.plan import as_utc
 from cqrs_ddd_core.adapters.sqlalchemy.reads import Query, aware, fetch
 from cqrs_ddd_core.adapters.sqlalchemy.tables import outbox
 from cqrs_ddd_core.domain.messages import utc_now
+from cqrs_ddd_core.persistence.limits import check_outbox_message
 from cqrs_ddd_core.persistence.records import OutboxMessage, OutboxStatus
 from cqrs_ddd_core.persistence.serialization import dumps
 from cqrs_ddd_core.persistence.unit_of_work import require_uow
@@ -121,7 +122,9 @@ class SQLAlchemyOutboxStore:
             )
             for m in messages
         ]
-        for row in rows:  # every message serialised before any is staged
+        for message, row in zip(messages, rows, strict=True):  # the same rules on every backend
+            check_outbox_message(message, row[2])
+        for row in rows:  # every message serialised and checked before any is staged
             uow.stage(self, row)
 
     def add_to_plan(self, plan: FlushPlan, records: list[tuple[Any, ...]]) -> None:

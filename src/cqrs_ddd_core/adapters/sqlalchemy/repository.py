@@ -11,6 +11,7 @@ from cqrs_ddd_core.adapters.sqlalchemy.reads import Query, fetch
 from cqrs_ddd_core.adapters.sqlalchemy.tables import aggregate_state
 from cqrs_ddd_core.domain.aggregate import AggregateRoot
 from cqrs_ddd_core.exceptions import RecordNotFoundError, SerializationError
+from cqrs_ddd_core.persistence.limits import check_json_text, check_stream
 from cqrs_ddd_core.persistence.unit_of_work import require_uow
 
 if TYPE_CHECKING:
@@ -79,12 +80,15 @@ class SQLAlchemyStateRepository(Generic[TAggregate]):
 
         Raises:
             SerializationError: the state has no JSON form (nothing is staged).
+            StorageLimitError: the type, id or state breaks an input rule.
         """
         uow = require_uow(uow, "SQLAlchemyStateRepository.save")
         try:
             state = aggregate.model_dump_json()
         except (PydanticSerializationError, TypeError, ValueError) as exc:
             raise SerializationError(self._type_name, str(exc)) from exc
+        check_stream(self._type_name, self._type_name, aggregate.id)
+        check_json_text(self._type_name, "state", state)
         uow.stage(self, (aggregate.id, aggregate.original_version, aggregate.version, state))
 
     def add_to_plan(self, plan: FlushPlan, records: list[_Row]) -> None:

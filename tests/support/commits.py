@@ -18,6 +18,7 @@ from cqrs_ddd_core.adapters.sqlalchemy import (
     SQLAlchemyStateRepository,
     SQLAlchemyUnitOfWork,
 )
+from cqrs_ddd_core.adapters.sqlalchemy.sqlite_thread import WriterThread
 from cqrs_ddd_core.persistence import OutboxMessage
 from tests.support.accounts import Account, Deposited
 
@@ -73,13 +74,20 @@ async def stored_ids(engine: AsyncEngine) -> list[str]:
 
 
 def count_hops(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """Record every call queued on any aiosqlite connection's thread."""
+    """Record every job sent to a SQLite writer's thread, and every call queued on
+    an aiosqlite connection's thread (SQLAlchemy's reads)."""
     calls: list[Any] = []
     original = aiosqlite.Connection._execute
+    original_submit = WriterThread.submit
 
     async def counting(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
         calls.append(fn)
         return await original(self, fn, *args, **kwargs)
 
+    def counting_submit(self: Any, job: Any, *args: Any) -> Any:
+        calls.append(job)
+        return original_submit(self, job, *args)
+
     monkeypatch.setattr(aiosqlite.Connection, "_execute", counting)
+    monkeypatch.setattr(WriterThread, "submit", counting_submit)
     return calls

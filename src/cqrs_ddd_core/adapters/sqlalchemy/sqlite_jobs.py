@@ -2,11 +2,13 @@
 
 Each job runs ``BEGIN IMMEDIATE``, the version checks, one ``executemany``
 per table, the state updates and ``COMMIT`` (or ``ROLLBACK``) on the
-underlying ``sqlite3`` connection, measures each step, and returns the steps
-and the error that aborted it, already translated: a job never raises, and
-it leaves the connection outside any transaction, so SQLAlchemy's view of it
-stays true. Where a job runs (the aiosqlite thread, or inline on the event
-loop) is :class:`~.sqlite.SQLiteWriter`'s business.
+writer's own stdlib ``sqlite3`` connection, measures each step, and returns
+the steps and the error that aborted it, already translated (every error is
+a :class:`PersistenceError` or a subclass, the driver's error chained): a
+job never raises, and it leaves the connection outside any transaction (if
+even ``ROLLBACK`` fails, the writer discards the connection). Where a job
+runs (the writer's thread, or inline on the event loop) is
+:class:`~.sqlite.SQLiteWriter`'s business.
 
 Versions are checked inside the write transaction, which holds SQLite's
 write lock: a stream's head (``max(version)``, an index seek) must equal the
@@ -15,8 +17,11 @@ loaded at. A new stream (expected version 0) needs no query: its first row
 is version 1, which the unique ``(aggregate_type, aggregate_id, version)``
 key refuses if the stream exists; that key is the backstop for the rest.
 
-:func:`group_job` writes several units of work in one transaction, each in a
-savepoint of its own (group commit).
+A clash (a version conflict, an event id stored already) is checked against
+the unit of work's own event ids before it is reported: a unit of work
+committed before ends without error and writes nothing
+(:mod:`.sqlite_outcome`). :func:`.sqlite_batch.batch_job` writes several
+units of work in one transaction, each in a savepoint of its own (group commit).
 """
 
 from __future__ import annotations
@@ -32,8 +37,14 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from cqrs_ddd_core.adapters.sqlalchemy.errors import concurrency_error, persistence_error
 from cqrs_ddd_core.adapters.sqlalchemy.plan import AUDIT_COLUMNS, OUTBOX_COLUMNS, as_utc
+from cqrs_ddd_core.adapters.sqlalchemy.sqlite_outcome import (
+    InDoubtError,
+    committed_before,
+    outcome_after_failed_commit,
+)
+from cqrs_ddd_core.adapters.sqlalchemy.sqlite_thread import healthy
 from cqrs_ddd_core.adapters.sqlalchemy.tables import aggregate_state, audit_log, events, outbox
-from cqrs_ddd_core.exceptions import ConcurrencyError
+from cqrs_ddd_core.exceptions import ConcurrencyError, CqrsDddError
 from cqrs_ddd_core.persistence.records import StepTiming
 
 if TYPE_CHECKING:
@@ -41,13 +52,17 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BUSY",
+    "SYSTEM",
     "Outcome",
+    "commit_failed",
+    "commit_until",
     "flush_job",
-    "group_job",
+    "is_busy",
     "passive_checkpoint",
-    "prepare_writer",
+    "settle_conflict",
     "sqlite_timestamp",
-    "waiting_job",
+    "write_and_commit",
+    "write_plan",
 ]
 
 SYSTEM = "sqlite"
@@ -240,10 +255,42 @@ def write_plan(
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
-    """Roll back if a transaction is open; best effort (the original error is what matters)."""
+    """Roll back if a transaction is open; best effort (the original error is what
+    matters). If it fails, the connection stays inside the transaction and the
+    writer discards it after the job (see :mod:`.sqlite_thread`): never reused."""
     with contextlib.suppress(sqlite3.Error):  # a closed connection raises even on the check
         if conn.in_transaction:
             conn.rollback()
+
+
+def is_busy(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLite's "another connection holds the lock" (extended codes too)."""
+    return (
+        isinstance(exc, sqlite3.OperationalError)
+        and getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
+    )
+
+
+def settle_conflict(
+    conn: sqlite3.Connection, plan: FlushPlan, error: BaseException
+) -> BaseException | None:
+    """A clash may be this unit of work meeting its own rows, committed before
+    (idempotent commits, :func:`.sqlite_outcome.committed_before`): ``None`` if
+    so (nothing written now), else the error to report."""
+    if not (isinstance(error, ConcurrencyError) or _is_event_id_clash(error)):
+        return error
+    try:
+        found = committed_before(conn, plan)
+    except sqlite3.Error:
+        return error
+    if found is True:
+        return None
+    return found or error
+
+
+def _is_event_id_clash(error: BaseException) -> bool:
+    cause = error.__cause__
+    return isinstance(cause, sqlite3.IntegrityError) and "events.event_id" in str(cause)
 
 
 def _failed(
@@ -253,15 +300,77 @@ def _failed(
     exc: BaseException,
     step: tuple[str, str | None, int, int],
 ) -> Outcome:
-    """Roll back, translate ``exc`` and record the step it stopped (as failed)."""
+    """Roll back, translate ``exc`` and record the step it stopped (as failed);
+    a unit of work met by its own committed rows ends without an error."""
     end = _now()
     _rollback(conn)
-    error = exc.error if isinstance(exc, _Failure) else _translate(conn, plan, exc)
-    operation, collection, rows, start = step
-    timings.append(
-        StepTiming(operation, collection, SYSTEM, start, end, rows, type(error).__name__)
+    error: BaseException | None = (
+        exc.error if isinstance(exc, _Failure) else _translate(conn, plan, exc)
     )
+    if error is not None and healthy(conn):
+        error = settle_conflict(conn, plan, error)
+    operation, collection, rows, start = step
+    kind = None if error is None else type(error).__name__
+    timings.append(StepTiming(operation, collection, SYSTEM, start, end, rows, kind))
     return timings, error
+
+
+def commit_failed(
+    conn: sqlite3.Connection,
+    plan: FlushPlan,
+    timings: list[StepTiming],
+    exc: BaseException,
+    start: int,
+) -> Outcome:
+    """``COMMIT`` raised: find out what it did.
+
+    Busy (the transaction is still open, SQLite says so): rolled back, refused.
+    Otherwise the outcome is in doubt: roll back what is left and look the
+    event ids up on this connection if it is sound
+    (:func:`.sqlite_outcome.outcome_after_failed_commit`), or hand the
+    question to the writer (:class:`.sqlite_outcome.InDoubtError`), which
+    asks on a fresh connection.
+    """
+    end = _now()
+    still_open = is_busy(exc) and healthy_in_transaction(conn)
+    _rollback(conn)
+    error: BaseException | None
+    if still_open:
+        error = persistence_error(exc, "SQLite COMMIT failed; nothing was stored")
+    elif not isinstance(exc, Exception):
+        error = exc  # an interrupt travels on
+    elif healthy(conn):
+        error = outcome_after_failed_commit(conn, plan, exc)
+    else:
+        error = InDoubtError(exc)
+    kind = None if error is None else type(error).__name__
+    timings.append(StepTiming("COMMIT", None, SYSTEM, start, end, 0, kind))
+    return timings, error
+
+
+def commit_until(conn: sqlite3.Connection, deadline: float | None) -> None:
+    """``COMMIT``; while it is busy (a rollback journal waiting for readers) and the
+    transaction is still open, try again until ``deadline``."""
+    while True:
+        try:
+            conn.commit()
+            return
+        except sqlite3.OperationalError as exc:
+            if (
+                deadline is None
+                or not is_busy(exc)
+                or time.monotonic() >= deadline
+                or not healthy_in_transaction(conn)
+            ):
+                raise
+
+
+def healthy_in_transaction(conn: sqlite3.Connection) -> bool:
+    """Whether ``conn`` is open and inside a transaction."""
+    try:
+        return conn.in_transaction
+    except sqlite3.Error:
+        return False
 
 
 def flush_job(
@@ -269,11 +378,11 @@ def flush_job(
 ) -> Outcome:
     """Write ``plan`` in one transaction on ``conn``.
 
-    Runs on the database thread, or inline on the event loop's (``wait=False``:
-    the connection's busy timeout is 0, and if another connection holds the
-    write lock the job gives up at once, having written nothing, and returns
-    the ``BUSY`` marker so that the caller can wait for the lock on the
-    database thread instead).
+    Runs inline on the event loop's thread (``wait=False``: the connection's
+    busy timeout is 0, and if another connection holds the write lock the job
+    gives up at once, having written nothing, and returns the ``BUSY`` marker
+    so that the caller can wait for the lock on the writer's thread instead),
+    or on the thread through :func:`.sqlite_batch.batch_job`.
 
     Returns the measured steps and the error that aborted the transaction
     (already rolled back and translated), if any. Never raises.
@@ -284,14 +393,22 @@ def flush_job(
     try:
         conn.execute("BEGIN IMMEDIATE")
     except BaseException as exc:
-        if (
-            not wait
-            and isinstance(exc, sqlite3.OperationalError)
-            and exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY  # extended codes too
-        ):
+        if not wait and is_busy(exc):
             return timings, BUSY
         return _failed(conn, plan, timings, exc, ("BEGIN", None, 0, start))
     timings.append(StepTiming("BEGIN", None, SYSTEM, start, _now()))
+    return write_and_commit(conn, plan, now_text, timings)
+
+
+def write_and_commit(
+    conn: sqlite3.Connection,
+    plan: FlushPlan,
+    now_text: str,
+    timings: list[StepTiming],
+    deadline: float | None = None,
+) -> Outcome:
+    """Write ``plan`` in the transaction just begun and commit it (a busy
+    ``COMMIT`` is tried again until ``deadline``). Never raises."""
     try:
         write_plan(conn, plan, now_text, timings)
     except _InStep as failed:
@@ -299,129 +416,11 @@ def flush_job(
         return _failed(conn, plan, timings, failed.exc, step)
     start = _now()
     try:
-        conn.commit()
+        commit_until(conn, deadline)
     except BaseException as exc:
-        return _failed(conn, plan, timings, exc, ("COMMIT", None, 0, start))
+        return commit_failed(conn, plan, timings, exc, start)
     timings.append(StepTiming("COMMIT", None, SYSTEM, start, _now()))
     return timings, None
-
-
-def group_job(
-    conn: sqlite3.Connection, plans: list[FlushPlan], recorded_at: datetime, busy_ms: int | None
-) -> list[Outcome]:
-    """Write several units of work in one transaction, each in a savepoint of its own.
-
-    One ``COMMIT`` (one fsync at ``FULL``) for all of them, and each its own
-    outcome: a plan that fails (a version conflict, a duplicate id) is rolled
-    back to its savepoint and the others go on. If the transaction itself is
-    lost (SQLite rolls back the whole transaction on some errors, such as a
-    full disk), a savepoint cannot be rolled back, or the commit fails, every
-    plan fails and the transaction is rolled back: nothing was written.
-    ``busy_ms``: the busy timeout to wait with, for a writer that flushes
-    inline (whose timeout is 0). Never raises.
-    """
-    try:
-        if busy_ms is not None:
-            conn.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
-        return _group(conn, plans, recorded_at)
-    except BaseException as exc:  # a bug or a dead connection: nothing may stay half done
-        _rollback(conn)
-        cause = exc if isinstance(exc, Exception) else None
-        if cause is None:
-            raise
-        return [([], persistence_error(cause, "SQLite group commit failed")) for _ in plans]
-    finally:
-        if busy_ms is not None:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("PRAGMA busy_timeout=0")
-
-
-def _group(
-    conn: sqlite3.Connection, plans: list[FlushPlan], recorded_at: datetime
-) -> list[Outcome]:
-    now_text = sqlite_timestamp(recorded_at)
-    start = _now()
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-    except BaseException as exc:
-        return [_failed(conn, plan, [], exc, ("BEGIN", None, 0, start)) for plan in plans]
-    begin = StepTiming("BEGIN", None, SYSTEM, start, _now())
-    outcomes: list[Outcome] = []
-    for index, plan in enumerate(plans):
-        timings = [begin]
-        savepoint = f"cqrs_ddd_plan_{index}"  # one name per plan: none can undo another
-        try:
-            conn.execute(f"SAVEPOINT {savepoint}")
-            write_plan(conn, plan, now_text, timings)
-            conn.execute(f"RELEASE {savepoint}")
-        except BaseException as exc:
-            failed = exc if isinstance(exc, _InStep) else _InStep(exc, "INSERT", None, 0, _now())
-            try:
-                if not isinstance(failed.exc, Exception):
-                    raise failed.exc  # an interrupt: nothing of the group stays
-                conn.execute(f"ROLLBACK TO {savepoint}")
-                conn.execute(f"RELEASE {savepoint}")
-                if not conn.in_transaction:
-                    raise failed.exc  # SQLite rolled the whole transaction back
-                error = failed.exc.error if isinstance(failed.exc, _Failure) else None
-                if error is None:
-                    error = _translate(conn, plan, failed.exc)
-            except BaseException:
-                # The transaction is gone, or cannot be trusted: roll it all back.
-                return _all_failed(conn, plans, outcomes, timings, failed, index)
-            timings.append(
-                StepTiming(
-                    failed.operation,
-                    failed.collection,
-                    SYSTEM,
-                    failed.start,
-                    _now(),
-                    failed.rows,
-                    type(error).__name__,
-                )
-            )
-            outcomes.append((timings, error))
-            continue
-        outcomes.append((timings, None))
-    start = _now()
-    try:
-        conn.commit()
-    except BaseException as exc:
-        _rollback(conn)  # even if every plan failed on its own: leave no transaction
-        step = ("COMMIT", None, 0, start)
-        return [
-            (timings, error) if error is not None else _failed(conn, plan, timings, exc, step)
-            for plan, (timings, error) in zip(plans, outcomes, strict=True)
-        ]
-    commit = StepTiming("COMMIT", None, SYSTEM, start, _now())
-    for timings, error in outcomes:
-        if error is None:
-            timings.append(commit)
-    return outcomes
-
-
-def _all_failed(
-    conn: sqlite3.Connection,
-    plans: list[FlushPlan],
-    outcomes: list[Outcome],
-    timings: list[StepTiming],
-    failed: _InStep,
-    index: int,
-) -> list[Outcome]:
-    """The transaction was lost while writing ``plans[index]``: roll back; every plan failed."""
-    step = (failed.operation, failed.collection, failed.rows, failed.start)
-    this = _failed(conn, plans[index], timings, failed.exc, step)
-    cause = this[1]
-    assert cause is not None
-    if not isinstance(cause, Exception):
-        raise cause  # an interrupt travels on (the transaction is rolled back)
-    what = "SQLite rolled back the transaction this commit shared"
-    earlier: list[Outcome] = [
-        (done, error) if error is not None else (done[:1], persistence_error(cause, what))
-        for done, error in outcomes
-    ]
-    later: list[Outcome] = [([], persistence_error(cause, what)) for _ in plans[index + 1 :]]
-    return [*earlier, this, *later]
 
 
 def _outbox_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -445,17 +444,17 @@ def _state_version(conn: sqlite3.Connection, aggregate_type: str, aggregate_id: 
 def _translate(conn: sqlite3.Connection, plan: FlushPlan, exc: BaseException) -> BaseException:
     """The project's error for a driver error (best effort: a query that fails
     here leaves the plain :class:`PersistenceError`)."""
-    if not isinstance(exc, Exception):
-        return exc  # KeyboardInterrupt and the like travel unchanged
+    if not isinstance(exc, Exception) or isinstance(exc, CqrsDddError):
+        return exc  # KeyboardInterrupt and the project's own errors travel unchanged
     try:
         found = _conflict(conn, plan, exc)
     except sqlite3.Error:
         found = None
     if found is not None:
         return found
-    if isinstance(exc, sqlite3.Error):
-        return persistence_error(exc, "SQLite flush failed")
-    return exc
+    # Any other error (the driver's, a value it cannot bind such as a lone
+    # surrogate, a bug): a PersistenceError, the cause chained; never raw.
+    return persistence_error(exc, "SQLite flush failed")
 
 
 def _conflict(
@@ -472,46 +471,6 @@ def _conflict(
             if actual != append.expected_version:
                 return concurrency_error(append.stream, append.expected_version, actual, exc)
     return None
-
-
-def waiting_job(
-    conn: sqlite3.Connection, plan: FlushPlan, recorded_at: datetime, busy_ms: int
-) -> tuple[list[StepTiming], BaseException | None]:
-    """:func:`flush_job` on the database thread of a writer whose busy timeout
-    is 0 (it flushes inline): wait up to ``busy_ms`` for the write lock this once.
-    Never raises."""
-    try:
-        conn.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
-    except sqlite3.Error as exc:
-        return _failed(conn, plan, [], exc, ("BEGIN", None, 0, _now()))
-    try:
-        return flush_job(conn, plan, recorded_at)
-    finally:
-        with contextlib.suppress(sqlite3.Error):
-            conn.execute("PRAGMA busy_timeout=0")
-
-
-_SYNCHRONOUS_WITHOUT_FSYNC = (0, 1)  # OFF, NORMAL: a WAL commit writes, never fsyncs
-
-
-def prepare_writer(conn: sqlite3.Connection, mode: str) -> tuple[bool, int]:
-    """Decide where this writer flushes: ``(inline, busy timeout in ms)``.
-
-    Inline, its busy timeout is 0 and it never checkpoints the WAL as part of
-    a commit (a checkpoint syncs the database file, milliseconds the event
-    loop must not wait for): the writer runs :func:`passive_checkpoint` on its
-    thread instead, every so many commits.
-    """
-    synchronous = conn.execute("PRAGMA synchronous").fetchone()[0]
-    busy_ms = conn.execute("PRAGMA busy_timeout").fetchone()[0]
-    journal = conn.execute("PRAGMA journal_mode").fetchone()[0]
-    inline = mode == "loop" or (
-        mode == "auto" and journal == "wal" and synchronous in _SYNCHRONOUS_WITHOUT_FSYNC
-    )
-    if inline:
-        conn.execute("PRAGMA busy_timeout=0")
-        conn.execute("PRAGMA wal_autocheckpoint=0")
-    return inline, int(busy_ms)
 
 
 def passive_checkpoint(conn: sqlite3.Connection) -> tuple[int, int, int]:

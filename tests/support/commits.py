@@ -26,10 +26,23 @@ __all__ = [
     "commit_deposit",
     "commit_new",
     "count_hops",
+    "message_for",
     "open_the_writer",
     "stage_command",
     "stored_ids",
 ]
+
+
+def message_for(event: Any, account_id: str) -> OutboxMessage:
+    """The outbox message of account ``account_id``'s event."""
+    return OutboxMessage(
+        event.event_id,
+        type(event).__name__,
+        event.payload(),
+        event.occurred_at,
+        aggregate_type="Account",
+        aggregate_id=account_id,
+    )
 
 
 async def stage_command(engine: AsyncEngine, uow: SQLAlchemyUnitOfWork, account_id: str) -> None:
@@ -39,9 +52,7 @@ async def stage_command(engine: AsyncEngine, uow: SQLAlchemyUnitOfWork, account_
     await SQLAlchemyEventStore(engine).append(
         "Account", account_id, [event], expected_version=0, uow=uow
     )
-    await SQLAlchemyOutboxStore(engine).enqueue(
-        [OutboxMessage(event.event_id, "Opened", event.payload(), event.occurred_at)], uow=uow
-    )
+    await SQLAlchemyOutboxStore(engine).enqueue([message_for(event, account_id)], uow=uow)
     SQLAlchemyStateRepository(Account, engine).save(account, uow=uow)
 
 

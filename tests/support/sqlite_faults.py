@@ -11,16 +11,34 @@ meanwhile use it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cqrs_ddd_core.adapters.sqlalchemy import sqlite_open
+from cqrs_ddd_core.adapters.sqlalchemy import (
+    SQLAlchemyEventStore,
+    SQLAlchemyOutboxStore,
+    SQLAlchemyStateRepository,
+    SQLAlchemyUnitOfWork,
+    sqlite_open,
+)
+from tests.support.accounts import Account
+from tests.support.commits import message_for
 
-__all__ = ["HookedConnection", "InjectedFault", "gate_on", "hooked_writer"]
+__all__ = [
+    "HookedConnection",
+    "InjectedFault",
+    "OpenAccount",
+    "count_rows",
+    "gate_on",
+    "hooked_writer",
+]
 
 Hook = Callable[[str, str], None]
 
@@ -62,7 +80,9 @@ class HookedConnection(sqlite3.Connection):
         self._call("after", "ROLLBACK")
 
 
-def hooked_writer(monkeypatch: pytest.MonkeyPatch, hook: Hook | None = None) -> type[HookedConnection]:
+def hooked_writer(
+    monkeypatch: pytest.MonkeyPatch, hook: Hook | None = None
+) -> type[HookedConnection]:
     """Make the writers opened from now on use :class:`HookedConnection` with ``hook``."""
 
     class Hooked(HookedConnection):
@@ -87,9 +107,46 @@ def gate_on(
     def hook(when: str, sql: str) -> None:
         if when == "before" and armed[0] and sql.startswith(prefix):
             armed[0] = False
-            loop.call_soon_threadsafe(
-                lambda: None if reached.done() else reached.set_result(None)
-            )
+            loop.call_soon_threadsafe(lambda: None if reached.done() else reached.set_result(None))
             release.wait(10)
 
     return hook, reached, release
+
+
+class OpenAccount:
+    """One "open account" command's writes with fixed ids (event, outbox message,
+    state row), so that the same unit of work can be sent again."""
+
+    def __init__(self, account_id: str) -> None:
+        self.account_id = account_id
+        self.account = Account.open(account_id, "ann")
+        (self.event,) = self.account.collect_events()
+
+    @property
+    def event_ids(self) -> list[str]:
+        return [self.event.event_id]
+
+    async def stage(self, engine: AsyncEngine, uow: SQLAlchemyUnitOfWork) -> None:
+        event = self.event
+        await SQLAlchemyEventStore(engine).append(
+            "Account", self.account_id, [event], expected_version=0, uow=uow
+        )
+        await SQLAlchemyOutboxStore(engine).enqueue([message_for(event, self.account_id)], uow=uow)
+        SQLAlchemyStateRepository(Account, engine).save(self.account, uow=uow)
+
+    async def commit(self, engine: AsyncEngine) -> SQLAlchemyUnitOfWork:
+        uow = SQLAlchemyUnitOfWork(engine)
+        await self.stage(engine, uow)
+        await uow.commit()
+        return uow
+
+
+def count_rows(path: Path, account_id: str | None = None) -> tuple[int, int, int]:
+    """``(events, outbox, state)`` rows in the file (of one account, if named),
+    read on a connection of its own."""
+    where, args = ("", ()) if account_id is None else (" WHERE aggregate_id = ?", (account_id,))
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return tuple(  # type: ignore[return-value]
+            int(conn.execute(f"SELECT count(*) FROM {table}{where}", args).fetchone()[0])
+            for table in ("events", "outbox", "aggregate_state")
+        )

@@ -23,7 +23,7 @@ from cqrs_ddd_core.adapters.sqlalchemy import (
     create_tables,
 )
 from cqrs_ddd_core.adapters.sqlalchemy.sqlite import writer_for
-from cqrs_ddd_core.exceptions import ConcurrencyError, PersistenceError
+from cqrs_ddd_core.exceptions import ConcurrencyError
 from tests.support.accounts import Account
 from tests.support.backends import sqlite_engine
 from tests.support.commits import commit_new, count_hops, open_the_writer, stage_command
@@ -277,9 +277,7 @@ async def test_a_commit_cancelled_while_being_written_reports_the_commit(
 async def test_a_cancelled_commit_whose_flush_fails_rolls_back(
     sqlite_db: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ran, uow = await _cancelled_while_written(
-        sqlite_db, monkeypatch, cancels=2, committed=False
-    )
+    ran, _ = await _cancelled_while_written(sqlite_db, monkeypatch, cancels=2, committed=False)
 
     assert ran == ["rollback"]
     assert len(await SQLAlchemyEventStore(sqlite_db).read_all()) == 1

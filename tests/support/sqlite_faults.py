@@ -34,6 +34,7 @@ from tests.support.commits import message_for
 __all__ = [
     "HookedConnection",
     "InjectedFault",
+    "LoseConnection",
     "OpenAccount",
     "count_rows",
     "gate_on",
@@ -47,27 +48,44 @@ class InjectedFault(sqlite3.OperationalError):
     """The error a test injects (a disk I/O error, as SQLite would raise it)."""
 
 
+class LoseConnection(Exception):
+    """Raised by a hook: the connection is lost right there (closed, statements
+    finished first, as a dying process's would be); the caller sees InjectedFault."""
+
+
 class HookedConnection(sqlite3.Connection):
     """A real connection that lets a test act before and after each statement."""
 
     hook: Hook | None = None  # (when: "before" | "after", statement)
 
-    def _call(self, when: str, sql: str) -> None:
+    def _call(self, when: str, sql: str, cursor: sqlite3.Cursor | None = None) -> None:
         hook = type(self).hook
-        if hook is not None:
+        if hook is None:
+            return
+        try:
             hook(when, sql.strip())
+        except BaseException as exc:
+            # As SQLite failing there would: no statement is left running.
+            if cursor is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    cursor.close()
+            if isinstance(exc, LoseConnection):
+                with contextlib.suppress(sqlite3.Error):
+                    self.close()  # closing rolls back what it held
+                raise InjectedFault(f"disk I/O error (injected: connection lost {exc})") from None
+            raise
+
+    def _after(self, sql: str, cursor: sqlite3.Cursor) -> sqlite3.Cursor:
+        self._call("after", sql, cursor)
+        return cursor
 
     def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
         self._call("before", sql)
-        cursor = super().execute(sql, parameters)
-        self._call("after", sql)
-        return cursor
+        return self._after(sql, super().execute(sql, parameters))
 
     def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:
         self._call("before", sql)
-        cursor = super().executemany(sql, parameters)
-        self._call("after", sql)
-        return cursor
+        return self._after(sql, super().executemany(sql, parameters))
 
     def commit(self) -> None:
         self._call("before", "COMMIT")

@@ -35,12 +35,12 @@ from cqrs_ddd_core.adapters.sqlalchemy.sqlite_jobs import (
     _now,
     _rollback,
     _translate,
-    commit_failed,
     commit_until,
     healthy_in_transaction,
     is_busy,
     settle_conflict,
     sqlite_timestamp,
+    stale_snapshot,
     write_and_commit,
     write_plan,
 )
@@ -139,7 +139,7 @@ def _begin(conn: sqlite3.Connection, tickets: list[Ticket], deadline: float) -> 
             conn.execute("BEGIN IMMEDIATE")
             return
         except sqlite3.OperationalError as exc:
-            if not is_busy(exc) or time.monotonic() >= deadline:
+            if not is_busy(exc) or time.monotonic() >= deadline or stale_snapshot(conn, exc):
                 raise
             if not any(ticket.wanted for ticket in tickets):
                 raise  # every caller left: nobody waits for this lock any more

@@ -61,6 +61,7 @@ __all__ = [
     "passive_checkpoint",
     "settle_conflict",
     "sqlite_timestamp",
+    "stale_snapshot",
     "write_and_commit",
     "write_plan",
 ]
@@ -271,6 +272,18 @@ def is_busy(exc: BaseException) -> bool:
     )
 
 
+def stale_snapshot(conn: sqlite3.Connection, exc: BaseException) -> bool:
+    """``BEGIN IMMEDIATE`` was refused because ``conn`` itself still reads an old
+    snapshot (a statement left unfinished holds it; ``SQLITE_BUSY_SNAPSHOT``):
+    waiting can never help. Close ``conn`` (the writer then discards it and
+    opens a fresh one) and say so."""
+    if getattr(exc, "sqlite_errorcode", 0) != sqlite3.SQLITE_BUSY_SNAPSHOT:
+        return False
+    with contextlib.suppress(sqlite3.Error):
+        conn.close()
+    return True
+
+
 def settle_conflict(
     conn: sqlite3.Connection, plan: FlushPlan, error: BaseException
 ) -> BaseException | None:
@@ -394,6 +407,7 @@ def flush_job(
         conn.execute("BEGIN IMMEDIATE")
     except BaseException as exc:
         if not wait and is_busy(exc):
+            stale_snapshot(conn, exc)  # (closed: the thread opens a fresh one)
             return timings, BUSY
         return _failed(conn, plan, timings, exc, ("BEGIN", None, 0, start))
     timings.append(StepTiming("BEGIN", None, SYSTEM, start, _now()))

@@ -63,7 +63,7 @@ class WriterSettings:
             "check_same_thread": False,  # inline flushes use it from the loop's thread
             "factory": CONNECTION_FACTORY,
         }
-        conn = sqlite3.connect(*self.args, **options)
+        conn: sqlite3.Connection = sqlite3.connect(*self.args, **options)
         try:
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
             conn.execute(f"PRAGMA foreign_keys={self.foreign_keys}")
@@ -96,7 +96,9 @@ async def read_settings(engine: AsyncEngine, mode: str, modes: tuple[str, ...]) 
         args, options = engine.dialect.create_connect_args(engine.url)
     except Exception as exc:
         raise persistence_error(exc, "Cannot open the SQLite database") from exc
-    journal, synchronous, busy_ms, foreign_keys = values
+    journal, synchronous, busy_ms, foreign_keys = (
+        value if value is not None else 0 for value in values
+    )
     inline = mode == "loop" or (
         mode == "auto" and journal == "wal" and synchronous in _SYNCHRONOUS_WITHOUT_FSYNC
     )

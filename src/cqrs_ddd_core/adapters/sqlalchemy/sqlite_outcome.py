@@ -116,11 +116,7 @@ def unknown_outcome(plan: FlushPlan, cause: BaseException) -> CommitOutcomeUnkno
     """The error for a commit whose outcome could not be learnt (cause chained)."""
     detail = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
     ids = _event_ids(plan)
-    how = (
-        "looking its event ids up failed too"
-        if ids
-        else "it carries no event ids to look up"
-    )
+    how = "looking its event ids up failed too" if ids else "it carries no event ids to look up"
     error = CommitOutcomeUnknownError(
         f"SQLite COMMIT failed ({detail}) and {how}: the commit may or may not be stored",
         message_id=message_id_of(plan),

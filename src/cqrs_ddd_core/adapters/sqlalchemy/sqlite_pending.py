@@ -59,9 +59,7 @@ def _wake(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
-def counted(
-    conn: sqlite3.Connection, jobs: Jobs, box: Box, job: Callable[..., T], *args: Any
-) -> T:
+def counted(conn: sqlite3.Connection, jobs: Jobs, box: Box, job: Callable[..., T], *args: Any) -> T:
     """Run ``job(conn, *args)`` on the writer's thread, recording it in ``jobs`` and ``box``."""
     box.ran = True
     try:

@@ -149,10 +149,10 @@ class WriterThread:
             loop = future.get_loop()
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
                 loop.call_soon_threadsafe(_resolve, future, result, error)
-        conn, self.connection = self.connection, None
-        if conn is not None:
+        last, self.connection = self.connection, None
+        if last is not None:
             with contextlib.suppress(sqlite3.Error):
-                conn.close()
+                last.close()
 
     def _ensure_connection(self) -> sqlite3.Connection:
         conn = self.connection

@@ -24,8 +24,8 @@ from cqrs_ddd_core.adapters.sqlalchemy import (
     SQLAlchemyUnitOfWork,
     create_engine,
     create_tables,
+    sqlite_queue,
 )
-from cqrs_ddd_core.adapters.sqlalchemy import sqlite as sqlite_writer
 from cqrs_ddd_core.adapters.sqlalchemy.sqlite import flush_sqlite, writer_for
 from cqrs_ddd_core.exceptions import (
     CommitOutcomeUnknownError,
@@ -397,7 +397,7 @@ async def test_a_full_queue_refuses_the_next_commit_at_once(
 ) -> None:
     from tests.adapters.sqlalchemy.test_sqlite_group_commit import hold_thread
 
-    monkeypatch.setattr(sqlite_writer, "QUEUE_LIMIT", 2)
+    monkeypatch.setattr(sqlite_queue, "QUEUE_LIMIT", 2)
     async with sqlite_engine(tmp_path, "FULL") as engine:
         await open_the_writer(engine)
         release, blocked = await hold_thread(engine)

@@ -27,28 +27,30 @@ from typing import TYPE_CHECKING
 
 from cqrs_ddd_core.adapters.sqlalchemy.errors import persistence_error
 from cqrs_ddd_core.adapters.sqlalchemy.sqlite_jobs import (
-    SYSTEM,
     Outcome,
-    _failed,
-    _Failure,
-    _InStep,
-    _now,
-    _rollback,
-    _translate,
     commit_until,
+    failed_outcome,
     healthy_in_transaction,
     is_busy,
+    rollback,
     settle_conflict,
-    sqlite_timestamp,
     stale_snapshot,
+    translate,
     write_and_commit,
-    write_plan,
 )
 from cqrs_ddd_core.adapters.sqlalchemy.sqlite_outcome import (
     InDoubtError,
     outcome_after_failed_commit,
 )
 from cqrs_ddd_core.adapters.sqlalchemy.sqlite_thread import healthy
+from cqrs_ddd_core.adapters.sqlalchemy.sqlite_write import (
+    SYSTEM,
+    Failure,
+    InStep,
+    now,
+    sqlite_timestamp,
+    write_plan,
+)
 from cqrs_ddd_core.persistence.records import StepTiming
 
 if TYPE_CHECKING:
@@ -123,7 +125,7 @@ def batch_job(
             conn.execute(f"PRAGMA busy_timeout={int(slice_ms)}")
         return _batch(conn, plans, tickets, recorded_at, deadline)
     except BaseException as exc:  # a bug or a dead connection: nothing may stay half done
-        _rollback(conn)
+        rollback(conn)
         if not isinstance(exc, Exception):
             raise
         return [([], persistence_error(exc, "SQLite commit failed")) for _ in plans]
@@ -153,15 +155,15 @@ def _batch(
     deadline: float,
 ) -> list[Outcome]:
     now_text = sqlite_timestamp(recorded_at)
-    start = _now()
+    start = now()
     try:
         _begin(conn, tickets, deadline)
     except BaseException as exc:
-        return [_failed(conn, plan, [], exc, ("BEGIN", None, 0, start)) for plan in plans]
-    begin = StepTiming("BEGIN", None, SYSTEM, start, _now())
+        return [failed_outcome(conn, plan, [], exc, ("BEGIN", None, 0, start)) for plan in plans]
+    begin = StepTiming("BEGIN", None, SYSTEM, start, now())
     if len(plans) == 1:  # alone: no savepoint
         if not tickets[0].claim():
-            _rollback(conn)
+            rollback(conn)
             return [([], WITHDRAWN)]
         return [write_and_commit(conn, plans[0], now_text, [begin], deadline)]
     outcomes: list[Outcome] = []
@@ -176,7 +178,7 @@ def _batch(
             write_plan(conn, plan, now_text, timings)
             conn.execute(f"RELEASE {savepoint}")
         except BaseException as exc:
-            failed = exc if isinstance(exc, _InStep) else _InStep(exc, "INSERT", None, 0, _now())
+            failed = exc if isinstance(exc, InStep) else InStep(exc, "INSERT", None, 0, now())
             try:
                 if not isinstance(failed.exc, Exception):
                     raise failed.exc  # an interrupt: nothing of the group stays
@@ -186,8 +188,8 @@ def _batch(
                     raise failed.exc  # SQLite rolled the whole transaction back
                 error: BaseException | None = (
                     failed.exc.error
-                    if isinstance(failed.exc, _Failure)
-                    else _translate(conn, plan, failed.exc)
+                    if isinstance(failed.exc, Failure)
+                    else translate(conn, plan, failed.exc)
                 )
                 if error is not None:
                     error = settle_conflict(conn, plan, error)  # its own rows, committed before?
@@ -197,7 +199,7 @@ def _batch(
             kind = None if error is None else type(error).__name__
             timings.append(
                 StepTiming(
-                    failed.operation, failed.collection, SYSTEM, failed.start, _now(),
+                    failed.operation, failed.collection, SYSTEM, failed.start, now(),
                     failed.rows, kind,
                 )
             )  # fmt: skip
@@ -205,14 +207,14 @@ def _batch(
             continue
         outcomes.append((timings, None))
     if all(error is not None for _, error in outcomes):
-        _rollback(conn)  # nothing to keep: leave no transaction, wait for nobody
+        rollback(conn)  # nothing to keep: leave no transaction, wait for nobody
         return outcomes
-    start = _now()
+    start = now()
     try:
         commit_until(conn, deadline)
     except BaseException as exc:
         return _commit_failed(conn, plans, outcomes, exc, start)
-    commit = StepTiming("COMMIT", None, SYSTEM, start, _now())
+    commit = StepTiming("COMMIT", None, SYSTEM, start, now())
     for timings, error in outcomes:
         if error is None:
             timings.append(commit)
@@ -229,7 +231,7 @@ def _commit_failed(
     """The group's ``COMMIT`` failed: each plan that had written gets the
     transaction's outcome, learnt as :func:`.sqlite_jobs.commit_failed` does."""
     still_open = is_busy(exc) and healthy_in_transaction(conn)
-    _rollback(conn)
+    rollback(conn)
     results: list[Outcome] = []
     for plan, (timings, error) in zip(plans, outcomes, strict=True):
         if error is not None:
@@ -245,7 +247,7 @@ def _commit_failed(
         else:
             found = InDoubtError(exc)
         kind = None if found is None else type(found).__name__
-        timings.append(StepTiming("COMMIT", None, SYSTEM, start, _now(), 0, kind))
+        timings.append(StepTiming("COMMIT", None, SYSTEM, start, now(), 0, kind))
         results.append((timings, found))
     return results
 
@@ -255,13 +257,13 @@ def _all_failed(
     plans: list[FlushPlan],
     outcomes: list[Outcome],
     timings: list[StepTiming],
-    failed: _InStep,
+    failed: InStep,
     index: int,
 ) -> list[Outcome]:
     """The transaction was lost while writing ``plans[index]``: roll back; every
     plan written in it failed (one met by its own rows, committed before, did not)."""
     step = (failed.operation, failed.collection, failed.rows, failed.start)
-    this = _failed(conn, plans[index], timings, failed.exc, step)
+    this = failed_outcome(conn, plans[index], timings, failed.exc, step)
     if not isinstance(failed.exc, Exception):
         raise failed.exc  # an interrupt travels on (the transaction is rolled back)
     cause = this[1] if this[1] is not None else failed.exc

@@ -437,3 +437,65 @@ async def test_the_busy_timeout_is_the_commit_deadline_for_the_write_lock(
         assert count_rows(path, "a2") == (0, 0, 0)
     finally:
         await engine.dispose()
+
+
+async def test_wait_for_returns_within_its_deadline_while_another_process_holds_the_lock(
+    db: AsyncEngine,
+) -> None:
+    """Lone and queued commits alike: ``wait_for`` gets control back at its deadline
+    (well within a second of it), their commits are never written, the writer goes on."""
+    await open_the_writer(db)
+    path = path_of(db)
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as other:
+        other.execute("BEGIN IMMEDIATE")  # another process holds the lock (30 s timeout)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        outcomes = await asyncio.gather(
+            *(asyncio.wait_for(commit_new(db, f"w{i}"), 0.3) for i in range(3)),
+            return_exceptions=True,
+        )
+        returned = loop.time() - started
+        other.execute("ROLLBACK")
+
+    assert all(isinstance(o, TimeoutError) for o in outcomes)
+    assert returned < 1.3
+    await commit_new(db, "after")
+    assert [count_rows(path, f"w{i}") for i in range(3)] == [(0, 0, 0)] * 3
+    assert count_rows(path, "after") == (1, 1, 1)
+
+
+async def test_a_writer_connection_stuck_on_an_old_snapshot_is_replaced(
+    db: AsyncEngine,
+) -> None:
+    """A statement left unfinished on the writer's connection pins an old snapshot
+    once another connection commits: BEGIN IMMEDIATE can then never succeed on it.
+    The writer closes it and goes on with a fresh one instead of waiting in vain."""
+    await open_the_writer(db)
+    thread = writer_for(db).thread
+    assert thread is not None
+    leaked: list[Any] = []
+
+    def leak(conn: sqlite3.Connection) -> None:
+        cursor = conn.execute("SELECT event_id FROM events UNION ALL SELECT 'x'")
+        cursor.fetchone()  # one row read, one left: the statement stays open
+        leaked.append(cursor)
+
+    await thread.submit(leak)
+    with contextlib.closing(sqlite3.connect(path_of(db), isolation_level=None)) as other:
+        other.execute("INSERT INTO outbox (message_id, message_type, payload, status, attempts, "
+                      "created_at, trace_context) VALUES ('m', 't', '{}', 'pending', 0, "
+                      "'2026-01-01 00:00:00.000000', '{}')")  # fmt: skip
+    stuck = thread.connection
+
+    # Inline, the commit moves to the thread and a fresh connection; on the
+    # thread it is refused at once (not after the 30 s deadline), nothing written.
+    refused = None
+    try:
+        await asyncio.wait_for(commit_new(db, "s1"), 5)
+    except PersistenceError as exc:
+        refused = exc
+    await asyncio.wait_for(commit_new(db, "s2"), 5)
+
+    assert thread.connection is not stuck
+    assert count_rows(path_of(db), "s1") == ((0, 0, 0) if refused else (1, 1, 1))
+    assert count_rows(path_of(db), "s2") == (1, 1, 1)

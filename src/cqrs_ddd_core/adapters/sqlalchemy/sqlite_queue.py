@@ -245,7 +245,8 @@ class WriterQueue:
                 batch_job, plans, batch, utc_now(), deadline, slice_ms, box=box
             )
         except asyncio.CancelledError as exc:
-            if len(batch) == 1 and not box.done and batch[0].withdraw():
+            lone = len(batch) == 1 and batch[0].waiter is None  # its caller is the one cancelled
+            if lone and not box.done and batch[0].withdraw():
                 batch[0].finish(([], WITHDRAWN))
                 return exc
             if not box.done:

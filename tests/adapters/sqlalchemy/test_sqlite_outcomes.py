@@ -499,3 +499,17 @@ async def test_a_writer_connection_stuck_on_an_old_snapshot_is_replaced(
     assert thread.connection is not stuck
     assert count_rows(path_of(db), "s1") == ((0, 0, 0) if refused else (1, 1, 1))
     assert count_rows(path_of(db), "s2") == (1, 1, 1)
+
+
+async def test_a_read_of_a_file_that_is_not_a_database_is_a_persistence_error(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "garbage.db"
+    path.write_bytes(b"this is not a database file, not at all" * 200)
+    engine = create_engine(f"sqlite:///{path}")
+    try:
+        with pytest.raises(PersistenceError) as caught:
+            await SQLAlchemyEventStore(engine).load_stream("Account", "a1")
+        assert caught.value.__cause__ is not None
+    finally:
+        await engine.dispose()

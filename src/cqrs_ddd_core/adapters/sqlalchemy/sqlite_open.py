@@ -76,6 +76,19 @@ class WriterSettings:
             raise
         return conn
 
+    def connect_reader(self) -> sqlite3.Connection:
+        """Open a reader connection (on a reader thread): the engine's busy timeout,
+        statements in autocommit mode (each read sees every commit before it)."""
+        options = {**self.options, "isolation_level": None, "check_same_thread": False}
+        conn: sqlite3.Connection = sqlite3.connect(*self.args, **options)
+        try:
+            conn.execute(f"PRAGMA busy_timeout={self.busy_ms}")
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # a database?
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
 
 async def read_settings(engine: AsyncEngine, mode: str, modes: tuple[str, ...]) -> WriterSettings:
     """The settings of ``engine``'s pooled connections, for the writer's own.

@@ -66,7 +66,10 @@ class SQLiteReader:
         settings = await read_settings(engine, "thread", ("thread",))
         if self._threads:  # opened by another read meanwhile
             return self._threads
-        threads = [WriterThread(settings.connect_reader) for _ in range(READERS)]
+        threads = [
+            WriterThread(settings.connect_reader, name="cqrs-ddd-sqlite-reader")
+            for _ in range(READERS)
+        ]
         self._threads = threads
         weakref.finalize(self, _close_all, threads)
         try:

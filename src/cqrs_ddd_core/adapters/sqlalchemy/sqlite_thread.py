@@ -61,7 +61,8 @@ _STOP = object()
 
 
 class WriterThread:
-    """One daemon thread and the ``sqlite3`` connection it writes with.
+    """One daemon thread and the ``sqlite3`` connection it runs jobs with (the
+    writer's, or a reader's: :mod:`.sqlite_reader`).
 
     Args:
         connect: Opens and prepares a connection (called on this thread, at
@@ -69,18 +70,17 @@ class WriterThread:
             connection must allow use from another thread
             (``check_same_thread=False``): the event loop flushes inline on it
             while the thread is idle.
+        name: The thread's name (in stack dumps).
     """
 
     __slots__ = ("_closed", "_connect", "_queue", "_thread", "connection")
 
-    def __init__(self, connect: Connect) -> None:
+    def __init__(self, connect: Connect, *, name: str = "cqrs-ddd-sqlite-writer") -> None:
         self._connect = connect
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._closed = False
         self.connection: sqlite3.Connection | None = None
-        self._thread = threading.Thread(
-            target=self._main, name="cqrs-ddd-sqlite-writer", daemon=True
-        )
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
 
     @property
     def closed(self) -> bool:

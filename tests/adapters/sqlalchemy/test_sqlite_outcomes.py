@@ -513,3 +513,20 @@ async def test_a_read_of_a_file_that_is_not_a_database_is_a_persistence_error(
         assert caught.value.__cause__ is not None
     finally:
         await engine.dispose()
+
+
+async def test_the_same_unit_of_work_twice_in_one_group_is_committed_once(
+    tmp_path: Path,
+) -> None:
+    """A retry racing the original: both in one group, the second meets the first's
+    rows in the shared transaction and writes nothing; both report committed."""
+    from tests.adapters.sqlalchemy.test_sqlite_group_commit import grouped_outcomes
+
+    async with sqlite_engine(tmp_path, "FULL") as engine:
+        await open_the_writer(engine)
+        twice = OpenAccount("twice")
+
+        outcomes = await grouped_outcomes(engine, [twice.commit(engine), twice.commit(engine)])
+
+        assert not any(isinstance(o, BaseException) for o in outcomes)
+        assert count_rows(Path(str(engine.url.database)), "twice") == (1, 1, 1)

@@ -23,16 +23,12 @@ from cqrs_ddd_core.adapters.sqlalchemy import (
     SQLAlchemyEventStore,
     SQLAlchemyUnitOfWork,
     create_engine,
-    create_tables,
-    sqlite_queue,
 )
 from cqrs_ddd_core.adapters.sqlalchemy.sqlite import flush_sqlite, writer_for
 from cqrs_ddd_core.exceptions import (
     CommitOutcomeUnknownError,
-    ConcurrencyError,
     PersistenceError,
 )
-from tests.support.accounts import Deposited
 from tests.support.backends import sqlite_engine
 from tests.support.commits import commit_new, open_the_writer, stage_command
 from tests.support.sqlite_faults import (
@@ -287,183 +283,6 @@ async def test_a_commit_on_a_connection_lost_at_commit_is_looked_up_on_a_fresh_o
     assert count_rows(path_of(db), "a2") == ((1, 1, 1) if stored else (0, 0, 0))
 
 
-# -- idempotent commits by event id --------------------------------------------------
-
-
-async def test_a_unit_of_work_sent_again_is_committed_once(db: AsyncEngine) -> None:
-    await open_the_writer(db)
-    account = OpenAccount("a2")
-    await account.commit(db)
-
-    ran: list[str] = []
-    uow = SQLAlchemyUnitOfWork(db)
-
-    async def after_commit() -> None:
-        ran.append("commit")
-
-    uow.after_commit(after_commit)
-    await account.stage(db, uow)
-    await uow.commit()  # returns normally: it was committed before
-
-    assert ran == ["commit"]
-    assert count_rows(path_of(db), "a2") == (1, 1, 1)
-
-
-async def test_an_append_to_an_existing_stream_sent_again_is_committed_once(
-    db: AsyncEngine,
-) -> None:
-    """The stream's head moved past the expected version: its own events did it."""
-    await open_the_writer(db)  # a1 at version 1
-    deposit = Deposited(amount=5)
-
-    async def send() -> None:
-        uow = SQLAlchemyUnitOfWork(db)
-        await SQLAlchemyEventStore(db).append(
-            "Account", "a1", [deposit], expected_version=1, uow=uow
-        )
-        await uow.commit()
-
-    await send()
-    await send()
-
-    events = await SQLAlchemyEventStore(db).load_stream("Account", "a1")
-    assert [e.version for e in events] == [1, 2]
-
-
-async def test_a_unit_of_work_whose_events_are_partly_stored_is_a_conflict(
-    db: AsyncEngine,
-) -> None:
-    await open_the_writer(db)
-    first, second = Deposited(amount=1), Deposited(amount=2)
-    uow = SQLAlchemyUnitOfWork(db)
-    await SQLAlchemyEventStore(db).append("Account", "a1", [first], expected_version=1, uow=uow)
-    await uow.commit()
-
-    uow = SQLAlchemyUnitOfWork(db)
-    await SQLAlchemyEventStore(db).append(
-        "Account", "a1", [first, second], expected_version=1, uow=uow
-    )
-    with pytest.raises(ConcurrencyError) as caught:
-        await uow.commit()
-
-    assert caught.value.stream == "Account:a1"
-    assert caught.value.actual_version == 2
-    assert len(await SQLAlchemyEventStore(db).load_stream("Account", "a1")) == 2
-
-
-async def test_a_unit_of_work_without_events_cannot_be_recognised(db: AsyncEngine) -> None:
-    await open_the_writer(db)
-    account = OpenAccount("a2")
-    from cqrs_ddd_core.adapters.sqlalchemy import SQLAlchemyStateRepository
-    from tests.support.accounts import Account
-
-    for expected_error in (None, ConcurrencyError):
-        uow = SQLAlchemyUnitOfWork(db)
-        SQLAlchemyStateRepository(Account, db).save(account.account, uow=uow)
-        if expected_error is None:
-            await uow.commit()
-        else:
-            with pytest.raises(expected_error):
-                await uow.commit()
-
-
-async def test_in_a_group_each_unit_of_work_sent_again_decides_for_itself(
-    tmp_path: Path,
-) -> None:
-    from tests.adapters.sqlalchemy.test_sqlite_group_commit import grouped_outcomes
-
-    async with sqlite_engine(tmp_path, "FULL") as engine:
-        await open_the_writer(engine)
-        again, fresh = OpenAccount("again"), OpenAccount("fresh")
-        await again.commit(engine)
-
-        outcomes = await grouped_outcomes(
-            engine, [again.commit(engine), fresh.commit(engine), commit_new(engine, "a1")]
-        )
-
-        assert not isinstance(outcomes[0], BaseException)  # committed before: fine
-        assert not isinstance(outcomes[1], BaseException)
-        assert isinstance(outcomes[2], ConcurrencyError)  # a1 exists: a real conflict
-        path = Path(str(engine.url.database))
-        assert count_rows(path, "again") == (1, 1, 1)
-        assert count_rows(path, "fresh") == (1, 1, 1)
-
-
-# -- bounded waits -------------------------------------------------------------------
-
-
-async def test_a_full_queue_refuses_the_next_commit_at_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from tests.adapters.sqlalchemy.test_sqlite_group_commit import hold_thread
-
-    monkeypatch.setattr(sqlite_queue, "QUEUE_LIMIT", 2)
-    async with sqlite_engine(tmp_path, "FULL") as engine:
-        await open_the_writer(engine)
-        release, blocked = await hold_thread(engine)
-        leader = asyncio.create_task(commit_new(engine, "leader"))
-        await asyncio.sleep(0.01)
-        queued = [asyncio.create_task(commit_new(engine, f"q{i}")) for i in range(2)]
-        await asyncio.sleep(0.01)
-
-        uow = SQLAlchemyUnitOfWork(engine)
-        await stage_command(engine, uow, "refused")
-        with pytest.raises(PersistenceError, match="commits waiting"):
-            await uow.commit()
-        release.set()
-        await blocked
-        await asyncio.gather(leader, *queued)
-
-        path = Path(str(engine.url.database))
-        assert count_rows(path, "refused") == (0, 0, 0)
-        assert count_rows(path, "q1") == (1, 1, 1)
-
-
-async def test_the_busy_timeout_is_the_commit_deadline_for_the_write_lock(
-    tmp_path: Path,
-) -> None:
-    path = tmp_path / "deadline.db"
-    engine = create_engine(f"sqlite:///{path}", sqlite_busy_timeout=0.3)
-    try:
-        await create_tables(engine)
-        await open_the_writer(engine)
-        with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as other:
-            other.execute("BEGIN IMMEDIATE")  # another process holds the lock
-            uow = SQLAlchemyUnitOfWork(engine)
-            await stage_command(engine, uow, "a2")
-            with pytest.raises(PersistenceError, match="locked"):
-                await asyncio.wait_for(uow.commit(), 5)  # refused at 0.3 s, not at 5
-            other.execute("ROLLBACK")
-        assert count_rows(path, "a2") == (0, 0, 0)
-    finally:
-        await engine.dispose()
-
-
-async def test_wait_for_returns_within_its_deadline_while_another_process_holds_the_lock(
-    db: AsyncEngine,
-) -> None:
-    """Lone and queued commits alike: ``wait_for`` gets control back at its deadline
-    (well within a second of it), their commits are never written, the writer goes on."""
-    await open_the_writer(db)
-    path = path_of(db)
-    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as other:
-        other.execute("BEGIN IMMEDIATE")  # another process holds the lock (30 s timeout)
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        outcomes = await asyncio.gather(
-            *(asyncio.wait_for(commit_new(db, f"w{i}"), 0.3) for i in range(3)),
-            return_exceptions=True,
-        )
-        returned = loop.time() - started
-        other.execute("ROLLBACK")
-
-    assert all(isinstance(o, TimeoutError) for o in outcomes)
-    assert returned < 1.3
-    await commit_new(db, "after")
-    assert [count_rows(path, f"w{i}") for i in range(3)] == [(0, 0, 0)] * 3
-    assert count_rows(path, "after") == (1, 1, 1)
-
-
 async def test_a_writer_connection_stuck_on_an_old_snapshot_is_replaced(
     db: AsyncEngine,
 ) -> None:
@@ -513,20 +332,3 @@ async def test_a_read_of_a_file_that_is_not_a_database_is_a_persistence_error(
         assert caught.value.__cause__ is not None
     finally:
         await engine.dispose()
-
-
-async def test_the_same_unit_of_work_twice_in_one_group_is_committed_once(
-    tmp_path: Path,
-) -> None:
-    """A retry racing the original: both in one group, the second meets the first's
-    rows in the shared transaction and writes nothing; both report committed."""
-    from tests.adapters.sqlalchemy.test_sqlite_group_commit import grouped_outcomes
-
-    async with sqlite_engine(tmp_path, "FULL") as engine:
-        await open_the_writer(engine)
-        twice = OpenAccount("twice")
-
-        outcomes = await grouped_outcomes(engine, [twice.commit(engine), twice.commit(engine)])
-
-        assert not any(isinstance(o, BaseException) for o in outcomes)
-        assert count_rows(Path(str(engine.url.database)), "twice") == (1, 1, 1)

@@ -13,6 +13,7 @@ write lock; the connection itself waits in short slices (see
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -90,6 +91,14 @@ class WriterSettings:
         return conn
 
 
+def _probe(args: tuple[Any, ...], options: dict[str, Any]) -> None:
+    conn = sqlite3.connect(*args, **{**options, "check_same_thread": False})
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    finally:
+        conn.close()
+
+
 async def read_settings(engine: AsyncEngine, mode: str, modes: tuple[str, ...]) -> WriterSettings:
     """The settings of ``engine``'s pooled connections, for the writer's own.
 
@@ -101,12 +110,15 @@ async def read_settings(engine: AsyncEngine, mode: str, modes: tuple[str, ...]) 
     if mode not in modes:
         raise ConfigurationError(f"sqlite_flush must be one of {modes}, got {mode!r}")
     try:
+        args, options = engine.dialect.create_connect_args(engine.url)
+        # The file first, with the standard library: a database that cannot be
+        # opened fails here, before any pooled (aiosqlite) connection is tried.
+        await asyncio.to_thread(_probe, tuple(args), dict(options))
         async with engine.connect() as conn:
             values = [
                 (await conn.exec_driver_sql(f"PRAGMA {name}")).scalar()
                 for name in ("journal_mode", "synchronous", "busy_timeout", "foreign_keys")
             ]
-        args, options = engine.dialect.create_connect_args(engine.url)
     except Exception as exc:
         raise persistence_error(exc, "Cannot open the SQLite database") from exc
     journal, synchronous, busy_ms, foreign_keys = (

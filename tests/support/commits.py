@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import aiosqlite
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -18,6 +17,7 @@ from cqrs_ddd_core.adapters.sqlalchemy import (
     SQLAlchemyStateRepository,
     SQLAlchemyUnitOfWork,
 )
+from cqrs_ddd_core.adapters.sqlalchemy.sqlite_thread import WriterThread
 from cqrs_ddd_core.persistence import OutboxMessage
 from tests.support.accounts import Account, Deposited
 
@@ -25,10 +25,23 @@ __all__ = [
     "commit_deposit",
     "commit_new",
     "count_hops",
+    "message_for",
     "open_the_writer",
     "stage_command",
     "stored_ids",
 ]
+
+
+def message_for(event: Any, account_id: str) -> OutboxMessage:
+    """The outbox message of account ``account_id``'s event."""
+    return OutboxMessage(
+        event.event_id,
+        type(event).__name__,
+        event.payload(),
+        event.occurred_at,
+        aggregate_type="Account",
+        aggregate_id=account_id,
+    )
 
 
 async def stage_command(engine: AsyncEngine, uow: SQLAlchemyUnitOfWork, account_id: str) -> None:
@@ -38,9 +51,7 @@ async def stage_command(engine: AsyncEngine, uow: SQLAlchemyUnitOfWork, account_
     await SQLAlchemyEventStore(engine).append(
         "Account", account_id, [event], expected_version=0, uow=uow
     )
-    await SQLAlchemyOutboxStore(engine).enqueue(
-        [OutboxMessage(event.event_id, "Opened", event.payload(), event.occurred_at)], uow=uow
-    )
+    await SQLAlchemyOutboxStore(engine).enqueue([message_for(event, account_id)], uow=uow)
     SQLAlchemyStateRepository(Account, engine).save(account, uow=uow)
 
 
@@ -73,13 +84,13 @@ async def stored_ids(engine: AsyncEngine) -> list[str]:
 
 
 def count_hops(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """Record every call queued on any aiosqlite connection's thread."""
+    """Record every job sent to a SQLite writer's or reader's thread (each one hop)."""
     calls: list[Any] = []
-    original = aiosqlite.Connection._execute
+    original_submit = WriterThread.submit
 
-    async def counting(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        calls.append(fn)
-        return await original(self, fn, *args, **kwargs)
+    def counting_submit(self: Any, job: Any, *args: Any) -> Any:
+        calls.append(job)
+        return original_submit(self, job, *args)
 
-    monkeypatch.setattr(aiosqlite.Connection, "_execute", counting)
+    monkeypatch.setattr(WriterThread, "submit", counting_submit)
     return calls

@@ -23,22 +23,23 @@ from cqrs_ddd_core.adapters.sqlalchemy import (
     create_tables,
 )
 from cqrs_ddd_core.adapters.sqlalchemy.sqlite import writer_for
-from cqrs_ddd_core.exceptions import ConcurrencyError, PersistenceError
+from cqrs_ddd_core.exceptions import ConcurrencyError
 from tests.support.accounts import Account
 from tests.support.backends import sqlite_engine
-from tests.support.commits import count_hops, open_the_writer, stage_command
+from tests.support.commits import commit_new, count_hops, open_the_writer, stage_command
+from tests.support.sqlite_faults import gate_on, hooked_writer
 
 
 @pytest.fixture
 async def sqlite_db(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    """An engine whose writer flushes on the aiosqlite thread (this module's subject)."""
+    """An engine whose writer flushes on its thread (this module's subject)."""
     async with sqlite_engine(tmp_path, flush="thread") as engine:
         yield engine
 
 
 @pytest.fixture
 def hops(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """Every call queued on any aiosqlite connection's thread."""
+    """Every job sent to the writer's thread (and every aiosqlite hop of a read)."""
     return count_hops(monkeypatch)
 
 
@@ -76,9 +77,10 @@ async def test_a_failed_commit_is_one_hop_too_and_leaves_no_transaction_open(
 
     assert len(hops) == 1
     assert uow.timings[-1].error_type == "ConcurrencyError"
-    driver = writer_for(sqlite_db)._driver
-    assert driver is not None
-    assert not driver.in_transaction
+    thread = writer_for(sqlite_db).thread
+    assert thread is not None
+    assert thread.connection is not None
+    assert not thread.connection.in_transaction
 
 
 async def test_an_empty_commit_does_not_touch_the_database(
@@ -97,16 +99,16 @@ async def test_dispose_closes_the_writer_and_a_later_commit_opens_a_new_one(
     uow = SQLAlchemyUnitOfWork(sqlite_db)
     await stage_command(sqlite_db, uow, "a1")
     await uow.commit()
-    driver = writer_for(sqlite_db)._driver
-    assert driver is not None
+    thread = writer_for(sqlite_db).thread
+    assert thread is not None
 
     await sqlite_db.dispose()
 
-    assert driver._connection is None  # aiosqlite closed it
+    assert thread.closed
     uow = SQLAlchemyUnitOfWork(sqlite_db)
     await stage_command(sqlite_db, uow, "a2")
     await uow.commit()
-    assert writer_for(sqlite_db)._driver is not driver
+    assert writer_for(sqlite_db).thread is not thread
     assert len(await SQLAlchemyEventStore(sqlite_db).read_all()) == 2
 
 
@@ -145,49 +147,45 @@ async def test_a_read_is_one_hop_and_returns_its_connection_without_a_rollback(
     assert len(hops) == 2
 
 
-async def test_a_writer_connection_that_died_is_replaced_at_the_next_commit(
+async def test_a_writer_thread_closed_behind_the_adapters_back_is_replaced_at_the_next_commit(
     sqlite_db: AsyncEngine,
 ) -> None:
     uow = SQLAlchemyUnitOfWork(sqlite_db)
     await stage_command(sqlite_db, uow, "a1")
     await uow.commit()
-    driver = writer_for(sqlite_db)._driver
-    await driver.close()  # behind the adapter's back
+    thread = writer_for(sqlite_db).thread
+    assert thread is not None
+    thread.close()  # behind the adapter's back
 
     uow = SQLAlchemyUnitOfWork(sqlite_db)
     await stage_command(sqlite_db, uow, "a2")
-    with pytest.raises(PersistenceError, match="writer connection is closed"):
-        await uow.commit()
-    uow = SQLAlchemyUnitOfWork(sqlite_db)
-    await stage_command(sqlite_db, uow, "a3")
-    await uow.commit()
+    await uow.commit()  # nothing was sent to the closed one: a new writer takes it
 
+    assert writer_for(sqlite_db).thread is not thread
     assert [e.aggregate_id for e in await SQLAlchemyEventStore(sqlite_db).read_all()] == [
         "a1",
-        "a3",
+        "a2",
     ]
 
 
 async def _block_writer(engine: AsyncEngine) -> tuple[threading.Event, asyncio.Future[None]]:
     """Hold the writer's thread until the returned event is set (the future: that job)."""
     release = threading.Event()
-    driver = writer_for(engine)._driver
-    assert driver is not None
+    thread = writer_for(engine).thread
+    assert thread is not None
     started = asyncio.get_running_loop().create_future()
     loop = asyncio.get_running_loop()
 
-    def blocked() -> None:
+    def blocked(_conn: Any) -> None:
         loop.call_soon_threadsafe(started.set_result, None)
         release.wait(10)
 
-    pending = asyncio.ensure_future(driver._execute(blocked))
+    pending = asyncio.ensure_future(thread.submit(blocked))
     await started
     return release, pending
 
 
-async def _cancelled_commit(
-    engine: AsyncEngine, account_id: str, *, cancels: int, committed: bool
-) -> tuple[list[str], SQLAlchemyUnitOfWork]:
+def _with_hooks(uow: SQLAlchemyUnitOfWork) -> list[str]:
     ran: list[str] = []
 
     async def after_commit() -> None:
@@ -196,37 +194,79 @@ async def _cancelled_commit(
     async def after_rollback() -> None:
         ran.append("rollback")
 
-    uow = SQLAlchemyUnitOfWork(engine)
     uow.after_commit(after_commit)
     uow.after_rollback(after_rollback)
+    return ran
+
+
+async def _stage(engine: AsyncEngine, uow: SQLAlchemyUnitOfWork, *, committed: bool) -> None:
     if committed:
-        await stage_command(engine, uow, account_id)
+        await stage_command(engine, uow, "a2")
     else:  # a stale version: the flush rolls back
         await SQLAlchemyEventStore(engine).append(
-            "Account", account_id, [Account.open(account_id, "x").collect_events()[0]],
+            "Account", "a2", [Account.open("a2", "x").collect_events()[0]],
             expected_version=5, uow=uow,
         )  # fmt: skip
-    release, blocked = await _block_writer(engine)
+
+
+@pytest.mark.parametrize("cancels", [1, 3])
+async def test_a_commit_cancelled_while_queued_leaves_at_once_and_writes_nothing(
+    sqlite_db: AsyncEngine, cancels: int
+) -> None:
+    await open_the_writer(sqlite_db)
+    uow = SQLAlchemyUnitOfWork(sqlite_db)
+    ran = _with_hooks(uow)
+    await _stage(sqlite_db, uow, committed=True)
+    release, blocked = await _block_writer(sqlite_db)
     commit = asyncio.create_task(uow.commit())
     await asyncio.sleep(0)  # the flush is queued behind the blocked job
     for _ in range(cancels):
         commit.cancel()
-        await asyncio.sleep(0.01)
-    assert not commit.done()  # it waits for the database's answer
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(asyncio.shield(commit), 5)  # without waiting for the block
+    assert not blocked.done()
+    release.set()
+    await blocked
+    await commit_new(sqlite_db, "a3")  # the job behind the withdrawn one ran: it was skipped
+
+    assert ran == ["rollback"]
+    assert [e.aggregate_id for e in await SQLAlchemyEventStore(sqlite_db).read_all()] == [
+        "a1",
+        "a3",
+    ]
+
+
+async def _cancelled_while_written(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch, *, cancels: int, committed: bool
+) -> tuple[list[str], SQLAlchemyUnitOfWork]:
+    """Cancel a commit while the writer's thread is inside its transaction."""
+    hooked = hooked_writer(monkeypatch)
+    await open_the_writer(engine)
+    # A stale version fails at the head check, before any insert.
+    hook, reached, release = gate_on("INSERT INTO events" if committed else "SELECT")
+    hooked.hook = hook
+    uow = SQLAlchemyUnitOfWork(engine)
+    ran = _with_hooks(uow)
+    await _stage(engine, uow, committed=committed)
+    commit = asyncio.create_task(uow.commit())
+    await reached  # the thread holds the write lock and is writing it
+    for _ in range(cancels):
+        commit.cancel()
+        await asyncio.sleep(0)
+    assert not commit.done()  # being written: it waits for the answer
     release.set()
     with pytest.raises(asyncio.CancelledError):
         await commit
-    await blocked
     return ran, uow
 
 
 @pytest.mark.parametrize("cancels", [1, 3])
-async def test_a_commit_on_the_open_writer_cancelled_while_queued_reports_the_commit(
-    sqlite_db: AsyncEngine, cancels: int
+async def test_a_commit_cancelled_while_being_written_reports_the_commit(
+    sqlite_db: AsyncEngine, monkeypatch: pytest.MonkeyPatch, cancels: int
 ) -> None:
-    await open_the_writer(sqlite_db)
-
-    ran, uow = await _cancelled_commit(sqlite_db, "a2", cancels=cancels, committed=True)
+    ran, uow = await _cancelled_while_written(
+        sqlite_db, monkeypatch, cancels=cancels, committed=True
+    )
 
     assert ran == ["commit"]
     assert not uow.is_open
@@ -234,41 +274,39 @@ async def test_a_commit_on_the_open_writer_cancelled_while_queued_reports_the_co
     assert len(await SQLAlchemyEventStore(sqlite_db).read_all()) == 2
 
 
-async def test_a_commit_on_the_open_writer_cancelled_before_a_failing_flush_rolls_back(
-    sqlite_db: AsyncEngine,
+async def test_a_cancelled_commit_whose_flush_fails_rolls_back(
+    sqlite_db: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await open_the_writer(sqlite_db)
-
-    ran, uow = await _cancelled_commit(sqlite_db, "a2", cancels=2, committed=False)
+    ran, _ = await _cancelled_while_written(sqlite_db, monkeypatch, cancels=2, committed=False)
 
     assert ran == ["rollback"]
-    assert uow.timings[-1].error_type == "ConcurrencyError"
     assert len(await SQLAlchemyEventStore(sqlite_db).read_all()) == 1
 
 
 async def test_the_committed_cancellation_reaches_the_caller_at_its_next_await(
-    sqlite_db: AsyncEngine,
+    sqlite_db: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    hooked = hooked_writer(monkeypatch)
     await open_the_writer(sqlite_db)
+    hook, reached_insert, release = gate_on("INSERT INTO events")
+    hooked.hook = hook
     reached: list[str] = []
+    proceed = asyncio.Event()
 
     async def command() -> None:
         uow = SQLAlchemyUnitOfWork(sqlite_db)
         await stage_command(sqlite_db, uow, "a2")
         await uow.commit()
         reached.append("returned from commit")
-        await asyncio.sleep(1)
-        reached.append("slept")  # pragma: no cover - the cancellation stops it
+        await proceed.wait()
+        reached.append("went on")  # pragma: no cover - the cancellation stops it
 
-    release, blocked = await _block_writer(sqlite_db)
     task = asyncio.create_task(command())
-    await asyncio.sleep(0.01)
+    await reached_insert
     task.cancel()
-    await asyncio.sleep(0.01)
     release.set()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await blocked
     assert reached == ["returned from commit"]
     assert task.cancelling() == 1
 

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from cqrs_ddd_core.adapters.sqlalchemy import (
     SQLAlchemyUnitOfWork,
     create_tables,
-    sqlite_jobs,
+    sqlite_batch,
 )
 from cqrs_ddd_core.adapters.sqlalchemy import sqlite as sqlite_flush
 from cqrs_ddd_core.adapters.sqlalchemy.sqlite import writer_for
@@ -32,11 +33,12 @@ from tests.support.commits import (
     stage_command,
     stored_ids,
 )
+from tests.support.sqlite_faults import gate_on, hooked_writer
 
 
 @pytest.fixture
 async def full_db(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    """The default durability (FULL): flushes run on the aiosqlite thread."""
+    """The default durability (FULL): flushes run on the writer's thread."""
     async with sqlite_engine(tmp_path, "FULL") as engine:
         yield engine
 
@@ -48,10 +50,8 @@ def batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     original = sqlite_flush.SQLiteWriter.execute
 
     async def counting(self: Any, job: Any, *args: Any, **kwargs: Any) -> Any:
-        if job is sqlite_jobs.group_job:
-            sizes.append(len(args[1]))
-        elif job in (sqlite_jobs.flush_job, sqlite_jobs.waiting_job):
-            sizes.append(1)
+        if job is sqlite_batch.batch_job:
+            sizes.append(len(args[0]))
         return await original(self, job, *args, **kwargs)
 
     monkeypatch.setattr(sqlite_flush.SQLiteWriter, "execute", counting)
@@ -67,12 +67,13 @@ def queue_block(
     loop = asyncio.get_running_loop()
     started = loop.create_future()
 
-    def blocked() -> None:
+    def blocked(_conn: sqlite3.Connection) -> None:
         loop.call_soon_threadsafe(started.set_result, None)
         release.wait(10)
 
-    driver = writer_for(engine)._driver
-    return release, started, asyncio.ensure_future(driver._execute(blocked))
+    thread = writer_for(engine).thread
+    assert thread is not None
+    return release, started, asyncio.ensure_future(thread.submit(blocked))
 
 
 async def hold_thread(engine: AsyncEngine) -> tuple[threading.Event, asyncio.Future[None]]:
@@ -187,22 +188,27 @@ async def test_a_commit_cancelled_while_queued_writes_nothing(full_db: AsyncEngi
     assert writer_for(full_db)._idle()
 
 
-async def test_a_grouped_commit_cancelled_after_it_was_sent_reports_the_commit(
-    full_db: AsyncEngine, batches: list[int]
-) -> None:
-    await open_the_writer(full_db)
-    batches.clear()
-    ran: list[str] = []
-
+def _command(engine: AsyncEngine, ran: list[str]) -> Any:
     async def command(account_id: str) -> None:
-        uow = SQLAlchemyUnitOfWork(full_db)
+        uow = SQLAlchemyUnitOfWork(engine)
 
         async def after_commit() -> None:
             ran.append(account_id)
 
         uow.after_commit(after_commit)
-        await stage_command(full_db, uow, account_id)
+        await stage_command(engine, uow, account_id)
         await uow.commit()
+
+    return command
+
+
+async def test_a_grouped_commit_cancelled_before_its_group_is_written_leaves_at_once(
+    full_db: AsyncEngine, batches: list[int]
+) -> None:
+    await open_the_writer(full_db)
+    batches.clear()
+    ran: list[str] = []
+    command = _command(full_db, ran)
 
     release, blocked = await hold_thread(full_db)
     leader = asyncio.create_task(command("leader"))
@@ -219,10 +225,42 @@ async def test_a_grouped_commit_cancelled_after_it_was_sent_reports_the_commit(
     await asyncio.sleep(0.01)
     assert not writer_for(full_db)._queue  # the group was taken: its job is on the thread
     grouped[1].cancel()
-    await asyncio.sleep(0.01)
-    assert not grouped[1].done()  # it waits for the database's answer
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(asyncio.shield(grouped[1]), 5)  # at once: not behind the block
     release_second.set()
     await second
+    outcomes = await asyncio.gather(*grouped, return_exceptions=True)
+
+    assert batches == [1, 3]
+    assert isinstance(outcomes[1], asyncio.CancelledError)
+    assert sorted(ran) == ["g0", "g2", "leader"]
+    assert sorted(await stored_ids(full_db)) == ["a1", "g0", "g2", "leader"]  # g1 never written
+
+
+async def test_a_grouped_commit_cancelled_while_its_group_is_written_reports_the_commit(
+    full_db: AsyncEngine, batches: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hooked = hooked_writer(monkeypatch)
+    await open_the_writer(full_db)
+    batches.clear()
+    ran: list[str] = []
+    command = _command(full_db, ran)
+    hook, reached, release_gate = gate_on("SAVEPOINT cqrs_ddd_plan_2")  # g1 is written
+    hooked.hook = hook
+
+    release, blocked = await hold_thread(full_db)
+    leader = asyncio.create_task(command("leader"))
+    await asyncio.sleep(0.01)
+    grouped = [asyncio.create_task(command(f"g{i}")) for i in range(3)]
+    await asyncio.sleep(0.01)
+    release.set()
+    await blocked
+    await leader
+    await reached
+    grouped[1].cancel()
+    await asyncio.sleep(0.01)
+    assert not grouped[1].done()  # it waits for the database's answer
+    release_gate.set()
     outcomes = await asyncio.gather(*grouped, return_exceptions=True)
 
     assert batches == [1, 3]
@@ -258,7 +296,7 @@ async def test_a_write_that_aborts_the_transaction_fails_every_command_of_the_gr
     assert "poisoned" in str(outcomes[1])
     assert "rolled back the transaction this commit shared" in str(outcomes[0])
     assert sorted(await stored_ids(full_db)) == ["a1", "leader"]
-    assert not writer_for(full_db)._driver.in_transaction
+    assert not writer_for(full_db).thread.connection.in_transaction
     await commit_new(full_db, "later")  # the writer goes on
     assert "later" in await stored_ids(full_db)
 
@@ -358,6 +396,12 @@ async def captured_plans(engine: AsyncEngine, account_ids: list[str]) -> list[An
     return plans
 
 
+def batch(conn: Any, plans: list[Any]) -> list[Any]:
+    """Run the writer's job for ``plans`` (a group) on ``conn``, as its thread would."""
+    tickets = [sqlite_batch.Ticket() for _ in plans]
+    return sqlite_batch.batch_job(conn, plans, tickets, datetime.now(UTC), time.monotonic(), None)
+
+
 def stored(path: Path, table: str) -> int:
     with contextlib.closing(sqlite3.connect(path)) as conn:
         return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
@@ -382,9 +426,7 @@ async def test_a_failed_plan_that_cannot_be_rolled_back_alone_fails_the_whole_gr
 ) -> None:
     path, plans = await plans_with_a_conflict(tmp_path)
     with contextlib.closing(sqlite3.connect(path)) as conn:
-        outcomes = sqlite_jobs.group_job(
-            FailingConnection(conn, "ROLLBACK TO"), plans, datetime.now(UTC), None
-        )
+        outcomes = batch(FailingConnection(conn, "ROLLBACK TO"), plans)
         assert not conn.in_transaction
 
     assert all(isinstance(e, PersistenceError) for _, e in outcomes)  # none committed
@@ -398,9 +440,7 @@ async def test_a_conflict_that_cannot_be_named_still_fails_only_its_own_plan(
     """The query naming the conflict fails: a plain PersistenceError for that plan."""
     path, plans = await plans_with_a_conflict(tmp_path)
     with contextlib.closing(sqlite3.connect(path)) as conn:
-        outcomes = sqlite_jobs.group_job(
-            FailingConnection(conn, "SELECT"), plans, datetime.now(UTC), None
-        )
+        outcomes = batch(FailingConnection(conn, "SELECT"), plans)
         assert not conn.in_transaction
 
     errors = [e for _, e in outcomes]
@@ -434,7 +474,7 @@ async def test_a_busy_commit_after_every_plan_failed_leaves_no_transaction_open(
             release_second.set()
             await second
             outcomes = await asyncio.gather(*duplicates, return_exceptions=True)
-            assert not writer_for(engine)._driver._connection.in_transaction
+            assert not writer_for(engine).thread.connection.in_transaction
             reader.execute("COMMIT")
 
         assert all(isinstance(o, ConcurrencyError) for o in outcomes)
@@ -444,34 +484,29 @@ async def test_a_busy_commit_after_every_plan_failed_leaves_no_transaction_open(
         await engine.dispose()
 
 
-async def test_a_connection_closed_under_a_queued_group_fails_each_command_cleanly(
+async def test_a_writer_closed_under_a_queued_group_sends_each_command_to_a_new_one(
     full_db: AsyncEngine,
 ) -> None:
+    """Closed (as ``dispose()`` does) while commits wait in its queue: they were never
+    sent, so each goes to a new writer; nobody waits for ever, nothing is lost."""
     await open_the_writer(full_db)
     writer = writer_for(full_db)
-    driver = writer._driver
+    thread = writer.thread
+    assert thread is not None
     release, blocked = await hold_thread(full_db)
     leader = asyncio.create_task(commit_new(full_db, "leader"))
     await asyncio.sleep(0.01)
-    release_second, second_started, second = queue_block(full_db)
     followers = [asyncio.create_task(commit_new(full_db, f"f{i}")) for i in range(2)]
     await asyncio.sleep(0.01)
-    closing = asyncio.create_task(driver.close())  # queued behind the second block
-    await asyncio.sleep(0.01)
+    writer.close()  # the leader's job is queued before the stop: it still runs
     release.set()
     await blocked
     await leader
-    await second_started
-    release_second.set()
-    await second
-    await closing
     done, pending = await asyncio.wait(followers, timeout=5)
 
     assert not pending  # nobody waits for ever
-    assert all(isinstance(t.exception(), PersistenceError) for t in done)
-    assert writer._idle()
-    assert sorted(await stored_ids(full_db)) == ["a1", "leader"]
-    with pytest.raises(PersistenceError, match="writer connection is closed"):
-        await commit_new(full_db, "after")  # reports the closed writer once...
-    await commit_new(full_db, "later")  # ...and the next commit opens another
-    assert await stored_ids(full_db) == ["a1", "leader", "later"]
+    assert all(t.exception() is None for t in done)
+    assert writer.thread is not thread  # a new writer took them
+    assert sorted(await stored_ids(full_db)) == ["a1", "f0", "f1", "leader"]
+    await commit_new(full_db, "later")
+    assert "later" in await stored_ids(full_db)

@@ -1,7 +1,7 @@
 """SQLite: where the flush runs, and the inline flush on the event loop's thread.
 
 At ``synchronous=NORMAL``/``OFF`` a WAL commit never waits on the disk, so
-the writer runs the flush inline (no hop to the aiosqlite thread); a write
+the writer runs the flush inline (no hop to the writer's thread); a write
 lock held by another process must still never block the loop.
 """
 
@@ -122,7 +122,7 @@ async def test_an_inline_conflict_rolls_back_and_leaves_no_transaction_open(
         await uow.commit()
 
     assert uow.timings[-1].error_type == "ConcurrencyError"
-    assert not writer_for(inline_db)._driver.in_transaction
+    assert not writer_for(inline_db).thread.connection.in_transaction
     assert len(await SQLAlchemyEventStore(inline_db).read_all()) == 1
     await commit_new(inline_db, "a2")  # the writer goes on
     assert len(await SQLAlchemyEventStore(inline_db).read_all()) == 2
@@ -183,7 +183,7 @@ async def test_a_lock_held_past_the_busy_timeout_fails_cleanly_and_inline_resume
         holder.join()
 
         assert uow.timings[-1].error_type == "PersistenceError"
-        conn = writer_for(engine)._driver._connection
+        conn = writer_for(engine).thread.connection
         assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 0  # inline again
         await commit_new(engine, "a3")
         events = await SQLAlchemyEventStore(engine).read_all()
@@ -215,33 +215,38 @@ async def test_a_commit_behind_a_waiting_one_queues_behind_it_on_the_thread(
     assert [e.aggregate_id for e in events] == ["a1", "a2", "a3"]
 
 
-async def test_a_commit_cancelled_while_waiting_on_the_thread_reports_the_commit(
+async def test_a_commit_cancelled_while_waiting_for_another_process_lock_returns_at_once(
     inline_db: AsyncEngine, tmp_path: Path
 ) -> None:
+    """Another process holds the write lock for far longer than the caller's
+    deadline: ``wait_for`` returns within its deadline (plus well under a
+    second), the commit is never written, and the writer goes on."""
     await commit_new(inline_db, "a1")
-    holder, locked = hold_write_lock(tmp_path / "inline.db", 0.3)
+    holder, locked = hold_write_lock(tmp_path / "inline.db", 1.5)
     locked.wait(5)
     ran: list[str] = []
 
     async def command() -> None:
         uow = SQLAlchemyUnitOfWork(inline_db)
 
-        async def after_commit() -> None:
-            ran.append("commit")
+        async def after_rollback() -> None:
+            ran.append("rollback")
 
-        uow.after_commit(after_commit)
+        uow.after_rollback(after_rollback)
         await stage_command(inline_db, uow, "a2")
         await uow.commit()
 
-    task = asyncio.create_task(command())
-    await until(lambda: not writer_for(inline_db)._idle())  # waiting on the thread
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(command(), 0.2)
+    returned = time.monotonic() - started
     holder.join()
+    await commit_new(inline_db, "a3")
 
-    assert ran == ["commit"]  # it committed once the lock was free, and said so
-    assert len(await SQLAlchemyEventStore(inline_db).read_all()) == 2
+    assert returned < 1.2  # the 0.2 s deadline, and well within a second of it
+    assert ran == ["rollback"]
+    events = await SQLAlchemyEventStore(inline_db).read_all()
+    assert [e.aggregate_id for e in events] == ["a1", "a3"]  # a2 never written
 
 
 def test_an_unknown_flush_mode_is_refused() -> None:
@@ -293,7 +298,7 @@ async def test_an_inline_writer_leaves_wal_checkpoints_to_another_connection(
         await commit_new(inline_db, f"c{i}")
     await until(lambda: writer_for(inline_db)._idle())  # the last checkpoint finished
 
-    conn = writer_for(inline_db)._driver._connection
+    conn = writer_for(inline_db).thread.connection
     assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
     assert len(checkpoints) >= 3  # they ran while the commits went on
     assert all(busy == 0 and done == frames for busy, frames, done in checkpoints)  # complete
@@ -333,6 +338,6 @@ async def test_a_failed_checkpoint_is_logged_and_commits_go_on(
 async def test_a_writer_on_the_thread_keeps_sqlites_own_checkpoints(tmp_path: Path) -> None:
     async with sqlite_engine(tmp_path, "FULL") as engine:
         await commit_new(engine, "a1")
-        conn = writer_for(engine)._driver._connection
+        conn = writer_for(engine).thread.connection
         assert not writer_for(engine).inline
         assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000

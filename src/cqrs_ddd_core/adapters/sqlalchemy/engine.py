@@ -80,11 +80,14 @@ def create_engine(
         sqlite_synchronous: SQLite's ``PRAGMA synchronous``. ``FULL`` is
             durable; ``NORMAL`` is faster and, in WAL mode, may lose the
             last commits on power loss but never corrupts the file.
-        sqlite_busy_timeout: Seconds a SQLite writer waits for another
-            process's write lock before failing.
+        sqlite_busy_timeout: The SQLite commit deadline for the write lock:
+            a commit waits for another process's lock until this many
+            seconds after it was sent, then fails with a
+            ``PersistenceError`` ("database is locked"), nothing written.
+            A caller that cancels earlier gets control back at once.
         sqlite_flush: Where a SQLite commit's writes run: ``"auto"`` (inline
             on the event loop's thread when the commit does not fsync, i.e.
-            ``synchronous`` ``NORMAL`` or ``OFF``; on the aiosqlite thread
+            ``synchronous`` ``NORMAL`` or ``OFF``; on the writer's own thread
             when it does), ``"thread"`` or ``"loop"`` (always). Inline never
             waits for another process's write lock on the loop: such a
             commit moves to the thread. Stored as the engine's

@@ -1,11 +1,11 @@
 """Reading committed rows: statements compiled once, one trip to the database each.
 
 Each read is a SQLAlchemy Core ``select`` with named ``bindparam`` s, compiled
-once per dialect when the module is imported (:class:`Query`). A read checks
-a connection out of the engine's pool and runs the compiled text on the
-driver connection: on SQLite one hop to the aiosqlite thread (through
-SQLAlchemy each statement costs several), on PostgreSQL one round trip in
-autocommit mode (no ``BEGIN``/``ROLLBACK`` around it).
+once per dialect when the module is imported (:class:`Query`), and costs one
+trip to the database: on SQLite one hop to a reader thread of the adapter's
+own (:mod:`.sqlite_reader`; through SQLAlchemy's async layer each statement
+costs several), on PostgreSQL one round trip on a connection checked out of
+the engine's pool, in autocommit mode (no ``BEGIN``/``ROLLBACK`` around it).
 
 Reads never join a unit of work: the unit of work writes only at commit, so
 there is nothing uncommitted to see, and the versions it staged are checked
@@ -14,7 +14,6 @@ when it commits.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, overload
@@ -26,6 +25,7 @@ from sqlalchemy.util import await_only, greenlet_spawn
 
 from cqrs_ddd_core.adapters.sqlalchemy.engine import dialect_name
 from cqrs_ddd_core.adapters.sqlalchemy.errors import persistence_error, sqlstate
+from cqrs_ddd_core.adapters.sqlalchemy.sqlite_reader import reader_for
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -61,22 +61,15 @@ class Query:
         return text, [values[name] if name in values else defaults[name] for name in names]
 
 
-def _fetch_job(conn: sqlite3.Connection, sql: str, args: list[Any]) -> list[Any]:
-    return conn.execute(sql, args).fetchall()
-
-
 def _fetch_in_greenlet(engine: Engine, dialect: str, sql: str, args: list[Any]) -> list[Any]:
     # One greenlet for checkout, query and checkin: each greenlet_spawn costs
     # about as much as the pool work itself.
     fairy = engine.raw_connection()
     driver: Any = fairy.driver_connection
     try:
-        if dialect == "sqlite":
-            rows: list[Any] = await_only(driver._execute(_fetch_job, driver._conn, sql, args))
-            return rows
         return list(await_only(driver.fetch(sql, *args)))
     except Exception as exc:
-        if dialect == "postgresql" and sqlstate(exc) is None:
+        if sqlstate(exc) is None:
             fairy.invalidate(exc)  # the connection itself failed
         raise
     except BaseException:
@@ -95,6 +88,8 @@ async def fetch(engine: AsyncEngine, query: Query, **values: Any) -> list[Any]:
     dialect = dialect_name(engine)
     sql, args = query.sql(dialect, values)
     try:
+        if dialect == "sqlite":
+            return await reader_for(engine).fetch(engine, sql, args)
         return await greenlet_spawn(_fetch_in_greenlet, engine.sync_engine, dialect, sql, args)
     except Exception as exc:
         raise persistence_error(exc, "Reading failed") from exc

@@ -1,52 +1,48 @@
-"""SQLite: where a commit's flush runs, and commits grouped on the writer thread.
+"""SQLite: the writer, where a commit's flush runs, and commits grouped on its thread.
 
-aiosqlite runs each connection on a thread of its own and every call is a
-hop to it and back (~70 µs); SQLAlchemy makes several per statement, so a
-command with three rows would pay over a millisecond in hops alone. Instead
-the unit of work hands the database thread **one** job (:mod:`.sqlite_jobs`)
-that writes and commits the whole flush, or runs that job inline on the event
-loop when the commit does not wait on the disk (``synchronous``
-``NORMAL``/``OFF``; see ``create_engine``'s ``sqlite_flush``).
+Every commit of an engine goes through one :class:`SQLiteWriter`: a thread
+of the adapter's own holding a stdlib ``sqlite3`` connection
+(:mod:`.sqlite_thread`, opened like the engine's by :mod:`.sqlite_open`).
+The unit of work hands it **one** job per commit (:mod:`.sqlite_batch`)
+that writes and commits the whole flush: one hop there and back. When the
+commit does not wait on the disk (``synchronous`` ``NORMAL``/``OFF``; see
+``create_engine``'s ``sqlite_flush``) the job runs inline on the event loop
+instead, on the same connection, while the thread is idle.
 
-The connection is a normal connection of the engine's pool, checked out once
-per engine and kept for writing (:class:`SQLiteWriter`): SQLite has a single
-writer anyway, and the aiosqlite thread's queue (or the event loop itself,
-inline) runs the flushes of concurrent commits one after the other, with no
-lock in the event loop and no busy-waiting between them; flushes that wait
-for the thread are written together (group commit). ``engine.dispose()``
-closes it like every other connection of the pool. Reads use other pooled
-connections; in WAL mode they never wait for the writer.
+SQLite has a single writer anyway: the thread runs the flushes of concurrent
+commits one after the other, with no lock in the event loop, and flushes
+that wait for the thread are written together (group commit).
+``engine.dispose()`` stops the thread and closes its connection. Reads go
+through SQLAlchemy's pooled connections; in WAL mode they never wait for
+the writer. No private API of any dependency is used.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import weakref
-from collections import deque
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import structlog
 from sqlalchemy import event
-from sqlalchemy.util import greenlet_spawn
 
-from cqrs_ddd_core.adapters.sqlalchemy.errors import persistence_error
-from cqrs_ddd_core.adapters.sqlalchemy.sqlite_jobs import (
-    BUSY,
-    Outcome,
-    flush_job,
-    group_job,
-    passive_checkpoint,
-    prepare_writer,
-    waiting_job,
+from cqrs_ddd_core.adapters.sqlalchemy.sqlite_jobs import BUSY, flush_job, passive_checkpoint
+from cqrs_ddd_core.adapters.sqlalchemy.sqlite_open import read_settings
+from cqrs_ddd_core.adapters.sqlalchemy.sqlite_outcome import InDoubtError
+from cqrs_ddd_core.adapters.sqlalchemy.sqlite_pending import Jobs
+from cqrs_ddd_core.adapters.sqlalchemy.sqlite_queue import (
+    GROUP_LIMIT,
+    QUEUE_LIMIT,
+    WriterQueue,
+    open_thread,
 )
+from cqrs_ddd_core.adapters.sqlalchemy.sqlite_thread import WriterThread, healthy
 from cqrs_ddd_core.domain.messages import utc_now
-from cqrs_ddd_core.exceptions import ConfigurationError, PersistenceError
+from cqrs_ddd_core.exceptions import PersistenceError
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
-    from sqlalchemy.pool import Pool, PoolProxiedConnection
+    from sqlalchemy.pool import Pool
 
     from cqrs_ddd_core.adapters.sqlalchemy.plan import FlushPlan
     from cqrs_ddd_core.persistence.records import StepTiming
@@ -55,6 +51,7 @@ __all__ = [
     "CHECKPOINT_EVERY",
     "FLUSH_MODE_OPTION",
     "GROUP_LIMIT",
+    "QUEUE_LIMIT",
     "SQLiteFlushMode",
     "SQLiteWriter",
     "flush_open_writer",
@@ -62,49 +59,16 @@ __all__ = [
     "writer_for",
 ]
 
-T = TypeVar("T")
 _log = structlog.get_logger("cqrs_ddd_core.adapters.sqlalchemy")
 
 FLUSH_MODE_OPTION = "sqlite_flush"
 """The engine execution option naming where SQLite flushes run (see :class:`SQLiteWriter`)."""
 
 SQLiteFlushMode = Literal["auto", "thread", "loop"]
-"""Where a SQLite commit's flush runs: ``"thread"`` on the aiosqlite thread (one
+"""Where a SQLite commit's flush runs: ``"thread"`` on the writer's thread (one
 hop there and back), ``"loop"`` inline on the event loop's thread, ``"auto"``
 (the default) inline when the commit cannot wait on the disk (WAL with
 ``synchronous`` ``NORMAL`` or ``OFF``) and on the thread when it fsyncs."""
-
-
-class _Jobs:
-    """Jobs sent to one aiosqlite thread and jobs it finished (each written by one thread)."""
-
-    __slots__ = ("done", "sent")
-
-    def __init__(self) -> None:
-        self.sent = 0  # by the event loop's thread
-        self.done = 0  # by the database thread, when a job ends (aiosqlite runs every job)
-
-
-class _Box:
-    """What one job did on the database thread, for a caller cancelled meanwhile."""
-
-    __slots__ = ("done", "ran", "value")
-
-    def __init__(self) -> None:
-        self.ran = False  # it started
-        self.done = False  # it ended (returned or raised)
-        self.value: Any = None  # what it returned
-
-
-def _counted(jobs: _Jobs, box: _Box, job: Callable[..., T], *args: Any) -> T:
-    box.ran = True
-    try:
-        box.value = result = job(*args)
-        return result
-    finally:
-        box.done = True
-        jobs.done += 1
-
 
 CHECKPOINT_EVERY = 250
 """An inline writer checkpoints the WAL on its thread after this many commits:
@@ -112,129 +76,44 @@ about 2,300 WAL pages (9 MB) for a command writing three rows, where SQLite's
 own auto-checkpoint waits for 1,000. Fewer checkpoints, fewer database-file
 syncs: 2-14% faster than checkpointing every 100 commits, measured."""
 
-GROUP_LIMIT = 64
-"""At most this many units of work share one SQLite transaction (group commit)."""
 
-_NOT_SENT: Outcome = ([], None)  # the connection was closed: nothing was written
+class SQLiteWriter(WriterQueue):
+    """The thread and connection one engine writes through, and where its flushes run.
 
+    A flush runs either on the writer's thread (one hop there and back) or,
+    when the commit does not wait on the disk, inline on the event loop's
+    thread: the job is a few hundred microseconds of SQLite work, about what
+    the hop costs. Inline, the connection's busy timeout is 0, so a write
+    lock held by another process never blocks the loop: the job gives up
+    before writing anything and the flush goes to the thread. While a job is
+    on the thread, later flushes queue behind it, so flushes keep their
+    order and the connection is never used by two threads at once.
 
-class _Pending:
-    """One unit of work's flush waiting for the thread (group commit)."""
-
-    __slots__ = ("outcome", "plan", "sent", "waiter")
-
-    def __init__(self, plan: FlushPlan, waiter: asyncio.Future[None] | None) -> None:
-        self.plan = plan
-        self.waiter = waiter
-        self.sent = False
-        self.outcome: Outcome | None = None
-
-    def finish(self, outcome: Outcome | None) -> None:
-        self.outcome = _NOT_SENT if outcome is None else outcome
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-
-def _deliver(entry: _Pending, timings: list[StepTiming]) -> bool:
-    outcome = entry.outcome
-    assert outcome is not None
-    if outcome is _NOT_SENT:
-        return False
-    steps, error = outcome
-    timings.extend(steps)
-    if error is not None:
-        raise error
-    return True
-
-
-def _cancelled_outcome(
-    entry: _Pending, timings: list[StepTiming], cancelled: asyncio.CancelledError
-) -> bool:
-    """A caller cancelled after its flush was sent: report what the database did."""
-    outcome = entry.outcome
-    assert outcome is not None
-    steps, error = outcome
-    timings.extend(steps)
-    if outcome is _NOT_SENT or error is not None:
-        raise cancelled  # nothing was kept: nothing to report but the cancellation
-    current = asyncio.current_task()
-    if current is not None:  # committed: deliver the cancellation at the next await
-        current.uncancel()
-        current.cancel()
-    return True
-
-
-def _settle(batch: list[_Pending], box: _Box, alone: bool, exc: BaseException) -> None:
-    """Each entry's outcome when the job's answer did not come back the normal way."""
-    if box.done and box.value is not None:  # it ran to its end: its answer stands
-        outcomes = [box.value] if alone else box.value
-        for entry, outcome in zip(batch, outcomes, strict=True):
-            entry.finish(outcome)
-    elif not box.ran:  # never ran (aiosqlite refused it, or closed first): nothing written
-        for entry in batch:
-            entry.finish(None)
-    else:  # it ran and raised, which a job never does: the database may have it or not
-        for entry in batch:
-            error = persistence_error(exc, "SQLite commit failed; its outcome is unknown")
-            entry.finish(([], error))
-
-
-class SQLiteWriter:
-    """The connection one engine writes through, and where its flushes run.
-
-    A flush runs either on the connection's aiosqlite thread (one hop there
-    and back, 50-300 µs on a busy machine) or, when the commit does not wait
-    on the disk, inline on the event loop's thread: the job is a few hundred
-    microseconds of SQLite work, about what the hop costs. Inline, the
-    connection's busy timeout is 0, so a write lock held by another process
-    never blocks the loop: the job gives up before writing anything and the
-    flush goes to the thread, which waits for the lock as configured
-    (``sqlite_busy_timeout``). While a job is on the thread, later flushes
-    queue behind it, so flushes keep their order and the connection is never
-    used by two threads at once.
+    **Bounded waits.** On the thread a commit waits for another process's
+    write lock until its deadline, the engine's busy timeout counted from
+    when the commit was sent (``create_engine(sqlite_busy_timeout=30.0)``),
+    then fails with a :class:`PersistenceError` ("database is locked"),
+    nothing written. A caller cancelled while its commit waits (queued, or
+    on the thread before the lock is got) leaves at once and its commit is
+    never written; once the writing has begun it waits for the outcome
+    (local work: milliseconds) and reports it. At most ``QUEUE_LIMIT``
+    commits wait; one more is refused.
 
     **Group commit on the thread.** Flushes that arrive while a job is on the
     thread wait in a queue; the next job takes all of them (up to
     ``GROUP_LIMIT``) and writes them in one transaction, each in a savepoint
     of its own, so they share one ``COMMIT`` (one fsync at ``FULL``) and each
-    keeps its own outcome (see :func:`group_job`). The commit that finds no
-    job running sends its own right away (a lone sender waits for nobody);
-    if flushes queued meanwhile, a task goes on sending them.
+    keeps its own outcome (see :func:`.sqlite_batch.batch_job`). The commit
+    that finds no job running sends its own right away (a lone sender waits
+    for nobody); if flushes queued meanwhile, a task goes on sending them.
     """
 
-    __slots__ = (
-        "__weakref__",
-        "_busy_ms",
-        "_checkpointing",
-        "_drains",
-        "_driver",
-        "_fairy",
-        "_inline",
-        "_jobs",
-        "_leading",
-        "_loop",
-        "_queue",
-        "_since_checkpoint",
-    )
+    __slots__ = ("__weakref__", "_checkpointing", "_since_checkpoint")
 
     def __init__(self) -> None:
-        self._fairy: PoolProxiedConnection | None = None
-        self._driver: Any = None
-        self._inline = False
-        self._busy_ms = 0
-        self._jobs = _Jobs()
-        self._queue: deque[_Pending] = deque()
-        self._leading = False  # a commit (or a drain task) is sending queued flushes
-        self._drains: set[asyncio.Task[None]] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
+        super().__init__()
         self._since_checkpoint = 0  # inline commits since the last checkpoint
         self._checkpointing = False  # one is due or running: commits go to the thread
-
-    @property
-    def inline(self) -> bool:
-        """Whether flushes run on the event loop's thread (decided when the writer opens)."""
-        return self._inline
 
     # -- WAL checkpoints of an inline writer ---------------------------------
 
@@ -253,10 +132,7 @@ class SQLiteWriter:
 
     async def _checkpoint(self) -> None:
         try:
-            driver = self._driver
-            conn = None if driver is None else driver._connection
-            if conn is not None:
-                await self.execute(passive_checkpoint, conn)
+            await self.execute(passive_checkpoint)
         except Exception as exc:  # SQLite keeps the WAL; the next checkpoint copies it
             _log.warning("sqlite_checkpoint_failed", error_type=type(exc).__name__, error=str(exc))
         finally:
@@ -266,194 +142,37 @@ class SQLiteWriter:
         jobs = self._jobs
         return jobs.sent == jobs.done and not self._leading and not self._checkpointing
 
-    # -- group commit on the thread ------------------------------------------
-
-    async def commit_on_thread(self, plan: FlushPlan, timings: list[StepTiming]) -> bool:
-        """Flush ``plan`` on the thread, grouped with the flushes queued meanwhile.
-
-        Returns ``False``, having written nothing, if the connection turned out
-        to be closed (the caller opens another). A caller cancelled before its
-        flush was sent leaves the queue (nothing written); after, it waits for
-        the outcome and reports it (committed: the cancellation reaches it at
-        its next ``await``).
-        """
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:  # a new event loop: what an old one left is gone
-            self._loop, self._queue, self._leading = loop, deque(), False
-        if self._leading:  # a job is out: wait to go with the next one
-            entry = _Pending(plan, loop.create_future())
-            self._queue.append(entry)
-            return await self._follow(entry, timings)
-        self._leading = True
-        try:
-            return await self._send_alone(plan, timings)
-        finally:
-            if self._queue:  # queued while we were out: a task sends them
-                task = loop.create_task(self._drain())
-                self._drains.add(task)
-                task.add_done_callback(self._drains.discard)
-            else:
-                self._leading = False
-
-    async def _send_alone(self, plan: FlushPlan, timings: list[StepTiming]) -> bool:
-        """The flush of a commit that found no job out: sent at once, by itself."""
-        entry = _Pending(plan, None)
-        cancelled = await self._send([entry])
-        if cancelled is not None:
-            return _cancelled_outcome(entry, timings, cancelled)
-        return _deliver(entry, timings)
-
-    async def _follow(self, entry: _Pending, timings: list[StepTiming]) -> bool:
-        try:
-            assert entry.waiter is not None
-            await entry.waiter
-        except asyncio.CancelledError as exc:
-            if not entry.sent:
-                with contextlib.suppress(ValueError):  # (a closing drain took it out)
-                    self._queue.remove(entry)  # never sent: nothing was written
-                raise
-            while entry.outcome is None:  # sent: wait for what the database did
-                waiter = entry.waiter = asyncio.get_running_loop().create_future()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await waiter
-            return _cancelled_outcome(entry, timings, exc)
-        return _deliver(entry, timings)
-
-    def _take(self) -> list[_Pending]:
-        queue = self._queue
-        batch = [queue.popleft() for _ in range(min(len(queue), GROUP_LIMIT))]
-        for entry in batch:
-            entry.sent = True
-        return batch
-
-    async def _drain(self) -> None:
-        try:
-            while self._queue:
-                cancelled = await self._send(self._take())
-                if cancelled is not None:  # the loop is closing
-                    raise cancelled
-        finally:
-            while self._queue:  # left only on the way out of a failure: nothing was sent
-                self._queue.popleft().finish(None)
-            self._leading = False
-
-    async def _send(self, batch: list[_Pending]) -> asyncio.CancelledError | None:
-        """Run one job for ``batch`` (a lone flush, or a group) and give each entry
-        its outcome, whatever happens; never leaves an entry without one.
-
-        Returns the cancellation that reached the caller meanwhile, if any (the
-        job runs to its end regardless, and its outcomes are delivered).
-        """
-        driver = self._driver
-        conn = None if driver is None else driver._connection
-        if conn is None:
-            for entry in batch:
-                entry.finish(None)  # not sent: each caller opens another writer
-            return None
-        box = _Box()
-        alone = len(batch) == 1
-        try:
-            if not alone:
-                busy_ms = self._busy_ms if self._inline else None
-                plans = [entry.plan for entry in batch]
-                outcomes = await self.execute(group_job, conn, plans, utc_now(), busy_ms, box=box)
-            elif self._inline:  # its busy timeout is 0: wait for the lock this once
-                outcomes = [
-                    await self.execute(
-                        waiting_job, conn, batch[0].plan, utc_now(), self._busy_ms, box=box
-                    )
-                ]
-            else:
-                outcomes = [await self.execute(flush_job, conn, batch[0].plan, utc_now(), box=box)]
-        except asyncio.CancelledError as exc:
-            if not box.done:
-                await _queue_drained(driver)
-            _settle(batch, box, alone, exc)
-            return exc
-        except BaseException as exc:
-            _settle(batch, box, alone, exc)
-            if not isinstance(exc, Exception):
-                raise
-            return None
-        for entry, outcome in zip(batch, outcomes, strict=True):
-            entry.finish(outcome)
-        return None
-
-    def _thread_flush(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
-        """The job that flushes on the thread, and its arguments after the plan and time."""
-        if self._inline:  # its busy timeout is 0: wait for the lock this once
-            return waiting_job, (self._busy_ms,)
-        return flush_job, ()
-
-    async def execute(self, job: Callable[..., T], *args: Any, box: _Box | None = None) -> T:
-        """Run ``job(*args)`` on the open writer's thread, counted (see :meth:`_idle`);
-        ``box`` receives its result there, even if the caller is cancelled meanwhile.
+    async def open(self, engine: AsyncEngine) -> WriterThread:
+        """Start the writer's thread and open its connection (once; again if closed).
 
         Raises:
-            ValueError: the connection is closed (aiosqlite's error; nothing ran).
+            ConfigurationError: the engine's ``sqlite_flush`` option is unknown.
+            PersistenceError: the database cannot be opened or is not a database.
         """
-        jobs, box = self._jobs, box or _Box()
-        jobs.sent += 1
-        try:
-            result: T = await self._driver._execute(_counted, jobs, box, job, *args)
-        except ValueError:
-            if not box.ran:  # aiosqlite refused it: "Connection closed"
-                jobs.sent -= 1
-            raise
-        return result
-
-    async def run(self, job: Callable[..., T], engine: AsyncEngine, *args: Any) -> T:
-        """Run ``job(sqlite3_connection, *args)`` on the writer's thread, in one hop."""
-        driver = self._driver
-        if driver is None:
-            driver = await self._open(engine)
-        try:
-            return await self.execute(job, driver._conn, *args)
-        except ValueError as exc:  # aiosqlite: "Connection closed" (its thread is gone)
-            fairy = self._fairy
-            if self._driver is driver:
-                self._fairy, self._driver = None, None  # the next commit opens another
-                if fairy is not None:
-                    with contextlib.suppress(Exception):
-                        await greenlet_spawn(fairy.invalidate, exc)
-            raise persistence_error(exc, "The SQLite writer connection is closed") from exc
-
-    async def _open(self, engine: AsyncEngine) -> Any:
+        thread = open_thread(self)
+        if thread is not None:
+            return thread
         mode = engine.get_execution_options().get(FLUSH_MODE_OPTION, "auto")
-        if mode not in get_args(SQLiteFlushMode):
-            raise ConfigurationError(
-                f"{FLUSH_MODE_OPTION} must be one of {get_args(SQLiteFlushMode)}, got {mode!r}"
-            )
-        fairy = await engine.raw_connection()
-        if self._driver is not None:  # another commit opened it while we waited
-            await greenlet_spawn(fairy.close)
-            return self._driver
-        driver: Any = fairy.driver_connection
-        if not callable(getattr(driver, "_execute", None)):
-            await greenlet_spawn(fairy.close)
-            raise PersistenceError(
-                "This aiosqlite version offers no way to run a function on its thread "
-                "(Connection._execute); install aiosqlite>=0.20"
-            )
+        settings = await read_settings(engine, mode, get_args(SQLiteFlushMode))
+        thread = open_thread(self)
+        if thread is not None:  # opened by another commit meanwhile
+            return thread
+        thread = WriterThread(settings.connect)
+        self._thread, self._settings, self._jobs = thread, settings, Jobs()
+        weakref.finalize(self, thread.close)
         try:
-            inline, busy_ms = await driver._execute(prepare_writer, driver._conn, mode)
+            await thread.start()
         except BaseException:
-            with contextlib.suppress(Exception):
-                await greenlet_spawn(fairy.close)
+            if self._thread is thread:
+                self._thread = None
             raise
-        if self._driver is not None:  # opened by another commit meanwhile
-            await greenlet_spawn(fairy.close)
-            return self._driver
-        self._fairy, self._driver, self._jobs = fairy, driver, _Jobs()
-        self._inline, self._busy_ms = inline, busy_ms
-        return driver
+        return thread
 
     def close(self) -> None:
-        """Give the connection back for good (runs inside ``engine.dispose()``)."""
-        fairy, self._fairy, self._driver = self._fairy, None, None
-        if fairy is not None:
-            fairy.detach()  # closed, not returned: the pool it came from is going away
-            fairy.close()
+        """Stop the thread after the jobs queued so far (runs inside ``engine.dispose()``)."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.close()
 
 
 _writers: weakref.WeakKeyDictionary[Pool, SQLiteWriter] = weakref.WeakKeyDictionary()
@@ -477,69 +196,50 @@ def writer_for(engine: AsyncEngine) -> SQLiteWriter:
 
 
 async def flush_sqlite(engine: AsyncEngine, plan: FlushPlan, timings: list[StepTiming]) -> None:
-    """Write and commit ``plan`` in one hop; append the measured steps.
+    """Open the engine's writer if it is not, then write and commit ``plan``;
+    append the measured steps.
 
     Raises:
         ConcurrencyError: a stream or state row was not at the expected version.
-        PersistenceError: any other database failure (nothing was written).
+        CommitOutcomeUnknownError: ``COMMIT`` failed and looking the event ids
+            up could not tell whether it happened.
+        PersistenceError: any other failure (nothing was written).
     """
     writer = writer_for(engine)
-    if writer._driver is None:
-        await writer._open(engine)
-    job, extra = writer._thread_flush()
-    steps, error = await writer.run(job, engine, plan, utc_now(), *extra)
-    timings.extend(steps)
-    if error is not None:
-        raise error
-
-
-def _noop() -> None:
-    return None
-
-
-async def _queue_drained(driver: Any) -> None:
-    """Wait, through any cancellation, until the jobs queued so far on ``driver``'s
-    thread have run: the thread runs its queue in order, so a no-op behind them will do."""
-    while True:
-        try:
-            await driver._execute(_noop)
-        except asyncio.CancelledError:
-            continue  # the no-op was dropped, not the jobs before it: queue another
-        except ValueError:
-            return  # closed: aiosqlite runs every job queued before its close first
-        return
+    for _ in range(3):  # closed under us (dispose) between opening and sending: again
+        await writer.open(engine)
+        if await flush_open_writer(writer, plan, timings):
+            return
+    raise PersistenceError("The SQLite writer kept closing; nothing was written")
 
 
 async def flush_open_writer(
     writer: SQLiteWriter, plan: FlushPlan, timings: list[StepTiming]
 ) -> bool:
-    """:func:`flush_sqlite` on an open writer, run to its end even if the caller is cancelled.
+    """:func:`flush_sqlite` on an open writer, run to its end even if the caller is
+    cancelled once the writing has begun.
 
     Inline (see :class:`SQLiteWriter`) the job runs right here and cannot be
     interrupted. On the thread (grouped with the flushes queued meanwhile) it
-    needs no task and no ``asyncio.shield`` (tens of microseconds a commit):
-    the job stays queued on the database thread when the aiosqlite future it
-    was awaited through is cancelled, and leaves its result in a box on the
-    way out. A cancelled caller waits for the queue to drain, then reads what
-    the job did: committed, the cancellation reaches it at its next ``await``;
-    rolled back (or never run), the cancellation is raised.
+    needs no task and no ``asyncio.shield``: the job stays queued on the
+    thread when the future it was awaited through is cancelled, and leaves
+    its result in a box on the way out.
 
-    Returns ``False``, having sent nothing, if the writer has no open
-    connection; :func:`flush_sqlite` then opens one (or reports it closed).
-
-    Raises:
-        ConcurrencyError: a stream or state row was not at the expected version.
-        PersistenceError: any other database failure (nothing was written).
+    Returns ``False``, having sent nothing, if the writer is not open;
+    :func:`flush_sqlite` then opens it.
     """
-    driver = writer._driver
-    if driver is None or driver._connection is None:
+    thread = open_thread(writer)
+    if thread is None:
         return False
-    conn = driver._connection
-    recorded_at = utc_now()
-    if writer._inline and writer._idle():
-        steps, error = flush_job(conn, plan, recorded_at, wait=False)
+    conn = thread.connection
+    if conn is not None and writer.inline and writer._idle():
+        steps, error = flush_job(conn, plan, utc_now(), wait=False)
+        if not healthy(conn):  # its ROLLBACK failed: never reuse it
+            thread.discard_inline(conn)
         if error is not BUSY:
             timings.extend(steps)
+            if isinstance(error, InDoubtError):
+                error = await writer.learn(plan, error)
             if error is not None:
                 raise error
             writer.committed_inline()

@@ -1,0 +1,181 @@
+"""SQLite: a thread of the adapter's own, holding one stdlib ``sqlite3`` connection.
+
+The writer (:mod:`.sqlite`) sends each commit's job here in one hop: the job
+is queued, the thread runs it with the connection and hands the result back
+to the event loop (``call_soon_threadsafe``). Jobs run one at a time, in the
+order they were sent, so the connection is never used by two threads at
+once (the event loop uses it inline only while no job is out, see
+:meth:`~.sqlite.SQLiteWriter.idle`).
+
+Only public APIs are used: :mod:`sqlite3`, :mod:`threading`, :mod:`queue`
+and :mod:`asyncio`. A job that leaves its connection inside a transaction
+(its ``ROLLBACK`` failed) or broken gets the connection discarded: the
+thread closes it (which rolls back whatever it held) and opens a fresh one
+before the next job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import structlog
+
+from cqrs_ddd_core.adapters.sqlalchemy.errors import persistence_error
+
+__all__ = ["WriterClosedError", "WriterThread", "healthy"]
+
+T = TypeVar("T")
+_log = structlog.get_logger("cqrs_ddd_core.adapters.sqlalchemy")
+
+Connect = Callable[[], sqlite3.Connection]
+
+
+class WriterClosedError(Exception):
+    """The writer thread was closed before the job could run (nothing ran)."""
+
+
+def healthy(conn: sqlite3.Connection) -> bool:
+    """Whether ``conn`` is open and outside any transaction (fit for the next job)."""
+    try:
+        return not conn.in_transaction
+    except sqlite3.Error:  # closed, or broken
+        return False
+
+
+def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():  # the caller was cancelled: the job's own records tell what it did
+        return
+    if error is None:
+        future.set_result(result)
+    else:
+        future.set_exception(error)
+
+
+_STOP = object()
+
+
+class WriterThread:
+    """One daemon thread and the ``sqlite3`` connection it runs jobs with (the
+    writer's, or a reader's: :mod:`.sqlite_reader`).
+
+    Args:
+        connect: Opens and prepares a connection (called on this thread, at
+            start and whenever the previous connection was discarded). The
+            connection must allow use from another thread
+            (``check_same_thread=False``): the event loop flushes inline on it
+            while the thread is idle.
+        name: The thread's name (in stack dumps).
+    """
+
+    __slots__ = ("_closed", "_connect", "_queue", "_thread", "connection")
+
+    def __init__(self, connect: Connect, *, name: str = "cqrs-ddd-sqlite-writer") -> None:
+        self._connect = connect
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._closed = False
+        self.connection: sqlite3.Connection | None = None
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (no job is accepted any more)."""
+        return self._closed
+
+    @property
+    def ident(self) -> int | None:
+        """The thread's identifier (``None`` before it starts)."""
+        return self._thread.ident
+
+    async def start(self) -> None:
+        """Start the thread and open its connection there.
+
+        Raises:
+            PersistenceError: the database cannot be opened (the cause chained);
+                the thread is closed again.
+        """
+        self._thread.start()
+        try:
+            await self.submit(_noop)
+        except BaseException:
+            self.close()
+            raise
+
+    def submit(self, job: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Queue ``job(connection, *args)``; the future gets what it returns or raises.
+
+        Cancelling the future does not stop the job: it runs when its turn
+        comes, and whatever it records for itself stands.
+
+        Raises:
+            WriterClosedError: the thread was closed; nothing was queued.
+        """
+        if self._closed:
+            raise WriterClosedError("The SQLite writer connection is closed")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.put((future, job, args))
+        return future
+
+    def close(self) -> None:
+        """Stop the thread after the jobs queued so far; it closes the connection."""
+        if not self._closed:
+            self._closed = True
+            self._queue.put(_STOP)
+
+    # -- on the thread -------------------------------------------------------
+
+    def _main(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                break
+            future, job, args = item
+            result: Any = None
+            error: BaseException | None = None
+            try:
+                conn = self._ensure_connection()
+                try:
+                    result = job(conn, *args)
+                finally:
+                    if not healthy(conn):
+                        self._discard(conn)
+            except BaseException as exc:  # delivered to the caller, never lost here
+                error = exc
+            loop = future.get_loop()
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(_resolve, future, result, error)
+        last, self.connection = self.connection, None
+        if last is not None:
+            with contextlib.suppress(sqlite3.Error):
+                last.close()
+
+    def _ensure_connection(self) -> sqlite3.Connection:
+        conn = self.connection
+        if conn is None:
+            try:
+                conn = self.connection = self._connect()
+            except Exception as exc:
+                raise persistence_error(exc, "Cannot open the SQLite database") from exc
+        return conn
+
+    def _discard(self, conn: sqlite3.Connection) -> None:
+        """Close a connection left inside a transaction (or broken): closing rolls
+        back what it held; the next job opens a fresh one."""
+        _log.warning("sqlite_writer_connection_discarded")
+        if self.connection is conn:
+            self.connection = None
+        with contextlib.suppress(sqlite3.Error):
+            conn.close()
+
+    def discard_inline(self, conn: sqlite3.Connection) -> None:
+        """:meth:`_discard` for a connection the event loop used inline (the thread is idle)."""
+        self._discard(conn)
+
+
+def _noop(_conn: sqlite3.Connection) -> None:
+    return None

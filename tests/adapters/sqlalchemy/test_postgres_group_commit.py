@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -310,3 +310,65 @@ async def test_a_retry_that_fails_after_a_refused_group_still_answers_everyone(
     assert "cannot reach the pool" in str(outcomes[0])
     assert outcomes[1:] == [None, None]
     assert await stored_ids(grouped) == ["first", "r1", "r2"]
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Let the loop run until ``condition`` holds (bounded)."""
+    async with asyncio.timeout(10):
+        while not condition():
+            await asyncio.sleep(0)
+
+
+async def test_a_full_queue_makes_a_commit_wait_then_fail_with_nothing_sent(
+    postgres_database_url: str, gate: asyncio.Event
+) -> None:
+    async with empty_pg_engine(
+        postgres_database_url,
+        postgres_commit_batch=8,
+        postgres_commits_in_flight=1,
+        postgres_commit_queue=2,
+        postgres_commit_timeout=0.5,
+    ) as engine:
+        committer = postgres_group.committer_for(engine)
+        assert committer is not None
+        held = asyncio.create_task(commit_new(engine, "held"))  # taken, then held at the gate
+        await until(lambda: gate_reached(held, committer))
+        queued = [asyncio.create_task(commit_new(engine, f"q{i}")) for i in range(2)]
+        await until(lambda: committer.queued == 2)
+
+        with pytest.raises(PersistenceError, match="commit queue stayed full"):
+            await commit_new(engine, "late")  # waited for room for 0.5 s
+
+        gate.set()
+        await asyncio.gather(held, *queued)
+        assert sorted(await stored_ids(engine)) == ["held", "q0", "q1"]
+
+
+def gate_reached(task: asyncio.Task[Any], committer: postgres_group.GroupCommitter) -> bool:
+    """The commit of ``task`` left the queue (its statement waits at the gate)."""
+    return not task.done() and committer.queued == 0 and bool(committer._drains)
+
+
+async def test_a_commit_waiting_for_room_goes_in_once_there_is_some(
+    postgres_database_url: str, gate: asyncio.Event
+) -> None:
+    async with empty_pg_engine(
+        postgres_database_url,
+        postgres_commit_batch=8,
+        postgres_commits_in_flight=1,
+        postgres_commit_queue=1,
+    ) as engine:
+        committer = postgres_group.committer_for(engine)
+        assert committer is not None
+        held = asyncio.create_task(commit_new(engine, "held"))
+        await until(lambda: gate_reached(held, committer))
+        queued = asyncio.create_task(commit_new(engine, "q0"))
+        await until(lambda: committer.queued == 1)
+        waiting = asyncio.create_task(commit_new(engine, "w0"))  # the queue is full
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not waiting.done() and committer.queued == 1
+
+        gate.set()
+        await asyncio.wait_for(asyncio.gather(held, queued, waiting), 10)
+        assert sorted(await stored_ids(engine)) == ["held", "q0", "w0"]

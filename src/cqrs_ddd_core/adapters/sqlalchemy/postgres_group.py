@@ -162,6 +162,11 @@ class GroupCommitter:
     def queue_limit(self) -> int:
         return self._queue_limit
 
+    @property
+    def queued(self) -> int:
+        """Commits waiting in the queue now (not yet on a connection)."""
+        return len(self._queue)
+
     async def commit(self, engine: AsyncEngine, plan: FlushPlan, timings: list[StepTiming]) -> None:
         """Write and commit ``plan``, maybe in one statement with concurrent commits.
 

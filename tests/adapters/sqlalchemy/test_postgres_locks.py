@@ -91,7 +91,7 @@ async def _wait_until_one_waits_for_a_lock(engine: AsyncEngine) -> None:
     """Until a server session waits for a lock (bounded)."""
     sql = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
     async with asyncio.timeout(10):
-        while not await scalar(engine, sql):
+        while not await scalar(engine, sql):  # noqa: ASYNC110 - a server state, polled
             await asyncio.sleep(0.01)
 
 

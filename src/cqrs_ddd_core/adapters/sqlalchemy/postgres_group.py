@@ -19,9 +19,10 @@ unit of work does not send its flush alone while others are on their way:
   again on its own and gets its own outcome. One command's conflict never
   fails another.
 * The connection was lost: the batch's outcome is looked up once, for all
-  of it (the statement is atomic): committed, not written, or unknown, each
-  commit of the batch gets it (:class:`CommitOutcomeUnknownError` with its
-  own event ids when unknown). It is never sent again member by member.
+  of it (the statement is atomic). Committed: every commit of the batch is.
+  Unknown: each says so (:class:`CommitOutcomeUnknownError` with its own
+  event ids); never sent again. Not written (the old server process is gone
+  and none of the ids is stored): each flush is sent again on its own.
 * No connection could be had: every queued commit fails with that error.
 
 The queue holds at most ``postgres_commit_queue`` commits; one more waits
@@ -295,7 +296,7 @@ class GroupCommitter:
                         error = PersistenceError(str(error))
                     self._fail_queued(error)
                     return
-                if len(batch) > 1 and failed.kind == "refused":
+                if len(batch) > 1 and failed.kind in ("refused", "absent"):
                     for entry in batch:  # each on its own: its own outcome
                         await _send_alone(engine, entry)
                     return

@@ -215,7 +215,12 @@ def _flush_in_greenlet(engine: Engine, source: PlanSource, attempt: Attempt) -> 
             replay = is_replayed_event(exc)
             if (replay or is_concurrency_signal(exc)) and diagnose:
                 # Committed before (a retried command)? Then there is nothing to write.
-                failure = await_only(replay_outcome(conn, plan, exc))
+                try:
+                    failure = await_only(replay_outcome(conn, plan, exc))
+                except Exception as lookup:  # the refusal is certain; its reason is not
+                    if is_connection_lost(lookup):
+                        fairy.invalidate(lookup)
+                    failure = None
                 if failure == REPLAYED:
                     return start, end
             if not isinstance(failure, BaseException):

@@ -80,18 +80,17 @@ async def outcome_of(engine: AsyncEngine, command: Command) -> str:
 
 
 async def rows_of(direct: AsyncEngine, command: Command) -> tuple[int, int, int]:
+    """The command's event, outbox and state rows, in one snapshot."""
+    sql = text(
+        "SELECT (SELECT count(*) FROM events WHERE event_id = :e), "
+        "(SELECT count(*) FROM outbox WHERE message_id = :e), "
+        "(SELECT count(*) FROM aggregate_state WHERE aggregate_id = :a)"
+    )
     async with direct.connect() as conn:
-        counts = []
-        for sql in (
-            "SELECT count(*) FROM events WHERE event_id = :e",
-            "SELECT count(*) FROM outbox WHERE message_id = :e",
-            "SELECT count(*) FROM aggregate_state WHERE aggregate_id = :a",
-        ):
-            result = await conn.execute(
-                text(sql), {"e": command.event.event_id, "a": command.account_id}
-            )
-            counts.append(result.scalar_one())
-    return counts[0], counts[1], counts[2]
+        row = (
+            await conn.execute(sql, {"e": command.event.event_id, "a": command.account_id})
+        ).one()
+    return row[0], row[1], row[2]
 
 
 async def run_example(proxy: FaultProxy, url: str, fault: str, batch: int, others: int) -> None:

@@ -79,26 +79,17 @@ async def commit(engine: AsyncEngine, account_id: str) -> None:
 
 
 async def stored(direct: AsyncEngine, account_id: str) -> dict[str, int]:
-    """Rows of ``account_id`` in each table (the outbox row carries its event's id)."""
+    """Rows of ``account_id`` in each table (the outbox row carries its event's id),
+    read in one statement: one snapshot, even while an abandoned flush lands."""
+    sql = text(
+        "SELECT (SELECT count(*) FROM events WHERE aggregate_id = :i), "
+        "(SELECT count(*) FROM aggregate_state WHERE aggregate_id = :i), "
+        "(SELECT count(*) FROM outbox o WHERE o.message_id IN "
+        "(SELECT event_id FROM events WHERE aggregate_id = :i) OR o.aggregate_id = :i)"
+    )
     async with direct.connect() as conn:
-        found = {}
-        for table in ("events", "aggregate_state"):
-            found[table] = (
-                await conn.execute(
-                    text(f"SELECT count(*) FROM {table} WHERE aggregate_id = :i"),
-                    {"i": account_id},
-                )
-            ).scalar_one()
-        found["outbox"] = (
-            await conn.execute(
-                text(
-                    "SELECT count(*) FROM outbox o JOIN events e ON e.event_id = o.message_id "
-                    "WHERE e.aggregate_id = :i"
-                ),
-                {"i": account_id},
-            )
-        ).scalar_one()
-    return found
+        events, states, outbox = (await conn.execute(sql, {"i": account_id})).one()
+    return {"events": events, "aggregate_state": states, "outbox": outbox}
 
 
 ONCE = {"events": 1, "aggregate_state": 1, "outbox": 1}

@@ -13,6 +13,7 @@ from cqrs_ddd_advanced_core import (
     StrictValidationViolationError,
     UnroutableEventError,
 )
+from cqrs_ddd_core._ids import derived_id
 from cqrs_ddd_core.adapters.memory import InMemoryEventStore, InMemoryUnitOfWork
 from cqrs_ddd_core.cqrs import CommandResponse, HandlerRegistry
 from cqrs_ddd_core.exceptions import UnitOfWorkError
@@ -209,7 +210,10 @@ async def test_persist_events_uses_the_running_dispatchs_unit_of_work(world: Wor
 
     assert response.events == ()
     [stored] = await world.events.load_stream("Order", "o-9")
-    assert stored.event_id == event.event_id
+    # Not given an id explicitly: it gets the one derived from the command's
+    # message id, so a retried command stages the same id (idempotent commits).
+    assert stored.event_id == derived_id(command.message_id, "Order", "o-9", 1)
+    assert stored.event_id != event.event_id
     assert (stored.correlation_id, stored.causation_id) == ("flow-9", command.message_id)
 
 

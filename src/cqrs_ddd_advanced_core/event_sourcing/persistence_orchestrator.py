@@ -42,6 +42,7 @@ from cqrs_ddd_advanced_core.domain.exceptions import (
     StrictValidationViolationError,
     UnroutableEventError,
 )
+from cqrs_ddd_core._ids import derived_id
 from cqrs_ddd_core.context import current_context, current_uow
 from cqrs_ddd_core.domain.messages import _evolve
 from cqrs_ddd_core.exceptions import UnitOfWorkError
@@ -302,22 +303,32 @@ class EventSourcedPersistenceOrchestrator:
 def _stamped(
     events: Sequence[DomainEvent], response: CommandResponse[Any] | None
 ) -> list[DomainEvent]:
+    """``events`` with the correlation and causation ids they lack and, in a
+    command's dispatch, a stable id for each one without an explicit
+    ``event_id``: derived from the command's message id, the stream and the
+    event's ordinal among these events on that stream (see
+    :func:`~cqrs_ddd_core._ids.derived_id`), so a retried command stages the
+    same ids. Events recorded through an aggregate have theirs already."""
     correlation_id = response.correlation_id if response is not None else None
     causation_id = response.causation_id if response is not None else None
-    if correlation_id is None or causation_id is None:
-        context = current_context()
-        if context is not None:
-            correlation_id = correlation_id or context.correlation_id
-            causation_id = causation_id or context.message_id
+    context = current_context()
+    if (correlation_id is None or causation_id is None) and context is not None:
+        correlation_id = correlation_id or context.correlation_id
+        causation_id = causation_id or context.message_id
+    message_id = context.message_id if context is not None and context.kind == "command" else None
+    ordinals: dict[tuple[str | None, str | None], int] = {}
     stamped: list[DomainEvent] = []
     for event in events:
+        update: dict[str, Any] = {}
         if event.correlation_id is None or event.causation_id is None:
-            event = _evolve(
-                event,
-                {
-                    "correlation_id": event.correlation_id or correlation_id,
-                    "causation_id": event.causation_id or causation_id,
-                },
-            )
+            update["correlation_id"] = event.correlation_id or correlation_id
+            update["causation_id"] = event.causation_id or causation_id
+        if message_id is not None and "event_id" not in event.model_fields_set:
+            stream = (event.aggregate_type, event.aggregate_id)
+            if stream[0] and stream[1]:
+                ordinal = ordinals[stream] = ordinals.get(stream, 0) + 1
+                update["event_id"] = derived_id(message_id, stream[0], stream[1], ordinal)
+        if update:
+            event = _evolve(event, update)
         stamped.append(event)
     return stamped

@@ -6,6 +6,7 @@ from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 
+from cqrs_ddd_core._ids import derived_id
 from cqrs_ddd_core.context import _current
 from cqrs_ddd_core.domain.messages import DomainEvent, _evolve
 
@@ -37,6 +38,8 @@ class AggregateRoot(BaseModel):
 
     _pending: list[DomainEvent] = PrivateAttr(default_factory=list)
     _original_version: int | None = PrivateAttr(default=None)
+    # (message id, events recorded under it): the ordinal of derived event ids.
+    _ordinal: tuple[str | None, int] = PrivateAttr(default=(None, 0))
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -77,9 +80,15 @@ class AggregateRoot(BaseModel):
 
         Recorded while a command is dispatched, the event also gets that
         command's correlation id and the command as its cause (unless it
-        names them itself), so the mediator has nothing left to stamp; and
-        it is persisted with that command even if the handler does not
-        return it (the mediator adds it to the response's events).
+        names them itself), so the mediator has nothing left to stamp; it is
+        persisted with that command even if the handler does not return it
+        (the mediator adds it to the response's events); and, unless it was
+        given an ``event_id`` explicitly, its id is derived from the
+        command's message id, the stream and the event's ordinal among the
+        events the command records on it (:func:`~cqrs_ddd_core._ids.derived_id`):
+        the same command run again (a retry, same message id) records the same
+        ids, so a unit of work that committed before is recognised and not
+        written twice (see "Commit outcomes" in ``docs/persistence.md``).
 
         Returns the stamped copy (events are immutable).
         """
@@ -99,6 +108,17 @@ class AggregateRoot(BaseModel):
                 update["correlation_id"] = context.correlation_id
             if event.causation_id is None:
                 update["causation_id"] = context.message_id
+            if "event_id" not in event.__pydantic_fields_set__:
+                # Stable across runs of this command (a retry stages the same
+                # ids): the command's id, the stream, and the event's ordinal
+                # among the events this command recorded on it.
+                message_id = context.message_id
+                counted_for, count = private["_ordinal"]
+                count = count + 1 if counted_for == message_id else 1
+                private["_ordinal"] = (message_id, count)
+                update["event_id"] = derived_id(
+                    message_id, update["aggregate_type"], self.id, count
+                )
         stamped = _evolve(event, update)
         private["_pending"].append(stamped)
         if context is not None and context.kind == "command":

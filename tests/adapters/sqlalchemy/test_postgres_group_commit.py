@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -16,8 +16,13 @@ from cqrs_ddd_core.adapters.sqlalchemy import (
     create_engine,
     postgres_group,
 )
-from cqrs_ddd_core.adapters.sqlalchemy.postgres import StatementFailed
-from cqrs_ddd_core.exceptions import ConcurrencyError, ConfigurationError, PersistenceError
+from cqrs_ddd_core.adapters.sqlalchemy.postgres import StatementFailed, unknown_outcome
+from cqrs_ddd_core.exceptions import (
+    CommitOutcomeUnknownError,
+    ConcurrencyError,
+    ConfigurationError,
+    PersistenceError,
+)
 from tests.support.commits import commit_deposit, commit_new, stage_command, stored_ids
 from tests.support.postgres import empty_pg_engine
 
@@ -40,8 +45,18 @@ def statements(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     original = postgres_group.run_flush
 
     async def counting(engine: AsyncEngine, plan: Any, **kwargs: Any) -> tuple[int, int]:
-        sent.append(len(plan.events))
-        return await original(engine, plan, **kwargs)
+        if not callable(plan):
+            sent.append(len(plan.events))
+            return await original(engine, plan, **kwargs)
+        source = plan  # the group takes its batch once it holds a connection
+
+        def taken() -> Any:
+            found = source()
+            if found is not None:
+                sent.append(len(found.events))
+            return found
+
+        return await original(engine, taken, **kwargs)
 
     monkeypatch.setattr(postgres_group, "run_flush", counting)
     return sent
@@ -54,6 +69,9 @@ def gate(monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
     original = postgres_group.run_flush
 
     async def gated(engine: AsyncEngine, plan: Any, **kwargs: Any) -> tuple[int, int]:
+        if callable(plan):  # the batch is taken (counts as sent), then held
+            taken = plan()
+            plan = lambda: taken  # noqa: E731
         await opened.wait()
         return await original(engine, plan, **kwargs)
 
@@ -192,11 +210,12 @@ async def test_a_lost_connection_reports_an_unknown_outcome_to_every_command_of_
 
     async def failing(engine: AsyncEngine, plan: Any, **kwargs: Any) -> tuple[int, int]:
         if next(calls) == 0:
+            taken = plan()  # the first commit alone, sent, then held
             await release.wait()
-            return await original(engine, plan, **kwargs)
+            return await original(engine, lambda: taken, **kwargs)
+        taken = plan()  # the batch is on a connection: sent
         cause = ConnectionResetError("connection reset by peer")
-        error = PersistenceError(f"PostgreSQL connection failed during commit: {cause}")
-        raise StatementFailed(error, 1, 2, written_nothing=False) from cause
+        raise StatementFailed(unknown_outcome(taken, cause), 1, 2, kind="unknown") from cause
 
     monkeypatch.setattr(postgres_group, "run_flush", failing)
     first = asyncio.create_task(commit_new(grouped, "first"))
@@ -207,9 +226,11 @@ async def test_a_lost_connection_reports_an_unknown_outcome_to_every_command_of_
     await first
     outcomes = await asyncio.gather(*group, return_exceptions=True)
 
-    assert all(isinstance(o, PersistenceError) for o in outcomes)
-    assert all("connection failed during commit" in str(o) for o in outcomes)
+    assert all(isinstance(o, CommitOutcomeUnknownError) for o in outcomes)
+    assert all("connection reset by peer" in str(o) for o in outcomes)
     assert len({id(o) for o in outcomes}) == 3  # one exception object per caller
+    # each carries its own command's event ids
+    assert len({o.event_ids for o in outcomes if isinstance(o, CommitOutcomeUnknownError)}) == 3
     assert next(calls) == 2  # not retried: the outcome is unknown, not "nothing written"
 
 
@@ -267,8 +288,9 @@ async def test_a_retry_that_fails_after_a_refused_group_still_answers_everyone(
     async def flaky(engine: AsyncEngine, plan: Any, **kwargs: Any) -> tuple[int, int]:
         call = next(calls)
         if call == 1:  # the group: refused, nothing written
+            plan()  # the batch is taken
             error = PersistenceError("PostgreSQL flush failed: refused (injected)")
-            raise StatementFailed(error, 1, 2, written_nothing=True)
+            raise StatementFailed(error, 1, 2, kind="refused")
         if call == 2:  # the first retry: a bug-like failure, not a StatementFailed
             raise OSError("cannot reach the pool (injected)")
         return await original(engine, plan, **kwargs)
@@ -288,3 +310,66 @@ async def test_a_retry_that_fails_after_a_refused_group_still_answers_everyone(
     assert "cannot reach the pool" in str(outcomes[0])
     assert outcomes[1:] == [None, None]
     assert await stored_ids(grouped) == ["first", "r1", "r2"]
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Let the loop run until ``condition`` holds (bounded)."""
+    async with asyncio.timeout(10):
+        while not condition():  # noqa: ASYNC110 - a state of the committer, no event to wait on
+            await asyncio.sleep(0)
+
+
+async def test_a_full_queue_makes_a_commit_wait_then_fail_with_nothing_sent(
+    postgres_database_url: str, gate: asyncio.Event
+) -> None:
+    async with empty_pg_engine(
+        postgres_database_url,
+        postgres_commit_batch=8,
+        postgres_commits_in_flight=1,
+        postgres_commit_queue=2,
+        postgres_commit_timeout=0.5,
+    ) as engine:
+        committer = postgres_group.committer_for(engine)
+        assert committer is not None
+        held = asyncio.create_task(commit_new(engine, "held"))  # taken, then held at the gate
+        await until(lambda: gate_reached(held, committer))
+        queued = [asyncio.create_task(commit_new(engine, f"q{i}")) for i in range(2)]
+        await until(lambda: committer.queued == 2)
+
+        with pytest.raises(PersistenceError, match="commit queue stayed full"):
+            await commit_new(engine, "late")  # waited for room for 0.5 s
+
+        gate.set()
+        await asyncio.gather(held, *queued)
+        assert sorted(await stored_ids(engine)) == ["held", "q0", "q1"]
+
+
+def gate_reached(task: asyncio.Task[Any], committer: postgres_group.GroupCommitter) -> bool:
+    """The commit of ``task`` left the queue (its statement waits at the gate)."""
+    return not task.done() and committer.queued == 0 and bool(committer._drains)
+
+
+async def test_a_commit_waiting_for_room_goes_in_once_there_is_some(
+    postgres_database_url: str, gate: asyncio.Event
+) -> None:
+    async with empty_pg_engine(
+        postgres_database_url,
+        postgres_commit_batch=8,
+        postgres_commits_in_flight=1,
+        postgres_commit_queue=1,
+    ) as engine:
+        committer = postgres_group.committer_for(engine)
+        assert committer is not None
+        held = asyncio.create_task(commit_new(engine, "held"))
+        await until(lambda: gate_reached(held, committer))
+        queued = asyncio.create_task(commit_new(engine, "q0"))
+        await until(lambda: committer.queued == 1)
+        waiting = asyncio.create_task(commit_new(engine, "w0"))  # the queue is full
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not waiting.done()
+        assert committer.queued == 1
+
+        gate.set()
+        await asyncio.wait_for(asyncio.gather(held, queued, waiting), 10)
+        assert sorted(await stored_ids(engine)) == ["held", "q0", "w0"]

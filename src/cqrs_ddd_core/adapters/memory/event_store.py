@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from cqrs_ddd_core.exceptions import ConcurrencyError
+from cqrs_ddd_core.exceptions import ConcurrencyError, PersistenceError
 from cqrs_ddd_core.persistence.reading import DEFAULT_PAGE_SIZE, EventPages
 from cqrs_ddd_core.persistence.records import StoredEvent, stream_name
 from cqrs_ddd_core.persistence.serialization import AppendBatch, encode_append
@@ -28,6 +28,11 @@ class InMemoryEventStore:
     def __init__(self) -> None:
         self._all: list[StoredEvent] = []
         self._streams: dict[tuple[str, str], list[StoredEvent]] = {}
+        self._ids: dict[str, tuple[str, str]] = {}  # event id -> its stream
+
+    def stored_stream(self, event_id: str) -> tuple[str, str] | None:
+        """The stream (aggregate type, id) holding ``event_id``, if it is stored."""
+        return self._ids.get(event_id)
 
     async def append(
         self,
@@ -45,12 +50,17 @@ class InMemoryEventStore:
 
     def prepare(self, records: list[AppendBatch]) -> Callable[[], None]:
         heads: dict[tuple[str, str], int] = {}
+        ids: set[str] = set()
         for aggregate_type, aggregate_id, expected, pending in records:
             key = (aggregate_type, aggregate_id)
             current = heads.get(key, len(self._streams.get(key, ())))
             if current != expected:
                 raise ConcurrencyError(stream_name(*key), expected, current)
             heads[key] = expected + len(pending)
+            for row in pending:
+                if row.event_id in self._ids or row.event_id in ids:
+                    raise PersistenceError(f"event id {row.event_id!r} is stored already")
+                ids.add(row.event_id)
 
         def apply() -> None:
             for aggregate_type, aggregate_id, _, pending in records:
@@ -72,6 +82,7 @@ class InMemoryEventStore:
                     )
                     self._all.append(stored)
                     stream.append(stored)
+                    self._ids[row.event_id] = (aggregate_type, aggregate_id)
 
         return apply
 

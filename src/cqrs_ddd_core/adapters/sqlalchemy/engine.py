@@ -25,6 +25,18 @@ from cqrs_ddd_core.adapters.sqlalchemy.postgres_group import (
     IN_FLIGHT_OPTION,
     GroupCommitter,
 )
+from cqrs_ddd_core.adapters.sqlalchemy.postgres_outcome import remember_backend
+from cqrs_ddd_core.adapters.sqlalchemy.postgres_settings import (
+    COMMIT_QUEUE_OPTION,
+    COMMIT_TIMEOUT_OPTION,
+    DEFAULT_COMMIT_QUEUE,
+    DEFAULT_COMMIT_TIMEOUT,
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_RESOLVE_TIMEOUT,
+    DEFAULT_STATEMENT_TIMEOUT,
+    RESOLVE_TIMEOUT_OPTION,
+    check_seconds,
+)
 from cqrs_ddd_core.adapters.sqlalchemy.sqlite import FLUSH_MODE_OPTION, SQLiteFlushMode
 from cqrs_ddd_core.exceptions import ConfigurationError
 from cqrs_ddd_core.extras import require
@@ -68,6 +80,11 @@ def create_engine(
     sqlite_flush: SQLiteFlushMode = "auto",
     postgres_commit_batch: int = DEFAULT_BATCH,
     postgres_commits_in_flight: int = DEFAULT_IN_FLIGHT,
+    postgres_connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    postgres_statement_timeout: float | None = DEFAULT_STATEMENT_TIMEOUT,
+    postgres_commit_timeout: float = DEFAULT_COMMIT_TIMEOUT,
+    postgres_resolve_timeout: float = DEFAULT_RESOLVE_TIMEOUT,
+    postgres_commit_queue: int = DEFAULT_COMMIT_QUEUE,
     echo: bool = False,
     pool_size: int | None = None,
 ) -> AsyncEngine:
@@ -97,6 +114,17 @@ def create_engine(
             Each keeps its own outcome; see :mod:`.postgres_group`.
         postgres_commits_in_flight: PostgreSQL: statements sent at once
             before further commits wait to be grouped.
+        postgres_connect_timeout: PostgreSQL: seconds to open a connection.
+        postgres_statement_timeout: PostgreSQL's ``statement_timeout`` in
+            seconds for every session of the engine (``None``: the server's).
+        postgres_commit_timeout: PostgreSQL: seconds a commit waits for its
+            statement's answer, client side, checkout included; then its
+            outcome is looked up.
+        postgres_resolve_timeout: PostgreSQL: seconds that look-up may take
+            before the commit is reported as ``CommitOutcomeUnknownError``.
+        postgres_commit_queue: PostgreSQL: commits waiting in the group-commit
+            queue at most (one more waits for room within its commit timeout).
+            See :mod:`.postgres_settings` for all the limits.
         echo: Log every statement (SQLAlchemy's ``echo``).
         pool_size: Connections kept in the pool (SQLAlchemy's default when None).
 
@@ -118,15 +146,32 @@ def create_engine(
     # The driver's own extra, named (SQLAlchemy would raise a bare ModuleNotFoundError).
     require(driver.split("+")[1], feature=f"A {parsed.get_backend_name()} engine")
     if driver == "postgresql+asyncpg":
-        GroupCommitter(postgres_commit_batch, postgres_commits_in_flight)  # validates them
-        return create_async_engine(
+        # validates them
+        GroupCommitter(postgres_commit_batch, postgres_commits_in_flight, postgres_commit_queue)
+        check_seconds("postgres_connect_timeout", postgres_connect_timeout)
+        check_seconds("postgres_statement_timeout", postgres_statement_timeout, optional=True)
+        check_seconds("postgres_commit_timeout", postgres_commit_timeout)
+        check_seconds("postgres_resolve_timeout", postgres_resolve_timeout)
+        connect_args: dict[str, Any] = {"timeout": float(postgres_connect_timeout)}
+        if postgres_statement_timeout is not None:
+            milliseconds = max(int(postgres_statement_timeout * 1000), 1)
+            connect_args["server_settings"] = {"statement_timeout": str(milliseconds)}
+        pg_engine = create_async_engine(
             parsed,
+            connect_args=connect_args,
             execution_options={
                 BATCH_OPTION: postgres_commit_batch,
                 IN_FLIGHT_OPTION: postgres_commits_in_flight,
+                COMMIT_TIMEOUT_OPTION: float(postgres_commit_timeout),
+                RESOLVE_TIMEOUT_OPTION: float(postgres_resolve_timeout),
+                COMMIT_QUEUE_OPTION: postgres_commit_queue,
             },
             **options,
         )
+        # Each connection's server process, to end it if the connection is lost
+        # mid-commit (see postgres_outcome).
+        event.listen(pg_engine.sync_engine, "connect", remember_backend)
+        return pg_engine
 
     if sqlite_synchronous not in get_args(SQLiteSynchronous):
         raise ConfigurationError(

@@ -44,15 +44,32 @@ affected. (Holding a transaction-scoped lock until commit instead would
 serialise every commit with events, WAL flush included, and cap the event
 throughput at about one commit per WAL flush.)
 
+**No lock held while waiting on another transaction.** Before the events
+lock, the statement takes a transaction-scoped lock per stream it appends to
+(``pg_advisory_xact_lock``, in key order, so two flushes never wait on each
+other in a cycle), held until its transaction ends. A flush meeting another
+one's uncommitted rows of the same stream (stalled in its commit, say) waits
+there, *without* the events lock, so appends to other streams go on. Writers
+that insert into ``events`` without this adapter bypass that protection.
+
 The lock is session-level so that it can be released before the commit; if
 the statement fails after taking it, the adapter releases it
 (``pg_advisory_unlock_all()``) before the connection goes back to the pool,
-or drops the connection.
+or drops the connection; if the connection was lost, the old server process
+is ended (:mod:`.postgres_outcome`), which releases it.
+
+**Outcomes.** A refused statement wrote nothing; a lost connection is
+followed by finding out what the server did (:mod:`.postgres_outcome`); an
+event id clash decides whether the unit of work committed before. Bounded by
+the engine's ``postgres_commit_timeout`` and ``postgres_resolve_timeout``
+(:mod:`.postgres_settings`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.util import await_only, greenlet_spawn
@@ -60,11 +77,20 @@ from sqlalchemy.util import await_only, greenlet_spawn
 from cqrs_ddd_core.adapters.sqlalchemy.errors import (
     concurrency_error,
     is_concurrency_signal,
+    is_connection_lost,
+    is_replayed_event,
     persistence_error,
-    sqlstate,
 )
+from cqrs_ddd_core.adapters.sqlalchemy.postgres_outcome import (
+    BACKEND_KEY,
+    REPLAYED,
+    BackendIdentity,
+    replay_outcome,
+    resolve,
+)
+from cqrs_ddd_core.adapters.sqlalchemy.postgres_settings import settings_of
 from cqrs_ddd_core.adapters.sqlalchemy.postgres_statement import EVENTS_LOCK_KEY, build_flush
-from cqrs_ddd_core.exceptions import PersistenceError
+from cqrs_ddd_core.exceptions import CommitOutcomeUnknownError, PersistenceError
 from cqrs_ddd_core.persistence.records import StepTiming
 
 if TYPE_CHECKING:
@@ -75,6 +101,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EVENTS_LOCK_KEY",
+    "Attempt",
     "StatementFailed",
     "build_flush",
     "flush_postgres",
@@ -110,30 +137,47 @@ def step_timings(plan: FlushPlan, start: int, end: int, error_type: str | None) 
 class StatementFailed(Exception):
     """Carries the translated error and when the statement ended out of the greenlet.
 
-    ``written_nothing`` is true when PostgreSQL answered with an error (the
-    statement, hence its transaction, failed as a whole) or the statement was
-    never sent; false when the connection failed on the way and the outcome
-    is unknown. ``sent``: whether the statement reached the connection.
+    ``kind`` says what is known of the outcome:
+
+    * ``"unsent"``: no connection could be had; nothing was sent;
+    * ``"refused"``: PostgreSQL answered with an error; the statement, hence
+      its transaction, failed as a whole and nothing was written;
+    * ``"absent"``: the connection was lost and, looking afterwards, nothing
+      was written;
+    * ``"unknown"``: the connection was lost and what the server did could not
+      be learnt (the error is a :class:`CommitOutcomeUnknownError`).
     """
 
-    def __init__(
-        self,
-        error: BaseException,
-        start: int,
-        end: int,
-        *,
-        written_nothing: bool,
-        sent: bool = True,
-    ) -> None:
+    def __init__(self, error: BaseException, start: int, end: int, *, kind: str) -> None:
         super().__init__(str(error))
-        self.error, self.start, self.end = error, start, end
-        self.written_nothing = written_nothing
-        self.sent = sent
+        self.error, self.start, self.end, self.kind = error, start, end, kind
+
+    @property
+    def written_nothing(self) -> bool:
+        return self.kind != "unknown"
 
 
-def _flush_in_greenlet(
-    engine: Engine, plan: FlushPlan, sql: str, args: list[Any], diagnose: bool
-) -> tuple[int, int]:
+class Attempt:
+    """One statement on its way: whether it reached a connection, and which server
+    process ran it (to end that process if the connection is lost)."""
+
+    __slots__ = ("backend", "diagnose", "plan", "sent")
+
+    def __init__(self, diagnose: bool = True) -> None:
+        self.sent = False
+        self.diagnose = diagnose
+        self.plan: FlushPlan | None = None
+        self.backend: BackendIdentity | None = None
+
+
+class _Lost(Exception):
+    """The connection failed after the statement was sent (inside the greenlet)."""
+
+
+PlanSource = Callable[[], "FlushPlan | None"]
+
+
+def _flush_in_greenlet(engine: Engine, source: PlanSource, attempt: Attempt) -> tuple[int, int]:
     # One greenlet for checkout, statement and checkin: each greenlet_spawn
     # costs about as much as the pool work itself.
     start = time.time_ns()
@@ -141,64 +185,146 @@ def _flush_in_greenlet(
         fairy = engine.raw_connection()
     except Exception as exc:  # no connection (server down, pool timeout): nothing was sent
         unsent = persistence_error(exc, "PostgreSQL connection failed before the commit was sent")
-        raise StatementFailed(
-            unsent, start, time.time_ns(), written_nothing=True, sent=False
-        ) from exc
-    conn: Any = fairy.driver_connection
-    start = time.time_ns()
+        raise StatementFailed(unsent, start, time.time_ns(), kind="unsent") from exc
     try:
-        await_only(conn.fetchval(sql, *args))
-        return start, time.time_ns()
-    except Exception as exc:
-        end = time.time_ns()
-        error: BaseException
-        if sqlstate(exc) is None:  # the connection itself failed: the outcome is unknown
-            fairy.invalidate(exc)
-            error = persistence_error(exc, "PostgreSQL connection failed during commit")
-            raise StatementFailed(error, start, end, written_nothing=False) from exc
-        if plan.events:
-            await_only(_release_lock(fairy, conn))
-        if is_concurrency_signal(exc):
-            error = (
-                await_only(_diagnose(conn, plan, exc))
-                if diagnose
-                else concurrency_error("?", 0, None, exc)
-            )
-        else:
-            error = persistence_error(exc, "PostgreSQL flush failed")
-        raise StatementFailed(error, start, end, written_nothing=True) from exc
-    except BaseException:  # cancelled mid-statement: the connection's state is unknown
-        fairy.invalidate()
+        # The plan is taken only now: a commit counts as sent once it is on a
+        # connection, and one cancelled before that leaves without a trace.
+        plan = source()
+        if plan is None:
+            return start, start
+        diagnose = attempt.diagnose
+        try:
+            sql, args = build_flush(plan)
+        except Exception as exc:  # a value PostgreSQL cannot take: nothing was sent
+            error = persistence_error(exc, "PostgreSQL flush could not be encoded")
+            raise StatementFailed(error, start, time.time_ns(), kind="unsent") from exc
+        attempt.plan, attempt.backend, attempt.sent = plan, fairy.info.get(BACKEND_KEY), True
+        conn: Any = fairy.driver_connection
+        start = time.time_ns()
+        try:
+            await_only(conn.fetchval(sql, *args))
+            return start, time.time_ns()
+        except Exception as exc:
+            end = time.time_ns()
+            if is_connection_lost(exc):  # it may have run, and committed: find out
+                fairy.invalidate(exc)
+                raise _Lost() from exc
+            if plan.events:
+                await_only(_release_lock(fairy, conn))
+            failure: BaseException | str | None = None
+            replay = is_replayed_event(exc)
+            if (replay or is_concurrency_signal(exc)) and diagnose:
+                # Committed before (a retried command)? Then there is nothing to write.
+                try:
+                    failure = await_only(replay_outcome(conn, plan, exc))
+                except Exception as lookup:  # the refusal is certain; its reason is not
+                    if is_connection_lost(lookup):
+                        fairy.invalidate(lookup)
+                    failure = None
+                if failure == REPLAYED:
+                    return start, end
+            if not isinstance(failure, BaseException):
+                if is_concurrency_signal(exc):
+                    failure = (
+                        await_only(_diagnose(conn, plan, exc))
+                        if diagnose
+                        else concurrency_error("?", 0, None, exc)
+                    )
+                else:
+                    failure = persistence_error(exc, "PostgreSQL flush failed")
+            raise StatementFailed(failure, start, end, kind="refused") from exc
+    except BaseException as exc:
+        # Cancelled mid-statement (a deadline, the loop closing): the connection's
+        # state is unknown, so it is dropped (which also releases any lock).
+        if not isinstance(exc, Exception) and attempt.sent and fairy.is_valid:
+            fairy.invalidate()
         raise
     finally:
         fairy.close()
 
 
 async def run_flush(
-    engine: AsyncEngine, plan: FlushPlan, *, diagnose: bool = True
+    engine: AsyncEngine,
+    plan: FlushPlan | PlanSource,
+    *,
+    diagnose: bool = True,
+    attempt: Attempt | None = None,
 ) -> tuple[int, int]:
     """Write and commit ``plan`` in one round trip; the statement's start and end.
 
-    ``diagnose=False`` skips asking which stream moved after a conflict (the
-    caller will find out otherwise).
+    ``plan`` may be a function giving the plan once a connection is at hand
+    (``None``: nothing to send; it may set ``attempt.diagnose``).
+    ``diagnose=False`` skips asking which stream
+    moved after a conflict, and whether a clash on event ids is a unit of work
+    committed before (the caller sends the plans again one by one).
+
+    The statement is bounded by the engine's commit timeout; a lost
+    connection or a timeout after the statement was sent is followed by
+    finding out whether it committed (bounded by the resolve timeout).
 
     Raises:
-        StatementFailed: carrying the :class:`ConcurrencyError` or
-            :class:`PersistenceError` and the statement's times.
+        StatementFailed: carrying the :class:`ConcurrencyError`,
+            :class:`PersistenceError` or :class:`CommitOutcomeUnknownError`,
+            the statement's times and what is known of the outcome.
     """
-    sql, args = build_flush(plan)
-    return await greenlet_spawn(_flush_in_greenlet, engine.sync_engine, plan, sql, args, diagnose)
+    source: PlanSource = plan if callable(plan) else (lambda: plan)
+    attempt = Attempt(diagnose) if attempt is None else attempt
+    settings = settings_of(engine)
+    start = time.time_ns()
+    try:
+        async with asyncio.timeout(settings.commit_timeout):
+            return await greenlet_spawn(_flush_in_greenlet, engine.sync_engine, source, attempt)
+    except TimeoutError as exc:
+        if not attempt.sent:
+            unsent = PersistenceError(
+                f"PostgreSQL commit not sent: no connection within {settings.commit_timeout} s"
+            )
+            raise StatementFailed(unsent, start, time.time_ns(), kind="unsent") from exc
+        cause: BaseException = exc
+    except _Lost as lost:
+        cause = lost.__cause__ or lost
+    sent = attempt.plan
+    assert sent is not None
+    end = time.time_ns()
+    committed = await resolve(engine, sent, attempt.backend, settings.resolve_timeout)
+    if committed:
+        return start, end
+    if committed is False:
+        error = persistence_error(cause, "PostgreSQL connection lost; the commit was not stored")
+        raise StatementFailed(error, start, end, kind="absent") from cause
+    unknown = unknown_outcome(sent, cause)
+    raise StatementFailed(unknown, start, end, kind="unknown") from cause
 
 
-async def flush_postgres(engine: AsyncEngine, plan: FlushPlan, timings: list[StepTiming]) -> None:
+def unknown_outcome(plan: FlushPlan, cause: BaseException | None) -> CommitOutcomeUnknownError:
+    """The error for a commit of ``plan`` whose outcome is unknown (the caller's
+    unit of work fills in the message id)."""
+    detail = "" if cause is None else f": {type(cause).__name__}: {str(cause).strip()[:200]}"
+    error = CommitOutcomeUnknownError(
+        f"PostgreSQL commit outcome unknown (connection lost after the commit was sent){detail}",
+        event_ids=[event.event_id for event in plan.events],
+    )
+    error.__cause__ = cause
+    return error
+
+
+async def flush_postgres(
+    engine: AsyncEngine,
+    plan: FlushPlan,
+    timings: list[StepTiming],
+    *,
+    attempt: Attempt | None = None,
+) -> None:
     """Write and commit ``plan`` in one round trip; append the measured steps.
 
     Raises:
         ConcurrencyError: a stream or state row was not at the expected version.
+        CommitOutcomeUnknownError: the connection was lost and the outcome
+            could not be learnt.
         PersistenceError: any other database failure (nothing was written).
     """
     try:
-        start, end = await run_flush(engine, plan)
+        start, end = await run_flush(engine, plan, attempt=attempt)
     except StatementFailed as failed:
         timings.extend(step_timings(plan, failed.start, failed.end, type(failed.error).__name__))
         raise failed.error from failed.__cause__

@@ -11,34 +11,61 @@ unit of work does not send its flush alone while others are on their way:
   and stopping before one that touches a stream or state row already in the
   batch, merges them into one plan and sends one statement; it goes on
   until the queue is empty. While a statement is out, new commits gather.
+* A batch is taken from the queue only once its drain holds a connection:
+  a commit counts as sent from then on.
 * Success: every flush of the batch committed, in the same transaction.
-* PostgreSQL refused the statement (a version conflict, a duplicate id...):
-  nothing of it was written, so each flush of the batch is sent again on its
-  own and gets its own outcome. One command's conflict never fails another.
-* The connection failed: the outcome is unknown for the whole batch, and
-  each of its commits says so (``PersistenceError``), as a lone one would.
+* PostgreSQL refused the statement (a version conflict, an event id stored
+  already...): nothing of it was written, so each flush of the batch is sent
+  again on its own and gets its own outcome. One command's conflict never
+  fails another.
+* The connection was lost: the batch's outcome is looked up once, for all
+  of it (the statement is atomic). Committed: every commit of the batch is.
+  Unknown: each says so (:class:`CommitOutcomeUnknownError` with its own
+  event ids); never sent again. Not written (the old server process is gone
+  and none of the ids is stored): each flush is sent again on its own.
+* No connection could be had: every queued commit fails with that error.
 
-Cancellation: a commit cancelled while still queued leaves the queue and
-nothing of it is written; one cancelled after its batch was sent waits for
-the outcome, which it reports (committed: the cancellation reaches the
-caller at its next ``await``; failed: the cancellation is raised).
+The queue holds at most ``postgres_commit_queue`` commits; one more waits
+for room, within the engine's commit timeout (then ``PersistenceError``,
+nothing sent).
+
+Cancellation (a caller's deadline included): a commit cancelled while still
+queued leaves the queue and nothing of it is written. One cancelled after its
+batch was sent waits at most :data:`.postgres_cancel.CANCEL_GRACE` seconds for the outcome
+and reports it (committed: the cancellation reaches the caller at its next
+``await``; refused: the cancellation is raised); without an outcome by then
+it raises :class:`CommitOutcomeUnknownError` (the statement goes on within
+the engine's limits, and the retried command is recognised by its event ids).
 
 Configured per engine with the execution options ``postgres_commit_batch``
-(flushes per statement; 1 turns grouping off) and
-``postgres_commits_in_flight`` (statements at once); ``create_engine`` sets
-them.
+(flushes per statement; 1 turns grouping off:
+:func:`.postgres_cancel.commit_alone`),
+``postgres_commits_in_flight`` (statements at once) and the limits of
+:mod:`.postgres_settings`; ``create_engine`` sets them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from cqrs_ddd_core.adapters.sqlalchemy.errors import persistence_error
 from cqrs_ddd_core.adapters.sqlalchemy.plan import FlushPlan
-from cqrs_ddd_core.adapters.sqlalchemy.postgres import StatementFailed, run_flush, step_timings
+from cqrs_ddd_core.adapters.sqlalchemy.postgres import (
+    Attempt,
+    StatementFailed,
+    run_flush,
+    step_timings,
+    unknown_outcome,
+)
+from cqrs_ddd_core.adapters.sqlalchemy.postgres_cancel import CANCEL_GRACE, deliver
+from cqrs_ddd_core.adapters.sqlalchemy.postgres_settings import (
+    DEFAULT_COMMIT_QUEUE,
+    settings_of,
+)
 from cqrs_ddd_core.exceptions import ConfigurationError, PersistenceError
 
 if TYPE_CHECKING:
@@ -90,18 +117,39 @@ class _Pending:
 class GroupCommitter:
     """The commit queue of one engine (see the module's description)."""
 
-    __slots__ = ("__weakref__", "_batch", "_drains", "_in_flight", "_limit", "_loop", "_queue")
+    __slots__ = (
+        "__weakref__",
+        "_batch",
+        "_drains",
+        "_in_flight",
+        "_limit",
+        "_loop",
+        "_queue",
+        "_queue_limit",
+        "_room",
+    )
 
-    def __init__(self, batch: int = DEFAULT_BATCH, in_flight: int = DEFAULT_IN_FLIGHT) -> None:
-        for name, value in ((BATCH_OPTION, batch), (IN_FLIGHT_OPTION, in_flight)):
+    def __init__(
+        self,
+        batch: int = DEFAULT_BATCH,
+        in_flight: int = DEFAULT_IN_FLIGHT,
+        queue_limit: int = DEFAULT_COMMIT_QUEUE,
+    ) -> None:
+        for name, value in (
+            (BATCH_OPTION, batch),
+            (IN_FLIGHT_OPTION, in_flight),
+            ("postgres_commit_queue", queue_limit),
+        ):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
         self._batch = batch
         self._limit = in_flight
+        self._queue_limit = queue_limit
         self._queue: deque[_Pending] = deque()
         self._in_flight = 0
         self._drains: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._room: asyncio.Semaphore | None = None
 
     @property
     def batch(self) -> int:
@@ -111,17 +159,44 @@ class GroupCommitter:
     def in_flight(self) -> int:
         return self._limit
 
+    @property
+    def queue_limit(self) -> int:
+        return self._queue_limit
+
+    @property
+    def queued(self) -> int:
+        """Commits waiting in the queue now (not yet on a connection)."""
+        return len(self._queue)
+
     async def commit(self, engine: AsyncEngine, plan: FlushPlan, timings: list[StepTiming]) -> None:
         """Write and commit ``plan``, maybe in one statement with concurrent commits.
 
         Raises:
             ConcurrencyError: a stream or state row was not at the expected version.
+            CommitOutcomeUnknownError: the connection was lost after the statement
+                was sent and the outcome could not be learnt, or the caller was
+                cancelled then and the outcome did not come within :data:`CANCEL_GRACE`.
             PersistenceError: any other database failure (nothing of this plan
-                was written), or a lost connection (the outcome is unknown).
+                was written).
         """
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # a new event loop (tests run one per test)
             self._loop, self._queue, self._in_flight = loop, deque(), 0
+            self._room = asyncio.Semaphore(self._queue_limit)
+        room = self._room
+        assert room is not None
+        if room.locked():  # the queue is full: wait for room, within the commit timeout
+            limit = settings_of(engine).commit_timeout
+            try:
+                async with asyncio.timeout(limit):
+                    await room.acquire()
+            except TimeoutError:
+                raise PersistenceError(
+                    f"PostgreSQL commit not sent: the commit queue stayed full "
+                    f"({self._queue_limit} waiting) for {limit} s"
+                ) from None
+        else:
+            await room.acquire()  # free: returns at once
         entry = _Pending(plan, loop.create_future())
         self._queue.append(entry)
         if self._in_flight < self._limit:
@@ -145,20 +220,18 @@ class GroupCommitter:
     ) -> None:
         if not entry.sent:
             self._queue.remove(entry)  # never sent: nothing was written
+            if self._room is not None:
+                self._room.release()
             raise cancelled
-        while entry.outcome is None:  # sent: wait for what the database did
+        if entry.outcome is None:  # sent: wait a little for what the database did
             entry.waiter = asyncio.get_running_loop().create_future()
-            try:
-                await entry.waiter
-            except asyncio.CancelledError:
-                continue
-        timings.extend(entry.outcome.timings)
-        if entry.outcome.error is not None:
-            raise cancelled from None  # nothing was kept: report the cancellation
-        current = asyncio.current_task()
-        if current is not None:  # committed: deliver the cancellation at the next await
-            current.uncancel()
-            current.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait({entry.waiter}, timeout=CANCEL_GRACE)
+        outcome = entry.outcome
+        if outcome is None:
+            raise unknown_outcome(entry.plan, cancelled) from cancelled
+        timings.extend(outcome.timings)
+        deliver(outcome.error, cancelled)
 
     def _take(self) -> list[_Pending]:
         """The next batch: queued flushes in order, none sharing a stream or state row
@@ -175,59 +248,111 @@ class GroupCommitter:
             streams.update(plan.streams)
             states.update(plan.states)
             batch.append(queue.popleft())
+        room = self._room
         for entry in batch:
             entry.sent = True
+            if room is not None:
+                room.release()
         return batch
 
     async def _drain(self, engine: AsyncEngine) -> None:
         try:
             while self._queue:
-                await self._send(engine, self._take())
+                await self._send(engine)
         finally:
             # Left only on the way out of a cancellation (the loop is closing):
             # their callers are being cancelled too, and nothing of them was sent.
-            while self._queue:
-                entry = self._queue.popleft()
-                error = PersistenceError("PostgreSQL commit not sent: the event loop is closing")
-                entry.finish([], error)
+            self._fail_queued(PersistenceError("PostgreSQL commit not sent: the loop is closing"))
             self._in_flight -= 1
 
-    async def _send(self, engine: AsyncEngine, batch: list[_Pending]) -> None:
-        """Send ``batch`` as one statement and give every entry its outcome, whatever
-        happens (only a cancellation of the drain itself propagates)."""
+    def _fail_queued(self, error: PersistenceError) -> None:
+        while self._queue:
+            entry = self._queue.popleft()
+            entry.sent = True  # answered: no longer in the queue
+            if self._room is not None:
+                self._room.release()
+            entry.finish([], _copy(error, "PostgreSQL commit not sent"))
+
+    async def _send(self, engine: AsyncEngine) -> None:
+        """Send the next batch as one statement and give every entry its outcome,
+        whatever happens (only a cancellation of the drain itself propagates)."""
+        batch: list[_Pending] = []
+        attempt = Attempt()
+
+        def take() -> FlushPlan | None:
+            if not self._queue:
+                return None
+            batch.extend(self._take())
+            attempt.diagnose = len(batch) == 1
+            return batch[0].plan if len(batch) == 1 else _merged(batch)
+
         try:
-            await self._send_batch(engine, batch)
+            try:
+                start, end = await run_flush(engine, take, attempt=attempt)
+            except StatementFailed as failed:
+                if not batch:  # no connection: every queued commit learns it now
+                    error = failed.error
+                    if not isinstance(error, PersistenceError):
+                        error = PersistenceError(str(error))
+                    self._fail_queued(error)
+                    return
+                if len(batch) > 1 and failed.kind in ("refused", "absent"):
+                    for entry in batch:  # each on its own: its own outcome
+                        await _send_alone(engine, entry)
+                    return
+                _fail(batch, failed)
+                return
+            for entry in batch:
+                entry.finish(step_timings(entry.plan, start, end, None), None)
         except BaseException as exc:
+            if not batch and isinstance(exc, Exception):  # a bug if ever: answer everyone
+                self._fail_queued(persistence_error(exc, "PostgreSQL commit not sent"))
+                return
             what = (
-                "PostgreSQL commit failed"  # before the statement was sent (a bug if ever)
+                "PostgreSQL commit failed"  # a bug if ever
                 if isinstance(exc, Exception)
                 else "PostgreSQL commit interrupted; its outcome is unknown"
             )
             for entry in batch:
                 if entry.outcome is None:
-                    entry.finish([], persistence_error(exc, what))
+                    error = (
+                        persistence_error(exc, what)
+                        if isinstance(exc, Exception)
+                        else unknown_outcome(entry.plan, exc)
+                    )
+                    entry.finish([], error)
             if not isinstance(exc, Exception):
                 raise
 
-    async def _send_batch(self, engine: AsyncEngine, batch: list[_Pending]) -> None:
-        alone = len(batch) == 1
-        plan = batch[0].plan if alone else _merged(batch)
-        try:
-            start, end = await run_flush(engine, plan, diagnose=alone)
-        except StatementFailed as failed:
-            if not alone and failed.written_nothing and failed.sent:
-                for entry in batch:  # each on its own: its own outcome
-                    await self._send(engine, [entry])
-                return
-            kind = type(failed.error).__name__
-            for index, entry in enumerate(batch):
-                error = failed.error
-                if index:  # one exception object per caller
-                    error = persistence_error(failed.error, "PostgreSQL group commit failed")
-                entry.finish(step_timings(entry.plan, failed.start, failed.end, kind), error)
-            return
-        for entry in batch:
-            entry.finish(step_timings(entry.plan, start, end, None), None)
+
+async def _send_alone(engine: AsyncEngine, entry: _Pending) -> None:
+    try:
+        start, end = await run_flush(engine, entry.plan)
+    except StatementFailed as failed:
+        _fail([entry], failed)
+        return
+    except Exception as exc:  # a bug if ever: this caller learns it, the others go on
+        entry.finish([], persistence_error(exc, "PostgreSQL commit failed"))
+        return
+    entry.finish(step_timings(entry.plan, start, end, None), None)
+
+
+def _fail(batch: list[_Pending], failed: StatementFailed) -> None:
+    """Give every entry of ``batch`` the failure (one exception object each)."""
+    kind = type(failed.error).__name__
+    for index, entry in enumerate(batch):
+        error = failed.error
+        if failed.kind == "unknown":
+            error = unknown_outcome(entry.plan, failed.__cause__)
+        elif index:
+            error = persistence_error(failed.error, "PostgreSQL group commit failed")
+        entry.finish(step_timings(entry.plan, failed.start, failed.end, kind), error)
+
+
+def _copy(error: PersistenceError, what: str) -> PersistenceError:
+    copied = PersistenceError(str(error) or what)
+    copied.__cause__ = error.__cause__
+    return copied
 
 
 def _merged(batch: list[_Pending]) -> FlushPlan:
@@ -254,7 +379,8 @@ def committer_for(engine: AsyncEngine) -> GroupCommitter | None:
         options = engine.get_execution_options()
         batch = options.get(BATCH_OPTION, DEFAULT_BATCH)
         in_flight = options.get(IN_FLIGHT_OPTION, DEFAULT_IN_FLIGHT)
-        committer = _committers[sync_engine] = GroupCommitter(batch, in_flight)
+        queue_limit = settings_of(engine).commit_queue
+        committer = _committers[sync_engine] = GroupCommitter(batch, in_flight, queue_limit)
     return None if committer.batch == 1 else committer
 
 

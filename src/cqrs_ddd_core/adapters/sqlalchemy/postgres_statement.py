@@ -26,9 +26,10 @@ from cqrs_ddd_core.adapters.sqlalchemy.plan import as_utc
 if TYPE_CHECKING:
     from cqrs_ddd_core.adapters.sqlalchemy.plan import FlushPlan
 
-__all__ = ["EVENTS_LOCK_KEY", "Shape", "build_flush", "shape_of"]
+__all__ = ["EVENTS_LOCK_KEY", "STREAM_LOCK_CLASS", "Shape", "build_flush", "shape_of"]
 
 EVENTS_LOCK_KEY = 0x63717273_65767473  # "cqrsevts": the advisory lock around event inserts
+STREAM_LOCK_CLASS = 0x63717273  # "cqrs": the first key of the per-stream (two-key) locks
 
 _EVENT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("event_id", "text"),
@@ -135,17 +136,28 @@ def _statement(shape: Shape) -> str:
     after = ""  # the dependency that orders the other writes after the events
     if has_events:
         key = p.one("int8")
+        heads = p.one("json")
         ctes.append(
-            f"stream_conflicts AS (SELECT 1 FROM {p.rows(_HEAD_COLUMNS)} WHERE u.expected "
+            f"stream_conflicts AS (SELECT 1 FROM {p.rows(_HEAD_COLUMNS, heads)} WHERE u.expected "
             "<> coalesce((SELECT max(e.version) FROM events e WHERE e.aggregate_type = "
             "u.aggregate_type AND e.aggregate_id = u.aggregate_id), 0))"
         )
         checks.append("SELECT 1 FROM stream_conflicts")
+        # One transaction-scoped lock per stream, in key order (no cycles),
+        # before the events lock: a flush meeting another's uncommitted rows
+        # of its stream waits here, holding nothing others need. (A volatile
+        # call in the select list runs after the sort.)
+        ctes.append(
+            "stream_locks AS MATERIALIZED (SELECT count(*) AS n FROM (SELECT "
+            f"pg_advisory_xact_lock({STREAM_LOCK_CLASS}, s.k) FROM (SELECT DISTINCT "
+            "hashtext(u.aggregate_type || chr(31) || u.aggregate_id) AS k FROM "
+            f"{p.rows(_HEAD_COLUMNS, heads)}) AS s ORDER BY s.k) AS l)"
+        )
         names = ", ".join(name for name, _ in _EVENT_COLUMNS)
         # The lock's row feeds the insert (positions are drawn after it is
         # held); the release reads the insert's rows (it comes after the last
         # one); every other write reads the release's row (it comes after).
-        ctes.append(f"lock AS MATERIALIZED (SELECT pg_advisory_lock({key}))")
+        ctes.append(f"lock AS MATERIALIZED (SELECT pg_advisory_lock({key}) FROM stream_locks)")
         ctes.append(
             f"ev AS (INSERT INTO events ({names}, transaction_id, recorded_at) "
             f"SELECT {_select_list(_EVENT_COLUMNS)}, pg_current_xact_id()::text::int8, now() "

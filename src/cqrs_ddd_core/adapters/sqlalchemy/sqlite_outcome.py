@@ -74,10 +74,27 @@ def _event_ids(plan: FlushPlan) -> list[str]:
     return [event.event_id for event in plan.events]
 
 
+def _stored_streams(conn: sqlite3.Connection, event_ids: list[str]) -> dict[str, tuple[str, str]]:
+    """The stream each stored one of ``event_ids`` is in."""
+    stored: dict[str, tuple[str, str]] = {}
+    for start in range(0, len(event_ids), _CHUNK):
+        chunk = event_ids[start : start + _CHUNK]
+        marks = ",".join("?" * len(chunk))
+        rows = conn.execute(
+            "SELECT event_id, aggregate_type, aggregate_id FROM events"
+            f" WHERE event_id IN ({marks})",
+            chunk,
+        ).fetchall()
+        stored.update({row[0]: (row[1], row[2]) for row in rows})
+    return stored
+
+
 def committed_before(conn: sqlite3.Connection, plan: FlushPlan) -> bool | ConcurrencyError:
-    """After a clash: ``True`` if every event of ``plan`` is stored already (the
-    unit of work was committed before), a :class:`ConcurrencyError` if some are,
-    ``False`` if none are or ``plan`` has no events.
+    """After a clash: ``True`` if every event of ``plan`` is stored already, each
+    in the stream ``plan`` appends it to (the unit of work was committed
+    before), a :class:`ConcurrencyError` if only some are, ``False`` if none
+    are, one is stored in another stream (a duplicate id, not a replay: the
+    caller keeps its error), or ``plan`` has no events.
 
     Raises:
         sqlite3.Error: the look-up failed (the caller keeps the original error).
@@ -85,17 +102,28 @@ def committed_before(conn: sqlite3.Connection, plan: FlushPlan) -> bool | Concur
     ids = _event_ids(plan)
     if not ids:
         return False
-    found = stored_event_ids(conn, ids)
-    if found == 0:
+    stored = _stored_streams(conn, ids)
+    if not stored:
         return False
-    if found == len(set(ids)):
+    partial: tuple[str, str] | None = None
+    for event in plan.events:
+        stream = stored.get(event.event_id)
+        if stream is None:
+            partial = partial or (event.aggregate_type, event.aggregate_id)
+        elif stream != (event.aggregate_type, event.aggregate_id):
+            return False  # an id of another stream: a duplicate, not a replay
+    if partial is None:
         return True
     # Part of this unit of work's events are stored: another unit of work
     # (a different command reusing ids, or a retry that changed) got there.
-    append = next(iter(plan.streams.values()))
+    for event in plan.events:  # name a stream whose ids are partly stored
+        if event.event_id in stored:
+            partial = (event.aggregate_type, event.aggregate_id)
+            break
+    append = plan.streams[partial]
     head = conn.execute(
         "SELECT max(version) FROM events WHERE aggregate_type = ? AND aggregate_id = ?",
-        (append.aggregate_type, append.aggregate_id),
+        partial,
     ).fetchone()
     actual = (head[0] if head else None) or 0
     return concurrency_error(append.stream, append.expected_version, actual, None)

@@ -23,8 +23,12 @@ flush finish (it may commit whatever the caller does) and reports what
 really happened: committed (after-commit hooks run, the cancellation reaches
 the caller at its next ``await``) or rolled back. On SQLite's open writer the
 flush does that itself, without a task (:func:`.sqlite.flush_open_writer`);
-otherwise (PostgreSQL, the first SQLite commit) it runs as a shielded task
-(:func:`_finish`).
+otherwise (the first SQLite commit) it runs as a shielded task
+(:func:`_finish`). On PostgreSQL a cancelled caller waits a bounded time for
+the outcome, and reports it unknown when it does not come
+(:mod:`.postgres_cancel`); a
+:class:`~cqrs_ddd_core.exceptions.CommitOutcomeUnknownError` is given the
+message id of the command being dispatched.
 """
 
 from __future__ import annotations
@@ -39,10 +43,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from cqrs_ddd_core.adapters.sqlalchemy.engine import dialect_name
 from cqrs_ddd_core.adapters.sqlalchemy.plan import FlushPlan
-from cqrs_ddd_core.adapters.sqlalchemy.postgres import flush_postgres
+from cqrs_ddd_core.adapters.sqlalchemy.postgres_cancel import commit_alone
 from cqrs_ddd_core.adapters.sqlalchemy.postgres_group import committer_for
 from cqrs_ddd_core.adapters.sqlalchemy.sqlite import flush_open_writer, flush_sqlite, writer_for
-from cqrs_ddd_core.exceptions import ConfigurationError, UnitOfWorkError
+from cqrs_ddd_core.context import current_context
+from cqrs_ddd_core.exceptions import CommitOutcomeUnknownError, ConfigurationError, UnitOfWorkError
 from cqrs_ddd_core.persistence.unit_of_work import BaseUnitOfWork, StagedGroup
 
 if TYPE_CHECKING:
@@ -127,10 +132,16 @@ async def _flush_sqlite(engine: AsyncEngine, plan: FlushPlan, timings: list[Step
 
 async def _flush_postgres(engine: AsyncEngine, plan: FlushPlan, timings: list[StepTiming]) -> None:
     committer = committer_for(engine)
-    if committer is None:  # grouping turned off: one statement per commit
-        await _finish(flush_postgres(engine, plan, timings))
-    else:  # it handles cancellation itself, like _finish
-        await committer.commit(engine, plan, timings)
+    try:
+        if committer is None:  # grouping turned off: one statement per commit
+            await commit_alone(engine, plan, timings)
+        else:  # both handle cancellation themselves
+            await committer.commit(engine, plan, timings)
+    except CommitOutcomeUnknownError as unknown:
+        if unknown.message_id is None:
+            context = current_context()
+            unknown.message_id = context.message_id if context is not None else None
+        raise
 
 
 # Each runs its flush to the end even if the caller is cancelled meanwhile.

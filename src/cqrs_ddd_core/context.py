@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     from cqrs_ddd_core.domain.messages import DomainEvent, Message
     from cqrs_ddd_core.persistence.ports import UnitOfWork
+    from cqrs_ddd_core.persistence.records import StepTiming
 
 __all__ = [
     "DispatchContext",
@@ -58,11 +59,14 @@ class DispatchContext:
         events: The events this dispatch produced (set when the handler returns).
         published: The root's list of events to hand to in-process event
             handlers once the root dispatch has committed, in persistence order.
+        db_steps: The database reads this dispatch made (``StepTiming`` s,
+            see :func:`~cqrs_ddd_core.persistence.steps.record_read`), or None.
     """
 
     __slots__ = (
         "causation_id",
         "correlation_id",
+        "db_steps",
         "events",
         "kind",
         "message",
@@ -92,6 +96,7 @@ class DispatchContext:
             self.message_type = _type_names[message_class] = message_class.type_name()
         self.parent = parent
         self.events: tuple[DomainEvent, ...] = ()
+        self.db_steps: list[StepTiming] | None = None
         if parent is not None:
             self.correlation_id: str = message.correlation_id or parent.correlation_id
             self.causation_id: str | None = parent.message_id

@@ -103,7 +103,7 @@ class PrometheusServer:
 
         with PrometheusServer(["127.0.0.1:9464"], workdir=tmp_path) as prom:
             prom.wait_for_scrapes(3)
-            prom.query("sum(cqrs_events_persisted_total)")
+            prom.query("sum(cqrs_events_stored_total)")
     """
 
     def __init__(

@@ -48,6 +48,7 @@ from cqrs_ddd_advanced_core.demo.messages import (
 from cqrs_ddd_advanced_core.demo.stats import RunStats
 from cqrs_ddd_core.context import DispatchContext, current_context
 from cqrs_ddd_core.exceptions import ConcurrencyError
+from cqrs_ddd_core.persistence.steps import written_by_aggregate_type
 from cqrs_ddd_core.telemetry.api import error_type
 from cqrs_ddd_core.telemetry.names import NO_AGGREGATE_TYPE
 
@@ -108,9 +109,11 @@ class UnitOfWorkCapture:
 
 def _persistence(
     uow: UnitOfWork, context: DispatchContext | None
-) -> tuple[float, Counter[str], bool] | None:
-    """``(seconds, events per aggregate type, wrote)`` of a committed unit of work,
-    as ``MetricsMiddleware`` computes ``cqrs.persistence.duration`` (None: nothing written)."""
+) -> tuple[float, Counter[str], Counter[str], Counter[str]] | None:
+    """``(seconds, events per aggregate type, stored, enqueued)`` of a committed unit of
+    work, as ``MetricsMiddleware`` computes ``cqrs.persistence.duration`` (labelled by
+    the aggregate types of the events), ``cqrs.events.stored`` and
+    ``cqrs.outbox.enqueued`` (None: nothing written)."""
     timings = uow.timings
     if not timings:
         return None
@@ -122,8 +125,8 @@ def _persistence(
             for slot in context.published
             for event in slot
         )
-    wrote = any(t.collection is not None and t.rows > 0 for t in timings)
-    return seconds, events, wrote
+    stored, enqueued = written_by_aggregate_type(getattr(uow, "committed", ()))
+    return seconds, events, Counter(stored), Counter(enqueued)
 
 
 class Workload:
@@ -296,8 +299,8 @@ class Workload:
         if captured:
             found = _persistence(*captured[0])
             if found is not None:
-                seconds, events, wrote = found
-                stats.record_persistence(seconds, events, wrote=wrote)
+                seconds, events, stored, enqueued = found
+                stats.record_persistence(seconds, events, stored=stored, enqueued=enqueued)
         self._track(command)
 
     def _finished(self, message_type: str, start: float, *, command: bool) -> None:

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from cqrs_ddd_core.adapters.sqlalchemy.engine import dialect_name
+from cqrs_ddd_core.adapters.sqlalchemy.identity import database_identity
 from cqrs_ddd_core.adapters.sqlalchemy.plan import FlushPlan
 from cqrs_ddd_core.adapters.sqlalchemy.postgres import flush_postgres
 from cqrs_ddd_core.adapters.sqlalchemy.postgres_group import committer_for
@@ -81,6 +82,7 @@ class SQLAlchemyUnitOfWork(BaseUnitOfWork):
         super().__init__()
         self.engine = engine_of(bind)
         self._flush: _Flush = _FLUSHES[dialect_name(self.engine)]
+        self.database = database_identity(self.engine)  # db.namespace, server.* of its steps
 
     @classmethod
     def factory(

@@ -193,7 +193,8 @@ class LoggingMiddleware:
 
     * ``<kind>_started`` at DEBUG;
     * ``<kind>_succeeded`` at INFO for commands, DEBUG for queries, with
-      ``outcome``, ``duration_ms`` and, for commands, ``events_raised`` (the events the command raised);
+      ``outcome``, ``duration_ms`` and, for commands, ``events_raised`` (the
+      events the command raised);
     * ``<kind>_refused`` at the success level, with ``outcome="refused"``,
       ``refusal_type`` (the qualified class name, as ``cqrs.refusal.type``)
       and ``reason`` (the message), no traceback, for refusals (``refusals``:

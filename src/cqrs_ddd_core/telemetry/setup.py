@@ -30,6 +30,10 @@ variable                               effect
 ``OTEL_TRACES_SAMPLER`` / ``_ARG``     the sampler (read by the SDK)
 ``OTEL_METRIC_EXPORT_INTERVAL``        OTLP metric export interval in ms (read by the SDK)
 =====================================  ==========================================
+
+An OTLP collector that does not answer costs a short probe (0.25 s at most,
+repeated every 5 s at most) and one ``telemetry_collector_unreachable``
+warning, never the exporters' retries (see :mod:`.otlp_gate`).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, ExemplarFilter, M
 from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
     MetricExporter,
+    MetricExportResult,
     MetricReader,
     PeriodicExportingMetricReader,
 )
@@ -54,9 +59,11 @@ from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     ConsoleSpanExporter,
     SpanExporter,
+    SpanExportResult,
 )
 
 from cqrs_ddd_core.exceptions import ConfigurationError
+from cqrs_ddd_core.telemetry.otlp_gate import gate_for, gated, otlp_endpoint
 
 __all__ = ["Telemetry", "setup_telemetry"]
 
@@ -224,13 +231,14 @@ def setup_telemetry(
     resource = _resource(service_name, resource_attributes)
     tracer_provider = TracerProvider(resource=resource)
     for name in trace_exporters:
-        span_exporter: SpanExporter = (
-            span_exporter_cls(
-                **_endpoint_kwargs("traces", traces_protocol, otlp_endpoint, otlp_headers)
-            )
-            if name == "otlp"
-            else ConsoleSpanExporter()
-        )
+        span_exporter: SpanExporter
+        if name == "otlp":
+            kwargs = _endpoint_kwargs("traces", traces_protocol, otlp_endpoint, otlp_headers)
+            span_exporter = _gated(
+                span_exporter_cls, "traces", traces_protocol, kwargs, SpanExportResult.FAILURE
+            )(**kwargs)
+        else:
+            span_exporter = ConsoleSpanExporter()
         tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
     for exporter in span_exporters:
         tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
@@ -244,9 +252,14 @@ def setup_telemetry(
                 prometheus_reader, server = _prometheus(prometheus_registry, port, host)
                 readers.append(prometheus_reader)
             elif name == "otlp":
-                metric_exporter: MetricExporter = metric_exporter_cls(
-                    **_endpoint_kwargs("metrics", metrics_protocol, otlp_endpoint, otlp_headers)
-                )
+                kwargs = _endpoint_kwargs("metrics", metrics_protocol, otlp_endpoint, otlp_headers)
+                metric_exporter: MetricExporter = _gated(
+                    metric_exporter_cls,
+                    "metrics",
+                    metrics_protocol,
+                    kwargs,
+                    MetricExportResult.FAILURE,
+                )(**kwargs)
                 readers.append(PeriodicExportingMetricReader(metric_exporter))
             else:
                 readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter()))
@@ -360,6 +373,13 @@ def _endpoint_kwargs(
     if headers and not os.environ.get("OTEL_EXPORTER_OTLP_HEADERS"):
         kwargs["headers"] = dict(headers)
     return kwargs
+
+
+def _gated(cls: Any, signal: str, protocol: str, kwargs: dict[str, Any], failure: Any) -> Any:
+    """``cls`` behind its collector's gate (see :mod:`.otlp_gate`): an absent
+    collector costs a bounded probe and one warning line, not retries."""
+    gate = gate_for(otlp_endpoint(signal, protocol, kwargs.get("endpoint")))
+    return cls if gate is None else gated(cls, failure, gate)
 
 
 def _import_exporter(protocol: str, signal: str, class_name: str) -> Any:

@@ -20,10 +20,12 @@ from cqrs_ddd_core.telemetry.names import (
     ATTR_DB_NAMESPACE,
     ATTR_DB_OPERATION,
     ATTR_DB_QUERY_SUMMARY,
+    ATTR_DB_RETURN_MS,
     ATTR_DB_RETURNED_ROWS,
     ATTR_DB_ROWS,
     ATTR_DB_STEP_DURATION_MS,
     ATTR_DB_SYSTEM,
+    ATTR_DB_WAIT_MS,
     ATTR_ERROR_TYPE,
     ATTR_MESSAGE_ID,
     ATTR_MESSAGE_KIND,
@@ -205,13 +207,15 @@ class TracingMiddleware:
             mode = self._persistence
             reads = context.db_steps
             if reads and mode == "steps":
-                self._emit_steps(span, reads, None)
+                self._emit_steps(span, reads, None, None)
             uow = context.uow
             if owns_uow and uow is not None and uow.timings:
+                database = getattr(uow, "database", None)
+                window = getattr(uow, "commit_window", None)
                 if mode == "steps":
-                    self._emit_steps(span, uow.timings, getattr(uow, "database", None))
+                    self._emit_steps(span, uow.timings, database, window)
                 elif mode == "commit":
-                    self._emit_commit(span, uow.timings, getattr(uow, "database", None))
+                    self._emit_commit(span, uow.timings, database, window)
             span.end()
 
     # -- persistence spans ---------------------------------------------------
@@ -257,27 +261,38 @@ class TracingMiddleware:
         parent: trace.Span,
         timings: Sequence[StepTiming],
         database: DatabaseIdentity | None,
+        window: tuple[int, int] | None,
     ) -> None:
         parent_context = trace.set_span_in_context(parent)
         start_span = self._tracer.start_span
         last = len(timings) - 1
         begin_start = begin_ns = 0
+        wait_start, return_end = _window(timings, window)
         for index, step in enumerate(timings):
             if step.operation == "BEGIN" and not step.error_type and index < last:
                 # Folded into the next step: one span less, and no gap in the trace.
                 begin_start, begin_ns = step.start_ns, step.end_ns - step.start_ns
                 continue
+            start = begin_start if begin_ns else step.start_ns
+            attributes = self._step_attributes(step, begin_ns, database)
+            end = step.end_ns
+            if wait_start:  # the first span starts when the commit was asked for
+                attributes = {**attributes, ATTR_DB_WAIT_MS: round((start - wait_start) / 1e6, 3)}
+                start, wait_start = wait_start, 0
+            if index == last and return_end:  # the last one ends when the caller knew
+                attributes = {**attributes, ATTR_DB_RETURN_MS: round((return_end - end) / 1e6, 3)}
+                end = return_end
             child = start_span(
                 self._step_name(step),
                 context=parent_context,
                 kind=SpanKind.CLIENT,
-                attributes=self._step_attributes(step, begin_ns, database),
-                start_time=begin_start if begin_ns else step.start_ns,
+                attributes=attributes,
+                start_time=start,
             )
             begin_start = begin_ns = 0
             if step.error_type:
                 child.set_status(Status(StatusCode.ERROR, step.error_type))
-            child.end(end_time=step.end_ns)
+            child.end(end_time=end)
 
     def _duration_key(self, step: StepTiming) -> str:
         key = (step.operation, step.collection)
@@ -293,6 +308,7 @@ class TracingMiddleware:
         parent: trace.Span,
         timings: Sequence[StepTiming],
         database: DatabaseIdentity | None,
+        window: tuple[int, int] | None,
     ) -> None:
         first = timings[0]
         attributes: _Attributes = {
@@ -315,6 +331,13 @@ class TracingMiddleware:
             if step.error_type and failed is None:
                 failed = step
         attributes[ATTR_DB_ROWS] = rows if failed is None else 0  # rolled back: none kept
+        wait_start, return_end = _window(timings, window)
+        if wait_start:
+            attributes[ATTR_DB_WAIT_MS] = round((start - wait_start) / 1e6, 3)
+            start = wait_start
+        if return_end:
+            attributes[ATTR_DB_RETURN_MS] = round((return_end - end) / 1e6, 3)
+            end = return_end
         if failed is not None:
             attributes[ATTR_ERROR_TYPE] = failed.error_type
             attributes[ATTR_DB_FAILED_STEP] = self._step_name(failed)
@@ -333,6 +356,23 @@ class TracingMiddleware:
         return (
             f"TracingMiddleware(tracer={self._tracer!r}, persistence_spans={self._persistence!r})"
         )
+
+
+def _window(timings: Sequence[StepTiming], window: tuple[int, int] | None) -> tuple[int, int]:
+    """``(wait start, return end)`` to stretch a commit's first and last span to (0: no).
+
+    Only when the window holds every step (the steps measured with the same
+    clock, in the same commit) and ends before the ``ROLLBACK`` the unit of
+    work added after it, if any.
+    """
+    if window is None:
+        return 0, 0
+    started, ended = window
+    first_start = min(step.start_ns for step in timings)
+    last = timings[-1]
+    if started > first_start or last.operation == "ROLLBACK" or ended < last.end_ns:
+        return (started if started <= first_start else 0), 0
+    return started, ended
 
 
 def _identify(attributes: _Attributes, database: DatabaseIdentity | None) -> None:

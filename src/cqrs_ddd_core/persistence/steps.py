@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 from cqrs_ddd_core.context import current_context
+from cqrs_ddd_core.exceptions import CqrsDddError
 from cqrs_ddd_core.persistence.records import StepTiming
 from cqrs_ddd_core.telemetry.api import error_type
 
@@ -47,19 +48,46 @@ OUTBOX_COLLECTION: Final = "outbox"
 
 
 def failed_steps(timings: list[StepTiming], exc: BaseException) -> None:
-    """Give the failed steps of a commit ``error.type`` of ``exc`` and no rows.
+    """Give the failed steps of a commit their ``error.type`` in one form, and no rows.
 
-    The adapters name the error as they see it; the unit of work holds the
-    error the caller gets, so the span, the metric and the log name the same
-    type. A failed step kept nothing (its transaction rolled back), so it
-    reports 0 rows.
+    The adapters name the error they met by its class name; the span, the
+    metric and the log name a type by its qualified name. The step's error is
+    ``exc`` (what the caller gets) or one in its chain of causes; else (a
+    cancellation reached the caller, the step had met a conflict) it is found
+    among the project's exceptions by name. A failed step kept nothing (its
+    transaction rolled back), so it reports 0 rows.
     """
-    kind = None
     for index, step in enumerate(timings):
         if step.error_type is not None:
-            if kind is None:
-                kind = error_type(exc)
+            kind = _qualified(step.error_type, exc)
             timings[index] = dataclasses.replace(step, error_type=kind, rows=0)
+
+
+def _qualified(name: str, exc: BaseException) -> str:
+    if "." in name:
+        return name
+    node: BaseException | None = exc
+    for _ in range(8):  # the chain of causes, bounded
+        if node is None:
+            break
+        if type(node).__name__ == name:
+            return error_type(node)
+        node = node.__cause__ or node.__context__
+    return _project_errors().get(name, name)
+
+
+_by_name: dict[str, str] = {}
+
+
+def _project_errors() -> dict[str, str]:
+    """Class name -> qualified name of every project exception (the core's first)."""
+    if not _by_name:
+        pending: list[type[BaseException]] = [CqrsDddError]
+        while pending:
+            cls = pending.pop(0)
+            _by_name.setdefault(cls.__name__, f"{cls.__module__}.{cls.__qualname__}")
+            pending.extend(cls.__subclasses__())
+    return _by_name
 
 
 def rollback_step(timings: list[StepTiming], started_ns: int) -> None:

@@ -21,9 +21,11 @@ __all__ = [
     "ATTR_DB_OPERATION",
     "ATTR_DB_QUERY_SUMMARY",
     "ATTR_DB_RETURNED_ROWS",
+    "ATTR_DB_RETURN_MS",
     "ATTR_DB_ROWS",
     "ATTR_DB_STEP_DURATION_MS",
     "ATTR_DB_SYSTEM",
+    "ATTR_DB_WAIT_MS",
     "ATTR_ERROR_TYPE",
     "ATTR_MESSAGE_ID",
     "ATTR_MESSAGE_KIND",
@@ -78,6 +80,13 @@ ATTR_DB_BEGIN_MS: Final = "cqrs.db.begin_ms"
 ATTR_DB_STEP_DURATION_MS: Final = "cqrs.db.step.{step}_ms"
 """On a ``persistence_spans="commit"`` span, per step: its duration in ms; ``{step}``
 is the step span's name in lower case with ``_`` for spaces (``insert_events``, ``commit``)."""
+ATTR_DB_WAIT_MS: Final = "cqrs.db.wait_ms"
+"""On the first step span of a commit: how long the commit waited before its first
+step started on the database side (a writer thread's queue, a group commit, a pooled
+connection), in ms; the span starts when the commit was asked for."""
+ATTR_DB_RETURN_MS: Final = "cqrs.db.return_ms"
+"""On the last step span of a commit: how long after its end the caller got the
+outcome back (the hop back from a writer thread...), in ms; the span ends then."""
 ATTR_DB_FAILED_STEP: Final = "cqrs.db.failed_step"
 """On a failed ``persistence_spans="commit"`` span: the step that failed (``INSERT events``)."""
 

@@ -75,7 +75,8 @@ async def test_a_failed_commit_is_one_hop_too_and_leaves_no_transaction_open(
         await uow.commit()
 
     assert len(hops) == 1
-    assert uow.timings[-1].error_type == "ConcurrencyError"
+    assert uow.timings[-2].error_type == "cqrs_ddd_core.exceptions.ConcurrencyError"
+    assert uow.timings[-1].operation == "ROLLBACK"
     driver = writer_for(sqlite_db)._driver
     assert driver is not None
     assert not driver.in_transaction
@@ -242,7 +243,8 @@ async def test_a_commit_on_the_open_writer_cancelled_before_a_failing_flush_roll
     ran, uow = await _cancelled_commit(sqlite_db, "a2", cancels=2, committed=False)
 
     assert ran == ["rollback"]
-    assert uow.timings[-1].error_type == "ConcurrencyError"
+    assert uow.timings[-2].error_type == "cqrs_ddd_core.exceptions.ConcurrencyError"
+    assert uow.timings[-1].operation == "ROLLBACK"
     assert len(await SQLAlchemyEventStore(sqlite_db).read_all()) == 1
 
 

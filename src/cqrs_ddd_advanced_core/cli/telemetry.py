@@ -189,6 +189,8 @@ def start_telemetry(metrics_port: int | None) -> DemoTelemetry:
         otlp_metrics=otlp_metrics,
         prometheus_port=metrics_port,
         prometheus_registry=CollectorRegistry(),  # this run's metrics only
+        # Exemplars link latency panels to traces: only when traces are exported.
+        prometheus_exemplars=otlp_traces,
         set_global=False,
     )
     demo = DemoTelemetry(telemetry, tap)

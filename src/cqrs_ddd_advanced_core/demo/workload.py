@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import math
 import random
 import secrets
+import sys
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -135,8 +137,11 @@ class Workload:
     Args:
         shop: The application (its unit-of-work factory should be a
             :class:`UnitOfWorkCapture` for persistence figures).
-        commands: How many commands to send (nested ones not counted).
+        commands: How many commands to send (nested ones not counted); None:
+            as many as ``duration`` allows.
         concurrency: How many senders run at once.
+        duration: Stop sending after this many seconds (commands in flight finish).
+        rate: Send at most this many commands per second, all senders together.
         seed: Seeds the senders' choices (the interleaving still varies).
         query_ratio: Chance of a query after each step.
         measure_dispatches: Time each send here; pass ``False`` when the
@@ -149,21 +154,31 @@ class Workload:
         self,
         shop: Shop,
         *,
-        commands: int,
+        commands: int | None,
         concurrency: int,
+        duration: float | None = None,
+        rate: float | None = None,
         seed: int | None = None,
         query_ratio: float = 0.3,
         measure_dispatches: bool = True,
         stats: RunStats | None = None,
         on_command: Callable[[RunStats], None] | None = None,
     ) -> None:
-        if commands < 0 or concurrency < 1:
+        if (commands is not None and commands < 0) or concurrency < 1:
             raise ValueError("commands must be >= 0 and concurrency >= 1")
+        if commands is None and duration is None:
+            raise ValueError("give commands, duration or both")
+        if (duration is not None and duration <= 0) or (rate is not None and rate <= 0):
+            raise ValueError("duration and rate must be positive")
         self.shop = shop
         self.stats = stats if stats is not None else RunStats()
-        self.stats.commands_requested = commands
+        self.stats.commands_requested = commands or 0
         self.stats.concurrency = concurrency
-        self._total = commands
+        self._total = sys.maxsize if commands is None else commands
+        self._duration = duration
+        self._rate = rate
+        self._deadline = math.inf
+        self._started = 0.0
         self._concurrency = concurrency
         self._rng = random.Random(seed)
         self._query_ratio = query_ratio
@@ -186,6 +201,9 @@ class Workload:
         nested_before = Counter(self.shop.nested_commands)
         stats.started_at = time.time()
         start = time.perf_counter()
+        self._started = time.monotonic()
+        if self._duration is not None:
+            self._deadline = self._started + self._duration
         self._tasks = [
             asyncio.create_task(self._sender(random.Random(self._rng.random())), name=f"sender-{i}")
             for i in range(self._concurrency)
@@ -209,14 +227,26 @@ class Workload:
             task.cancel()
 
     def _claim(self, wanted: int) -> int:
+        if time.monotonic() >= self._deadline:
+            return 0
         granted = min(wanted, self._total - self._issued)
         self._issued += granted
         return granted
 
+    def _more(self) -> bool:
+        return self._issued < self._total and time.monotonic() < self._deadline
+
+    async def _pace(self, issued_before: int) -> None:
+        """With a rate: wait for this command's slot (``issued_before / rate`` s in)."""
+        if self._rate is not None:
+            delay = self._started + issued_before / self._rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+
     async def _sender(self, rng: random.Random) -> None:
         names = [name for name, _ in STEPS]
         weights = [weight for _, weight in STEPS]
-        while self._issued < self._total:
+        while self._more():
             step = rng.choices(names, weights)[0]
             await self._step(step, rng)
             if rng.random() < self._query_ratio:
@@ -227,9 +257,11 @@ class Workload:
             step = "place"
         if step == "retry" and not self._closed:
             step = "confirm" if self._open else "place"
+        issued_before = self._issued
         granted = self._claim(2 if step == "race" else 1)
         if granted == 0:
             return
+        await self._pace(issued_before)
         if step == "race" and granted == 2:
             order_id = rng.choice(self._open)
             first, second = rng.choice(RACES)

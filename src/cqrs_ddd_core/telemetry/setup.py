@@ -162,6 +162,7 @@ def setup_telemetry(
     prometheus_port: int | None = None,
     prometheus_host: str = "127.0.0.1",
     prometheus_registry: Any = None,
+    prometheus_exemplars: bool = False,
     span_exporters: Sequence[SpanExporter] = (),
     metric_readers: Sequence[MetricReader] = (),
     set_global: bool = True,
@@ -186,6 +187,10 @@ def setup_telemetry(
         prometheus_host: Interface to serve on; loopback by default.
         prometheus_registry: A ``prometheus_client.CollectorRegistry`` to use
             instead of the global one.
+        prometheus_exemplars: Serve each histogram bucket's exemplar (the trace
+            and span of a measurement) in the OpenMetrics exposition, for
+            Grafana's links from latency panels to traces (see
+            :mod:`.openmetrics`); worth it when traces are exported.
         span_exporters: More span exporters (each behind a BatchSpanProcessor).
         metric_readers: More metric readers.
         set_global: Install the providers as OpenTelemetry's global ones (the
@@ -249,7 +254,9 @@ def setup_telemetry(
     try:
         for name in metric_exporters:
             if name == "prometheus":
-                prometheus_reader, server = _prometheus(prometheus_registry, port, host)
+                prometheus_reader, server = _prometheus(
+                    prometheus_registry, port, host, prometheus_exemplars
+                )
                 readers.append(prometheus_reader)
             elif name == "otlp":
                 kwargs = _endpoint_kwargs("metrics", metrics_protocol, otlp_endpoint, otlp_headers)
@@ -272,7 +279,9 @@ def setup_telemetry(
         MeterProvider(
             resource=resource,
             metric_readers=readers,
-            exemplar_filter=_exemplar_filter(metric_exporters, metric_readers),
+            exemplar_filter=(
+                None if prometheus_exemplars else _exemplar_filter(metric_exporters, metric_readers)
+            ),
         )
         if readers
         else None
@@ -394,7 +403,9 @@ def _import_exporter(protocol: str, signal: str, class_name: str) -> Any:
         ) from exc
 
 
-def _prometheus(registry: Any, port: int | None, host: str) -> tuple[MetricReader, Any]:
+def _prometheus(
+    registry: Any, port: int | None, host: str, exemplars: bool
+) -> tuple[MetricReader, Any]:
     try:
         from opentelemetry.exporter.prometheus import PrometheusMetricReader
     except ImportError as exc:  # pragma: no cover - part of the [otel] extra
@@ -402,8 +413,14 @@ def _prometheus(registry: Any, port: int | None, host: str) -> tuple[MetricReade
             "Prometheus metrics need opentelemetry-exporter-prometheus "
             '(pip install "cqrs-ddd-advanced-core[otel]")'
         ) from exc
-    kwargs: dict[str, Any] = {} if registry is None else {"registry": registry}
-    reader: MetricReader = PrometheusMetricReader(**kwargs)
+    reader: MetricReader
+    if exemplars:
+        from cqrs_ddd_core.telemetry.openmetrics import ExemplarPrometheusReader
+
+        reader = ExemplarPrometheusReader(registry)
+    else:
+        kwargs: dict[str, Any] = {} if registry is None else {"registry": registry}
+        reader = PrometheusMetricReader(**kwargs)
     server: Any = None
     if port is not None:
         from prometheus_client import REGISTRY, start_http_server

@@ -262,6 +262,8 @@ class Workload:
         if granted == 0:
             return
         await self._pace(issued_before)
+        if time.monotonic() >= self._deadline:
+            return  # its slot came after the end
         if step == "race" and granted == 2:
             order_id = rng.choice(self._open)
             first, second = rng.choice(RACES)

@@ -179,6 +179,7 @@ class Workload:
         self._rate = rate
         self._deadline = math.inf
         self._started = 0.0
+        self._slots = 0
         self._concurrency = concurrency
         self._rng = random.Random(seed)
         self._query_ratio = query_ratio
@@ -236,10 +237,15 @@ class Workload:
     def _more(self) -> bool:
         return self._issued < self._total and time.monotonic() < self._deadline
 
-    async def _pace(self, issued_before: int) -> None:
-        """With a rate: wait for this command's slot (``issued_before / rate`` s in)."""
+    async def _pace(self) -> None:
+        """With a rate: wait for the next free slot (slot ``k`` is ``k / rate`` s in).
+
+        Taken before a step is chosen, so the step sees the orders as they are
+        when it runs (a race counts as one slot).
+        """
         if self._rate is not None:
-            delay = self._started + issued_before / self._rate - time.monotonic()
+            slot, self._slots = self._slots, self._slots + 1
+            delay = self._started + slot / self._rate - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
 
@@ -247,6 +253,9 @@ class Workload:
         names = [name for name, _ in STEPS]
         weights = [weight for _, weight in STEPS]
         while self._more():
+            await self._pace()
+            if not self._more():
+                break  # its slot came after the end
             step = rng.choices(names, weights)[0]
             await self._step(step, rng)
             if rng.random() < self._query_ratio:
@@ -257,13 +266,9 @@ class Workload:
             step = "place"
         if step == "retry" and not self._closed:
             step = "confirm" if self._open else "place"
-        issued_before = self._issued
         granted = self._claim(2 if step == "race" else 1)
         if granted == 0:
             return
-        await self._pace(issued_before)
-        if time.monotonic() >= self._deadline:
-            return  # its slot came after the end
         if step == "race" and granted == 2:
             order_id = rng.choice(self._open)
             first, second = rng.choice(RACES)

@@ -59,8 +59,9 @@ class DispatchContext:
         events: The events this dispatch produced (set when the handler returns).
         published: The root's list of events to hand to in-process event
             handlers once the root dispatch has committed, in persistence order.
-        db_steps: The database reads this dispatch made (``StepTiming`` s,
-            see :func:`~cqrs_ddd_core.persistence.steps.record_read`), or None.
+        db_steps: The database reads this dispatch made (``StepTiming`` s, see
+            :func:`~cqrs_ddd_core.persistence.steps.record_read`); None (nothing
+            measured) unless tracing records this dispatch's span.
     """
 
     __slots__ = (

@@ -193,6 +193,8 @@ class TracingMiddleware:
         # will open (and commit) it; a nested one joined its parent's, whose
         # steps the parent's span reports.
         owns_uow = context.uow is None
+        if self._persistence == "steps":
+            context.db_steps = []  # the reads of this dispatch are measured from now on
         token = otel_context.attach(trace.set_span_in_context(span))
         try:
             return await call_next(message, context)

@@ -10,7 +10,8 @@ adapter:
   step;
 * :func:`record_read`: a read (loading an aggregate, a query handler's
   lookup) is kept on the running dispatch, which tracing turns into a
-  database client span under the dispatch's span;
+  database client span under the dispatch's span (only while tracing
+  records one: otherwise a read measures nothing);
 * :func:`written_by_aggregate_type`: what a committed unit of work stored
   (events in an event store, messages in an outbox), per aggregate type, so
   that ``cqrs.events.stored`` and ``cqrs.outbox.enqueued`` count rows that
@@ -36,6 +37,7 @@ __all__ = [
     "EVENTS_COLLECTION",
     "OUTBOX_COLLECTION",
     "failed_steps",
+    "reads_wanted",
     "record_read",
     "rollback_step",
     "written_by_aggregate_type",
@@ -105,15 +107,21 @@ def rollback_step(timings: list[StepTiming], started_ns: int) -> None:
     timings.append(StepTiming("ROLLBACK", None, last.system, start, end, 0, None, last.database))
 
 
-def record_read(step: StepTiming) -> None:
-    """Keep a read step on the running dispatch (tracing reports it); no-op outside one."""
+def reads_wanted() -> list[StepTiming] | None:
+    """The running dispatch's list of read steps, when something will report them.
+
+    Tracing sets ``DispatchContext.db_steps`` to a list while it records a
+    span; otherwise (no SDK, no dispatch, a mode without step spans) it stays
+    None and a read measures nothing.
+    """
     context = current_context()
-    if context is None:
-        return
-    steps = context.db_steps
-    if steps is None:
-        context.db_steps = [step]
-    else:
+    return None if context is None else context.db_steps
+
+
+def record_read(step: StepTiming) -> None:
+    """Keep a read step on the running dispatch, if something will report it."""
+    steps = reads_wanted()
+    if steps is not None:
         steps.append(step)
 
 

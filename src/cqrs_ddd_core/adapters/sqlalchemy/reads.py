@@ -28,9 +28,8 @@ from sqlalchemy.util import await_only, greenlet_spawn
 from cqrs_ddd_core.adapters.sqlalchemy.engine import dialect_name
 from cqrs_ddd_core.adapters.sqlalchemy.errors import persistence_error, sqlstate
 from cqrs_ddd_core.adapters.sqlalchemy.identity import database_identity
-from cqrs_ddd_core.context import current_context
 from cqrs_ddd_core.persistence.records import StepTiming
-from cqrs_ddd_core.persistence.steps import record_read
+from cqrs_ddd_core.persistence.steps import reads_wanted
 from cqrs_ddd_core.telemetry.api import error_type
 
 if TYPE_CHECKING:
@@ -106,33 +105,37 @@ async def fetch(engine: AsyncEngine, query: Query, **values: Any) -> list[Any]:
     """
     dialect = dialect_name(engine)
     sql, args = query.sql(dialect, values)
+    steps = reads_wanted()  # a list while tracing records the dispatch's span
+    if steps is None:
+        try:
+            return await greenlet_spawn(_fetch_in_greenlet, engine.sync_engine, dialect, sql, args)
+        except Exception as exc:
+            raise persistence_error(exc, "Reading failed") from exc
     start = time.time_ns()
     try:
         rows = await greenlet_spawn(_fetch_in_greenlet, engine.sync_engine, dialect, sql, args)
     except Exception as exc:
         error = persistence_error(exc, "Reading failed")
-        _read_step(engine, dialect, query, start, 0, error_type(error))
+        steps.append(_read_step(engine, dialect, query, start, 0, error_type(error)))
         raise error from exc
-    _read_step(engine, dialect, query, start, len(rows), None)
+    steps.append(_read_step(engine, dialect, query, start, len(rows), None))
     return rows
 
 
 def _read_step(
     engine: AsyncEngine, dialect: str, query: Query, start: int, rows: int, error: str | None
-) -> None:
-    """The read as a ``SELECT <table>`` step of the running dispatch (a span under it)."""
-    if current_context() is not None:
-        step = StepTiming(
-            "SELECT",
-            query.collection,
-            dialect,
-            start,
-            time.time_ns(),
-            rows,
-            error,
-            database_identity(engine),
-        )
-        record_read(step)
+) -> StepTiming:
+    """The read as a ``SELECT <table>`` step (a client span under the dispatch's)."""
+    return StepTiming(
+        "SELECT",
+        query.collection,
+        dialect,
+        start,
+        time.time_ns(),
+        rows,
+        error,
+        database_identity(engine),
+    )
 
 
 @overload

@@ -44,6 +44,7 @@ from tests.support.postgres import empty_pg_engine, postgres_database_url
 
 __all__ = ["postgres_database_url"]
 
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "observability.md"
 LINE = OrderLine(sku="pen", quantity=1, unit_price_cents=199)
 
 
@@ -122,6 +123,16 @@ async def _check_reads_rollback_and_identity(traced: Traced) -> None:
         UpdatePreferences(user_id="u-1", language="en", currency="EUR", newsletter=False)
     )
     await shop.mediator.query(GetPreferences(user_id="u-1"))
+    await shop.mediator.send(
+        UpdatePreferences(user_id="u-1", language="fr", currency="EUR", newsletter=True)
+    )
+
+    # docs/observability.md names the steps the adapters emit.
+    documented = DOCS.read_text()
+    client_names = {s.name for s in spans.spans if s.kind is SpanKind.CLIENT}
+    assert {"INSERT aggregate_state", "UPDATE aggregate_state", "SELECT events"} <= client_names
+    for name in client_names:
+        assert f"`{name}`" in documented, name
 
     confirm = spans.named("command ConfirmOrder")
     children = [c for c in spans.children(confirm) if c.kind is SpanKind.CLIENT]

@@ -101,7 +101,7 @@ async def workload(shop: Shop) -> None:
     figures = stats.as_dict()
     print(
         f"workload: {figures['commands']} commands, {figures['succeeded']} committed, "
-        f"{figures['conflicts']} conflicts, events {figures['events_persisted_by_aggregate_type']}"
+        f"{figures['conflicts']} conflicts, events {figures['events_stored_by_aggregate_type']}"
     )
     p50 = figures["persistence_latency_s"]["p50"] * 1000
     print(

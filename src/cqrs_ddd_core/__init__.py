@@ -17,6 +17,7 @@ from cqrs_ddd_core.cqrs import (
 )
 from cqrs_ddd_core.domain import AggregateRoot, Command, DomainEvent, Message, Query
 from cqrs_ddd_core.exceptions import (
+    CommandRefusedError,
     CommitOutcomeUnknownError,
     ConcurrencyError,
     ConfigurationError,
@@ -50,6 +51,7 @@ __all__ = [
     "CallNext",
     "Command",
     "CommandHandler",
+    "CommandRefusedError",
     "CommandResponse",
     "CommitOutcomeUnknownError",
     "ConcurrencyError",

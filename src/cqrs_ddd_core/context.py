@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from cqrs_ddd_core.domain.aggregate import AggregateRoot
     from cqrs_ddd_core.domain.messages import DomainEvent, Message
     from cqrs_ddd_core.persistence.ports import UnitOfWork
+    from cqrs_ddd_core.persistence.records import StepTiming
 
 __all__ = [
     "DispatchContext",
@@ -63,11 +64,15 @@ class DispatchContext:
             did not return to the response, so none is dropped silently.
         published: The root's list of events to hand to in-process event
             handlers once the root dispatch has committed, in persistence order.
+        db_steps: The database reads this dispatch made (``StepTiming`` s, see
+            :func:`~cqrs_ddd_core.persistence.steps.record_read`); None (nothing
+            measured) unless tracing records this dispatch's span.
     """
 
     __slots__ = (
         "causation_id",
         "correlation_id",
+        "db_steps",
         "events",
         "kind",
         "message",
@@ -99,6 +104,7 @@ class DispatchContext:
         self.parent = parent
         self.events: tuple[DomainEvent, ...] = ()
         self.recorded: list[tuple[AggregateRoot, DomainEvent]] | None = None
+        self.db_steps: list[StepTiming] | None = None
         if parent is not None:
             self.correlation_id: str = message.correlation_id or parent.correlation_id
             self.causation_id: str | None = parent.message_id

@@ -13,7 +13,8 @@ Every error the project raises derives from :class:`CqrsDddError`, so one
     │                                        defined in :mod:`cqrs_ddd_core.extras`)
     ├── DispatchError
     │   ├── HandlerNotFoundError            (no handler for a message type)
-    │   └── MessageValidationError          (field errors; nothing was persisted)
+    │   ├── MessageValidationError          (field errors; nothing was persisted)
+    │   └── CommandRefusedError             (a business rule refused the command)
     └── PersistenceError
         ├── ConcurrencyError                (stream, expected and actual version)
         ├── SerializationError              (a payload that cannot be stored)
@@ -34,6 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = [
+    "CommandRefusedError",
     "CommitOutcomeUnknownError",
     "ConcurrencyError",
     "ConfigurationError",
@@ -130,6 +132,15 @@ class MessageValidationError(DispatchError):
         self.errors = tuple(errors)
         details = "; ".join(f"{'.'.join(map(str, e.loc)) or '<message>'}: {e.msg}" for e in errors)
         super().__init__(f"{message_type.__qualname__} is invalid: {details}")
+
+
+class CommandRefusedError(DispatchError):
+    """A business rule refused the command (an order already closed...): an expected outcome.
+
+    Derive the domain's refusals from it. Tracing, logging and metrics report
+    it as ``cqrs.outcome="refused"``, a result and not an error (no ERROR
+    status, no traceback); see ``docs/observability.md``, "Refusals".
+    """
 
 
 class PersistenceError(CqrsDddError):

@@ -65,13 +65,20 @@ def run_demo(
 class DemoProcess:
     """A running demo; stdout (the ``--json`` summary) is collected by a thread."""
 
-    def __init__(self, args: Sequence[str], *, cwd: Path, log_path: Path) -> None:
+    def __init__(
+        self,
+        args: Sequence[str],
+        *,
+        cwd: Path,
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.log_path = log_path
         self._log = log_path.open("wb")
         self.process = subprocess.Popen(
             [*demo_command(), "demo", *args],
             cwd=cwd,
-            env=_environment(),
+            env=_environment(env),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=self._log,

@@ -37,7 +37,13 @@ def _assert_summary_is_whole(summary: dict[str, Any], commands: int) -> None:
     assert check["events_match"], check
     assert check["outbox_match"], check
     # Every event is an outbox message; the event-sourced ones are in the event store too.
-    assert summary["outbox"]["by_aggregate_type"] == summary["events_persisted_by_aggregate_type"]
+    assert summary["outbox"]["by_aggregate_type"] == summary["outbox_enqueued_by_aggregate_type"]
+    assert summary["events"]["by_aggregate_type"] == summary["events_stored_by_aggregate_type"]
+    for aggregate_type in EVENT_SOURCED:
+        assert (
+            summary["events"]["by_aggregate_type"][aggregate_type]
+            == summary["outbox"]["by_aggregate_type"][aggregate_type]
+        )
     assert set(summary["events"]["by_aggregate_type"]) <= set(EVENT_SOURCED)
     assert summary["outbox"]["by_aggregate_type"].get("UserPreferences", 0) > 0
 
@@ -101,8 +107,8 @@ def test_the_summary_table_without_a_terminal_has_no_progress_bar(tmp_path: Path
         "p50",
         "p95",
         "p99",
-        "events persisted",
-        "outbox messages",
+        "events stored",
+        "outbox enqueued",
         "conflicts",
         "errors",
         "database check",

@@ -102,7 +102,8 @@ async def test_a_failed_commit_measures_the_failing_step(backend: Backend) -> No
     with pytest.raises(ConcurrencyError):
         await uow.commit()
 
-    assert any(t.error_type == "ConcurrencyError" for t in uow.timings)
+    assert any(t.error_type == "cqrs_ddd_core.exceptions.ConcurrencyError" for t in uow.timings)
+    assert uow.timings[-1].operation == "ROLLBACK"
 
 
 async def test_an_empty_unit_of_work_commits(backend: Backend) -> None:

@@ -5,7 +5,7 @@ records the instruments exactly as docs/design.md ("Telemetry names") fixes them
 meter ``cqrs_ddd``; ``cqrs.command.duration`` / ``cqrs.query.duration`` (histograms,
 unit ``s``, attributes ``cqrs.message.type``, ``cqrs.outcome``, ``error.type`` on
 failure); ``cqrs.persistence.duration`` (histogram, unit ``s``, ``cqrs.aggregate.type``);
-``cqrs.events.persisted`` (counter, unit ``{event}``, ``cqrs.aggregate.type``); explicit
+``cqrs.events.stored`` (counter, unit ``{event}``, ``cqrs.aggregate.type``); explicit
 buckets in seconds (as ``cqrs_ddd_core.telemetry.instruments`` creates them).
 
 Run::
@@ -106,8 +106,11 @@ def main(argv: list[str] | None = None) -> int:
         description="Duration of persisting an aggregate's changes.",
         explicit_bucket_boundaries_advisory=BUCKETS,
     )
-    events_persisted = meter.create_counter(
-        "cqrs.events.persisted", unit="{event}", description="Domain events persisted."
+    events_stored = meter.create_counter(
+        "cqrs.events.stored", unit="{event}", description="Events appended to an event store."
+    )
+    outbox_enqueued = meter.create_counter(
+        "cqrs.outbox.enqueued", unit="{message}", description="Messages written to an outbox."
     )
 
     server, _thread = start_http_server(args.metrics_port, addr="127.0.0.1")
@@ -134,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
             persistence_duration.record(persistence, {"cqrs.aggregate.type": aggregate_type})
             persistence_samples[aggregate_type].append(persistence)
             if n_events:
-                events_persisted.add(n_events, {"cqrs.aggregate.type": aggregate_type})
+                events_stored.add(n_events, {"cqrs.aggregate.type": aggregate_type})
+                outbox_enqueued.add(n_events, {"cqrs.aggregate.type": aggregate_type})
                 events[aggregate_type] += n_events
             attributes = {"cqrs.message.type": message_type, "cqrs.outcome": "success"}
         else:
@@ -168,8 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         "commands_by_type": dict(commands),
         "errors_by_type": dict(errors),
         "queries": sum(queries.values()),
-        "events_persisted": sum(events.values()),
-        "events_persisted_by_aggregate_type": dict(events),
+        "events_stored": sum(events.values()),
+        "events_stored_by_aggregate_type": dict(events),
         "persistence_quantiles": {
             aggregate_type: {str(q): nearest_rank(samples, q) for q in QUANTILES}
             for aggregate_type, samples in persistence_samples.items()

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.dashboards.telemetry_names import COMMON_LABELS, SERIES_LABELS
+from tests.dashboards.telemetry_names import COMMON_LABELS, SERIES_LABELS, TOTALS
 from tests.support.prometheus import (
     dashboard_queries,
     dashboard_variable_queries,
@@ -121,12 +121,17 @@ def test_queries_use_only_the_fixed_metric_names_and_labels(dashboard: dict[str,
     # all four instruments are shown somewhere
     for prefix in ("cqrs_command_duration", "cqrs_query_duration", "cqrs_persistence_duration"):
         assert any(m.startswith(prefix) for m in used_metrics), prefix
-    assert "cqrs_events_persisted_total" in used_metrics
+    assert "cqrs_events_stored_total" in used_metrics
+    assert "cqrs_outbox_enqueued_total" in used_metrics
 
 
 def test_rates_use_the_rate_interval(dashboard: dict[str, Any]) -> None:
     for query in dashboard_queries(dashboard):
         windows = re.findall(r"\b(?:rate|increase|irate)\s*\([^\[]*\[([^\]]+)\]", query.expr)
+        if query.panel in TOTALS:  # a counter's total since the process started
+            assert not windows, query.expr
+            assert re.fullmatch(r"sum\(cqrs_\w+\{[^}]*\}\)", query.expr), query.expr
+            continue
         assert windows, f"{query.panel!r}: expected a rate over $__rate_interval"
         assert set(windows) == {"$__rate_interval"}, (query.panel, windows)
 
@@ -164,9 +169,10 @@ def test_the_heatmap_reads_buckets_in_heatmap_format(dashboard: dict[str, Any]) 
 @pytest.mark.parametrize(
     ("title_part", "needle"),
     [
-        ("Events persisted / s by aggregate type", "rate(cqrs_events_persisted_total"),
-        ("Command errors / s", 'cqrs_outcome="error"'),
-        ("Command error ratio by type", 'cqrs_outcome="error"'),
+        ("Events stored and outbox", "rate(cqrs_events_stored_total"),
+        ("Events stored and outbox", "rate(cqrs_outbox_enqueued_total"),
+        ("refused or failed / s", 'cqrs_outcome!="success"'),
+        ("refused or failed, ratio by type", 'cqrs_outcome!="success"'),
         ("Query duration", "cqrs_query_duration_seconds_bucket"),
     ],
 )
@@ -177,9 +183,19 @@ def test_the_issue_s_panels_are_there(
     assert any(needle in t["expr"] for t in panel["targets"]), panel["targets"]
 
 
-def test_errors_are_broken_down_by_error_type(dashboard: dict[str, Any]) -> None:
-    panel = _panel(dashboard, "Command errors / s")
-    assert "sum by (cqrs_message_type, error_type)" in panel["targets"][0]["expr"]
+def test_refusals_and_errors_are_broken_down_by_their_type(dashboard: dict[str, Any]) -> None:
+    panel = _panel(dashboard, "refused or failed / s")
+    assert (
+        "sum by (cqrs_message_type, cqrs_outcome, cqrs_refusal_type, error_type)"
+        in panel["targets"][0]["expr"]
+    )
+
+
+def test_totals_are_stat_panels_over_the_counters(dashboard: dict[str, Any]) -> None:
+    for title in TOTALS:
+        (panel,) = [p for p in _panels(dashboard) if p["title"] == title]
+        assert panel["type"] == "stat"
+        assert panel["options"]["reduceOptions"]["calcs"] == ["lastNotNull"]
 
 
 def test_every_variable_in_a_query_is_defined(dashboard: dict[str, Any]) -> None:
@@ -189,7 +205,8 @@ def test_every_variable_in_a_query_is_defined(dashboard: dict[str, Any]) -> None
         assert "$" not in query.promql, query.promql
         assert "[[" not in query.promql, query.promql
         assert 'job=~"cqrs-ddd-demo"' in query.promql
-        assert "[30s]" in query.promql  # $__rate_interval for a 1s scrape interval
+        if query.panel not in TOTALS:
+            assert "[30s]" in query.promql  # $__rate_interval for a 1s scrape interval
 
 
 def test_substitution_refuses_an_unknown_variable() -> None:

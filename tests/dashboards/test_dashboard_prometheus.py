@@ -8,8 +8,9 @@ scraped it once more, every PromQL expression of every panel, with the dashboard
 variables substituted, is evaluated through Prometheus's HTTP API and must return
 finite values, and what Prometheus computed is compared with the demo's summary:
 
-* counts exactly: events persisted per aggregate type (and the rows the demo
-  counted in its database), command dispatches per type, errors per type, queries;
+* counts exactly: events stored and outbox messages enqueued per aggregate type
+  (and the rows the demo counted in its database), command dispatches per type,
+  refusals per type, queries;
 * latency quantiles to the histogram's bucket: the demo computes the persistence
   latency from each unit of work's step timings itself, and takes the command and
   query durations from the metrics middleware, so the exact nearest-rank quantile
@@ -122,9 +123,16 @@ def test_every_panel_query_returns_values(
             assert all(v <= 1 for v in values), (query.panel, values)
 
 
-def _by_panel(run: ScrapedRun, dashboard_path: Path, title: str) -> list[dict[str, Any]]:
+def _by_panel(
+    run: ScrapedRun, dashboard_path: Path, title: str, ref_id: str | None = None
+) -> list[dict[str, Any]]:
     results = evaluate_dashboard(run.prom, dashboard_path, variables={"job": JOB})
-    samples = [s for q, result in results.items() if q.panel.startswith(title) for s in result]
+    samples = [
+        s
+        for q, result in results.items()
+        if q.panel.startswith(title) and ref_id in (None, q.ref_id)
+        for s in result
+    ]
     assert samples, title
     return samples
 
@@ -141,19 +149,22 @@ def test_panels_split_by_the_demos_label_values(run: ScrapedRun, dashboard_path:
     assert set(per_type) == aggregate_types
     assert all(math.isfinite(float(v)) for v in per_type.values()), per_type
 
-    events = _by_panel(run, dashboard_path, "Events persisted / s by aggregate type")
-    assert {s["metric"]["cqrs_aggregate_type"] for s in events} == set(
-        summary["events_persisted_by_aggregate_type"]
-    )
+    for ref_id, figure in (
+        ("A", "events_stored_by_aggregate_type"),
+        ("B", "outbox_enqueued_by_aggregate_type"),
+    ):
+        samples = _by_panel(run, dashboard_path, "Events stored and outbox", ref_id)
+        assert {s["metric"]["cqrs_aggregate_type"] for s in samples} == set(summary[figure])
 
     commands = _by_panel(run, dashboard_path, "Command duration")
     assert {s["metric"]["cqrs_message_type"] for s in commands} == command_types
-    assert {s["metric"]["cqrs_outcome"] for s in commands} == {"success", "error"}
+    # The demo's conflicts and closed orders are refusals: results, not errors.
+    assert {s["metric"]["cqrs_outcome"] for s in commands} == {"success", "refused"}
 
-    errors = _by_panel(run, dashboard_path, "Command errors / s")
-    assert {s["metric"]["error_type"] for s in errors} == set(summary["errors_by_type"])
+    refused = _by_panel(run, dashboard_path, "Commands refused or failed / s")
+    assert {s["metric"]["cqrs_refusal_type"] for s in refused} == set(summary["errors_by_type"])
 
-    ratios = _by_panel(run, dashboard_path, "Command error ratio by type")
+    ratios = _by_panel(run, dashboard_path, "Commands refused or failed, ratio by type")
     assert {s["metric"]["cqrs_message_type"] for s in ratios} == command_types
 
     queries = _by_panel(run, dashboard_path, "Query duration")
@@ -175,25 +186,26 @@ def test_event_counts_agree_exactly_with_the_summary_and_the_database(run: Scrap
     summary = run.summary
     check = summary["database_check"]
     job = f'job="{JOB}"'
-    per_type = f"sum by (cqrs_aggregate_type) (cqrs_events_persisted_total{{{job}}})"
+    per_type = f"sum by (cqrs_aggregate_type) (cqrs_events_stored_total{{{job}}})"
     # What the demo counted from the units of work it saw commit...
     assert_exact_count(
-        run.prom, per_type, summary["events_persisted_by_aggregate_type"], by="cqrs_aggregate_type"
+        run.prom, per_type, summary["events_stored_by_aggregate_type"], by="cqrs_aggregate_type"
     )
-    # ... is what its database holds: every event is an outbox message, and the
-    # event-sourced ones are rows of the event store (UserPreferences' are not).
-    assert_exact_count(
-        run.prom, per_type, check["outbox_by_aggregate_type"], by="cqrs_aggregate_type"
-    )
+    # ... is what its database holds: the event-sourced events are rows of the event
+    # store (UserPreferences' are not), and every event is an outbox message.
     assert set(check["events_by_aggregate_type"]) == EVENT_SOURCED
     assert_exact_count(
-        run.prom,
-        f"sum by (cqrs_aggregate_type) (cqrs_events_persisted_total{{{job}, "
-        f'cqrs_aggregate_type=~"Order|Invoice"}})',
-        check["events_by_aggregate_type"],
-        by="cqrs_aggregate_type",
+        run.prom, per_type, check["events_by_aggregate_type"], by="cqrs_aggregate_type"
     )
-    assert_exact_count(run.prom, f"sum(cqrs_events_persisted_total{{{job}}})", check["outbox"])
+    assert_exact_count(run.prom, f"sum(cqrs_events_stored_total{{{job}}})", check["events"])
+    enqueued = f"sum by (cqrs_aggregate_type) (cqrs_outbox_enqueued_total{{{job}}})"
+    assert_exact_count(
+        run.prom, enqueued, check["outbox_by_aggregate_type"], by="cqrs_aggregate_type"
+    )
+    assert_exact_count(
+        run.prom, enqueued, summary["outbox_enqueued_by_aggregate_type"], by="cqrs_aggregate_type"
+    )
+    assert_exact_count(run.prom, f"sum(cqrs_outbox_enqueued_total{{{job}}})", check["outbox"])
 
 
 def test_command_query_and_error_counts_agree_exactly(run: ScrapedRun) -> None:
@@ -207,9 +219,10 @@ def test_command_query_and_error_counts_agree_exactly(run: ScrapedRun) -> None:
     )
     assert_exact_count(
         run.prom,
-        f'sum by (error_type) (cqrs_command_duration_seconds_count{{{job}, cqrs_outcome="error"}})',
+        f"sum by (cqrs_refusal_type) (cqrs_command_duration_seconds_count{{{job}, "
+        f'cqrs_outcome="refused"}})',
         summary["errors_by_type"],
-        by="error_type",
+        by="cqrs_refusal_type",
     )
     assert_exact_count(
         run.prom,

@@ -35,13 +35,20 @@ EXPOSE = textwrap.dedent(
     failed = {
         n.ATTR_MESSAGE_TYPE: "PlaceOrder",
         n.ATTR_OUTCOME: n.OUTCOME_ERROR,
-        n.ATTR_ERROR_TYPE: "cqrs_ddd_core.exceptions.ConcurrencyError",
+        n.ATTR_ERROR_TYPE: "builtins.RuntimeError",
+    }
+    refused = {
+        n.ATTR_MESSAGE_TYPE: "PlaceOrder",
+        n.ATTR_OUTCOME: n.OUTCOME_REFUSED,
+        n.ATTR_REFUSAL_TYPE: "cqrs_ddd_core.exceptions.ConcurrencyError",
     }
     instruments.command_duration.record(0.003, ok)
     instruments.command_duration.record(0.004, failed)
+    instruments.command_duration.record(0.004, refused)
     instruments.query_duration.record(0.0005, {**ok, n.ATTR_MESSAGE_TYPE: "GetOrder"})
     instruments.persistence_duration.record(0.002, {n.ATTR_AGGREGATE_TYPE: "Order"})
-    instruments.events_persisted.add(3, {n.ATTR_AGGREGATE_TYPE: "Order"})
+    instruments.events_stored.add(3, {n.ATTR_AGGREGATE_TYPE: "Order"})
+    instruments.outbox_enqueued.add(4, {n.ATTR_AGGREGATE_TYPE: "Order"})
     print(json.dumps(generate_latest(REGISTRY).decode()))
     """
 )
@@ -80,7 +87,11 @@ def test_the_library_exposes_exactly_the_series_the_dashboard_queries() -> None:
     failed = [
         s for s in series["cqrs_command_duration_seconds_count"] if s["cqrs_outcome"] == "error"
     ]
-    assert [s["error_type"] for s in failed] == ["cqrs_ddd_core.exceptions.ConcurrencyError"]
+    assert [s["error_type"] for s in failed] == ["builtins.RuntimeError"]
+    (refused,) = [
+        s for s in series["cqrs_command_duration_seconds_count"] if s["cqrs_outcome"] == "refused"
+    ]
+    assert refused["cqrs_refusal_type"] == "cqrs_ddd_core.exceptions.ConcurrencyError"
 
 
 def test_the_dashboard_buckets_are_the_library_s() -> None:

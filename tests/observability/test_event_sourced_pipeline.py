@@ -57,7 +57,7 @@ SCRIPT = textwrap.dedent(
         "span": [format(command.context.trace_id, "032x"), format(command.context.span_id, "016x")],
         "outbox_traceparents": [m.trace_context.get("traceparent") for m in messages],
         "log_spans": [e.get("span_id") for e in logs],
-        "events_persisted": meters.value("cqrs.events.persisted", {"cqrs.aggregate.type": "Order"}),
+        "events_stored": meters.value("cqrs.events.stored", {"cqrs.aggregate.type": "Order"}),
     }))
     """
 )
@@ -86,4 +86,4 @@ def test_the_default_event_sourced_pipeline_traces_logs_and_counts_with_global_p
     for traceparent in seen["outbox_traceparents"]:
         assert traceparent.split("-")[1:3] == [trace_id, span_id]
     assert seen["log_spans"] == [span_id, span_id]
-    assert seen["events_persisted"] == 1
+    assert seen["events_stored"] == 1

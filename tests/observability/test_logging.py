@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -55,7 +56,7 @@ async def test_a_command_logs_a_debug_start_and_an_info_end_with_outcome_duratio
     assert succeeded["event"] == "command_succeeded"
     assert succeeded["log_level"] == "info"
     assert succeeded["outcome"] == "success"
-    assert succeeded["events_persisted"] == 1
+    assert succeeded["events_raised"] == 1
     assert isinstance(succeeded["duration_ms"], float)
     assert succeeded["duration_ms"] >= 0
     assert "payload" not in started
@@ -71,7 +72,7 @@ async def test_a_query_logs_its_end_at_debug(shop: Shop, log_events: list[EventD
         ("query_started", "debug"),
         ("query_succeeded", "debug"),
     ]
-    assert "events_persisted" not in log_events[1]
+    assert "events_raised" not in log_events[1]
 
 
 async def test_the_ids_are_bound_for_the_handler_and_restored_around_nested_dispatches(
@@ -126,7 +127,7 @@ async def test_an_unexpected_error_is_logged_once_at_error_with_its_traceback(
     assert "error" not in failed  # the message travels with the traceback only
 
 
-async def test_a_business_error_is_logged_at_warning_without_traceback(
+async def test_a_refusal_is_logged_as_refused_at_the_success_level_without_traceback(
     shop: Shop, log_events: list[EventDict]
 ) -> None:
     mediator = build_mediator(shop)
@@ -137,13 +138,34 @@ async def test_a_business_error_is_logged_at_warning_without_traceback(
     with pytest.raises(MessageValidationError):
         await mediator.send(PlaceOrder.model_construct(order_id="o-2", amount=-1, message_id="m"))
 
-    conflict, invalid = events_named(log_events, "command_failed")
-    assert conflict["log_level"] == invalid["log_level"] == "warning"
-    assert conflict["error_type"] == "cqrs_ddd_core.exceptions.ConcurrencyError"
-    assert "expected version 0, found 1" in conflict["error"]
-    assert invalid["error_type"] == "cqrs_ddd_core.exceptions.MessageValidationError"
+    assert events_named(log_events, "command_failed") == []
+    conflict, invalid = events_named(log_events, "command_refused")
+    assert conflict["log_level"] == invalid["log_level"] == "info"
+    assert conflict["outcome"] == invalid["outcome"] == "refused"
+    assert conflict["refusal_type"] == "cqrs_ddd_core.exceptions.ConcurrencyError"
+    assert "expected version 0, found 1" in conflict["reason"]
+    assert invalid["refusal_type"] == "cqrs_ddd_core.exceptions.MessageValidationError"
     assert "exc_info" not in conflict
     assert "exc_info" not in invalid
+
+
+async def test_a_cancellation_is_an_expected_failure_logged_at_warning_without_traceback(
+    shop: Shop, log_events: list[EventDict]
+) -> None:
+    async def cancelled(command: ReserveStock) -> None:
+        raise asyncio.CancelledError
+
+    shop.registry._commands[ReserveStock] = cancelled
+    mediator = build_mediator(shop)
+
+    with pytest.raises(asyncio.CancelledError):
+        await mediator.send(ReserveStock(sku="sku-1"))
+
+    (failed,) = events_named(log_events, "command_failed")
+    assert failed["log_level"] == "warning"
+    assert failed["outcome"] == "error"
+    assert failed["error_type"] == "asyncio.exceptions.CancelledError"
+    assert "exc_info" not in failed
 
 
 async def test_a_failure_in_a_nested_command_is_logged_once_and_the_parent_ends_propagated(

@@ -38,7 +38,7 @@ async def test_command_duration_is_recorded_per_type_and_outcome_in_seconds_buck
     assert 0 < point.sum < 10
 
 
-async def test_each_failure_path_records_outcome_error_with_its_error_type(
+async def test_each_failure_path_records_error_or_refused_with_its_qualified_type(
     shop: Shop, metric_capture: MetricCapture
 ) -> None:
     mediator = build_mediator(shop, meter_provider=metric_capture.meter_provider)
@@ -51,21 +51,29 @@ async def test_each_failure_path_records_outcome_error_with_its_error_type(
     with pytest.raises(ConcurrencyError):
         await mediator.send(PlaceOrder(order_id="o-1", amount=3))
 
-    for message_type, error_type in [
-        ("Explode", "tests.observability.app.Boom"),
-        ("PlaceOrder", "cqrs_ddd_core.exceptions.MessageValidationError"),
-        ("PlaceOrder", "cqrs_ddd_core.exceptions.ConcurrencyError"),
-    ]:
-        attributes = {
-            "cqrs.message.type": message_type,
+    expected = [
+        {
+            "cqrs.message.type": "Explode",
             "cqrs.outcome": "error",
-            "error.type": error_type,
-        }
+            "error.type": "tests.observability.app.Boom",
+        },
+        {
+            "cqrs.message.type": "PlaceOrder",
+            "cqrs.outcome": "refused",
+            "cqrs.refusal.type": "cqrs_ddd_core.exceptions.MessageValidationError",
+        },
+        {
+            "cqrs.message.type": "PlaceOrder",
+            "cqrs.outcome": "refused",
+            "cqrs.refusal.type": "cqrs_ddd_core.exceptions.ConcurrencyError",
+        },
+    ]
+    for attributes in expected:
         point = metric_capture.histogram("cqrs.command.duration", attributes)
         assert dict(point.attributes or {}) == attributes
         assert point.count == 1
     # A failed commit persisted nothing: only the first command counts.
-    assert metric_capture.value("cqrs.events.persisted", {"cqrs.aggregate.type": "Order"}) == 1
+    assert metric_capture.value("cqrs.events.stored", {"cqrs.aggregate.type": "Order"}) == 1
     assert metric_capture.histogram("cqrs.persistence.duration").count == 1
 
 
@@ -111,7 +119,7 @@ async def test_persistence_is_recorded_once_per_aggregate_type_of_the_unit_of_wo
     for aggregate_type in ("Order", "Stock"):
         attributes = {"cqrs.aggregate.type": aggregate_type}
         assert metric_capture.histogram("cqrs.persistence.duration", attributes).count == 1
-        assert metric_capture.value("cqrs.events.persisted", attributes) == 1
+        assert metric_capture.value("cqrs.events.stored", attributes) == 1
     assert len(metric_capture.points("cqrs.persistence.duration")) == 2
     # The nested command joined the root's unit of work: it records no persistence itself.
     assert metric_capture.histogram("cqrs.command.duration", SUCCESS).count == 1
@@ -136,18 +144,24 @@ async def test_a_commit_without_events_is_recorded_under_aggregate_type_none(
 
     point = metric_capture.histogram("cqrs.persistence.duration")
     assert dict(point.attributes or {}) == {"cqrs.aggregate.type": "none"}
-    assert metric_capture.points("cqrs.events.persisted") == []
+    assert metric_capture.points("cqrs.events.stored") == []
 
 
 async def test_attribute_sets_are_computed_once_per_type_and_outcome() -> None:
     capture = MetricCapture()
     middleware = MetricsMiddleware(meter_provider=capture.meter_provider)
 
-    first = middleware._attributes_for("PlaceOrder", None)
-    assert middleware._attributes_for("PlaceOrder", None) is first
-    assert middleware._attributes_for("PlaceOrder", "X") is middleware._attributes_for(
-        "PlaceOrder", "X"
+    first = middleware._attributes_for("PlaceOrder", None, False)
+    assert middleware._attributes_for("PlaceOrder", None, False) is first
+    assert middleware._attributes_for("PlaceOrder", "X", False) is middleware._attributes_for(
+        "PlaceOrder", "X", False
     )
+    refused = middleware._attributes_for("PlaceOrder", "X", True)
+    assert refused == {
+        "cqrs.message.type": "PlaceOrder",
+        "cqrs.outcome": "refused",
+        "cqrs.refusal.type": "X",
+    }
     assert middleware.name == "metrics"
     assert "unit_of_work" in middleware.placement.outside
     assert "MetricsMiddleware(" in repr(middleware)

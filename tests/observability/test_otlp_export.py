@@ -93,6 +93,7 @@ async def test_spans_reach_the_collector_with_names_attributes_parents_and_servi
         "db.system.name": "memory",
         "db.operation.name": "INSERT",
         "db.collection.name": "events",
+        "db.query.summary": "INSERT events",
         "cqrs.db.rows": 2,
     }
     assert attributes(spans["command ReserveStock"].attributes)["cqrs.causation_id"] == (
@@ -134,7 +135,7 @@ async def test_metrics_reach_the_collector_over_otlp_with_seconds_buckets(
     assert {
         "cqrs.command.duration",
         "cqrs.persistence.duration",
-        "cqrs.events.persisted",
+        "cqrs.events.stored",
     } <= set(metrics)
     duration = metrics["cqrs.command.duration"]
     assert duration.unit == "s"
@@ -146,7 +147,7 @@ async def test_metrics_reach_the_collector_over_otlp_with_seconds_buckets(
     assert list(point.explicit_bounds) == [
         0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
     ]  # fmt: skip
-    (events,) = metrics["cqrs.events.persisted"].sum.data_points
+    (events,) = metrics["cqrs.events.stored"].sum.data_points
     assert attributes(events.attributes) == {"cqrs.aggregate.type": "Order"}
     assert events.as_int == 1
     resource = attributes(receiver.metrics[0].resource_metrics[0].resource.attributes)

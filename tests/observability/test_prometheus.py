@@ -40,7 +40,8 @@ EXPECTED_LABELS = {
     "cqrs_persistence_duration_seconds_bucket": {"cqrs_aggregate_type", "le"},
     "cqrs_persistence_duration_seconds_count": {"cqrs_aggregate_type"},
     "cqrs_persistence_duration_seconds_sum": {"cqrs_aggregate_type"},
-    "cqrs_events_persisted_total": {"cqrs_aggregate_type"},
+    "cqrs_events_stored_total": {"cqrs_aggregate_type"},
+    "cqrs_outbox_enqueued_total": {"cqrs_aggregate_type"},
 }
 BUCKET_BOUNDS = [
     "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1.0", "2.5",
@@ -122,7 +123,7 @@ async def test_the_exposition_has_the_documented_metric_and_label_names(
     events = {
         labels["cqrs_aggregate_type"]: value
         for name, labels, value in exposed
-        if name == "cqrs_events_persisted_total"
+        if name == "cqrs_events_stored_total"
     }
     assert events == {"Order": 1.0, "Stock": 1.0}
 
@@ -159,5 +160,5 @@ async def test_metrics_are_served_over_http_on_loopback(telemetry: Telemetry) ->
 
     assert host == "127.0.0.1"
     assert "# TYPE cqrs_command_duration_seconds histogram" in text
-    assert "# TYPE cqrs_events_persisted_total counter" in text
+    assert "# TYPE cqrs_events_stored_total counter" in text
     assert 'cqrs_persistence_duration_seconds_bucket{cqrs_aggregate_type="Order",le="0.005"' in text

@@ -200,6 +200,7 @@ def test_a_taken_prometheus_port_raises_and_leaves_nothing_registered() -> None:
         ({"prometheus": True}, "trace_based", True),  # the variable wins
         ({"prometheus": True, "otlp_metrics": True}, None, True),  # OTLP sends them
         ({"metric_readers": [InMemoryMetricReader()]}, None, True),  # a reader of yours
+        ({"prometheus": True, "prometheus_exemplars": True}, None, True),  # served (OpenMetrics)
     ],
 )
 def test_exemplars_are_built_only_where_something_can_export_them(

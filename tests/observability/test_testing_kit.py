@@ -50,8 +50,8 @@ def test_lookups_fail_loudly_when_nothing_or_too_much_matches() -> None:
         spans.named("x")
     with pytest.raises(LookupError, match=r"expected one cqrs\.command\.duration point"):
         metrics.histogram("cqrs.command.duration")
-    assert metrics.value("cqrs.events.persisted") == 0
-    assert metrics.points("cqrs.events.persisted") == []
+    assert metrics.value("cqrs.events.stored") == 0
+    assert metrics.points("cqrs.events.stored") == []
     spans.clear()
     spans.shutdown()
     metrics.shutdown()

@@ -88,6 +88,7 @@ async def test_persistence_steps_are_client_child_spans_with_db_attributes_and_r
         "db.system.name": "memory",
         "db.operation.name": "INSERT",
         "db.collection.name": "events",
+        "db.query.summary": "INSERT events",
         "cqrs.db.rows": 1,
     }
     assert insert_outbox.attributes is not None
@@ -184,7 +185,7 @@ async def test_a_handler_error_sets_status_error_error_type_and_records_the_exce
     assert span_capture.children(span) == []  # rolled back: nothing was written
 
 
-async def test_a_validation_error_sets_status_error_and_opens_no_transaction(
+async def test_a_validation_error_is_a_refusal_with_no_error_status_and_no_transaction(
     shop: Shop, span_capture: SpanCapture
 ) -> None:
     uows = RecordingUowFactory()
@@ -195,14 +196,19 @@ async def test_a_validation_error_sets_status_error_and_opens_no_transaction(
         await mediator.send(invalid)
 
     span = span_capture.named("command PlaceOrder")
-    assert span.status.status_code is StatusCode.ERROR
+    assert span.status.status_code is StatusCode.UNSET  # a result, not an error
     assert span.attributes is not None
-    assert span.attributes["error.type"] == "cqrs_ddd_core.exceptions.MessageValidationError"
+    assert span.attributes["cqrs.outcome"] == "refused"
+    assert span.attributes["cqrs.refusal.type"] == (
+        "cqrs_ddd_core.exceptions.MessageValidationError"
+    )
+    assert "error.type" not in span.attributes
+    assert span.events == ()  # no exception event, no stack trace
     assert uows.created == []
     assert span_capture.children(span) == []
 
 
-async def test_a_concurrency_error_at_commit_marks_the_failing_step_and_the_command(
+async def test_a_concurrency_error_at_commit_fails_the_step_rolls_back_and_refuses_the_command(
     shop: Shop, span_capture: SpanCapture
 ) -> None:
     mediator = build_mediator(shop, tracer_provider=span_capture.tracer_provider)
@@ -213,14 +219,21 @@ async def test_a_concurrency_error_at_commit_marks_the_failing_step_and_the_comm
         await mediator.send(PlaceOrder(order_id="o-1", amount=4))
 
     command = span_capture.named("command PlaceOrder")
-    assert command.status.status_code is StatusCode.ERROR
+    assert command.status.status_code is StatusCode.UNSET
     assert command.attributes is not None
-    assert command.attributes["error.type"] == "cqrs_ddd_core.exceptions.ConcurrencyError"
-    (step,) = span_capture.children(command)  # the failed check ended the commit
+    assert command.attributes["cqrs.outcome"] == "refused"
+    assert command.attributes["cqrs.refusal.type"] == "cqrs_ddd_core.exceptions.ConcurrencyError"
+    step, rollback = span_capture.children(command)  # the failed check ended the commit
     assert step.name == "INSERT events"
     assert step.status.status_code is StatusCode.ERROR
     assert step.attributes is not None
-    assert step.attributes["error.type"] == "ConcurrencyError"  # as the adapter recorded it
+    # One form everywhere: the qualified name, as on the metrics and in the logs.
+    assert step.attributes["error.type"] == "cqrs_ddd_core.exceptions.ConcurrencyError"
+    assert step.attributes["cqrs.db.rows"] == 0  # nothing it wrote was kept
+    assert rollback.name == "ROLLBACK"
+    assert rollback.kind is SpanKind.CLIENT
+    assert rollback.status.status_code is StatusCode.UNSET
+    assert rollback.start_time >= step.end_time
 
 
 async def test_a_span_that_is_not_sampled_is_current_but_not_exported(shop: Shop) -> None:
@@ -365,6 +378,7 @@ async def test_a_begin_step_is_folded_into_the_step_after_it(
         "db.system.name": "sqlite",
         "db.operation.name": "INSERT",
         "db.collection.name": "events",
+        "db.query.summary": "INSERT events",
         "cqrs.db.rows": 1,
         "cqrs.db.begin_ms": 1.0,
     }
@@ -385,9 +399,10 @@ async def test_a_failed_begin_is_a_span_of_its_own(shop: Shop, span_capture: Spa
     with pytest.raises(ConcurrencyError):
         await mediator.send(PlaceOrder(order_id="o-1", amount=3))
 
-    (step,) = span_capture.children(span_capture.named("command PlaceOrder"))
+    step, rollback = span_capture.children(span_capture.named("command PlaceOrder"))
     assert step.name == "BEGIN"
     assert step.status.status_code is StatusCode.ERROR
+    assert rollback.name == "ROLLBACK"
 
 
 async def test_persistence_spans_commit_reports_one_span_with_the_step_durations(
@@ -429,8 +444,10 @@ async def test_persistence_spans_commit_marks_a_failed_commit(
     (commit,) = span_capture.children(span_capture.named("command PlaceOrder"))
     assert commit.status.status_code is StatusCode.ERROR
     assert commit.attributes is not None
-    assert commit.attributes["error.type"] == "ConcurrencyError"
+    assert commit.attributes["error.type"] == "cqrs_ddd_core.exceptions.ConcurrencyError"
     assert commit.attributes["cqrs.db.failed_step"] == "INSERT outbox"
+    assert commit.attributes["cqrs.db.rows"] == 0  # rolled back: no row was kept
+    assert "cqrs.db.step.rollback_ms" in commit.attributes
     assert "cqrs.db.step.commit_ms" not in commit.attributes  # it never got there
 
 

@@ -103,7 +103,7 @@ class PrometheusServer:
 
         with PrometheusServer(["127.0.0.1:9464"], workdir=tmp_path) as prom:
             prom.wait_for_scrapes(3)
-            prom.query("sum(cqrs_events_persisted_total)")
+            prom.query("sum(cqrs_events_stored_total)")
     """
 
     def __init__(
@@ -115,6 +115,7 @@ class PrometheusServer:
         scrape_interval: str = "1s",
         binary: str | None = None,
         start_timeout: float = 30.0,
+        extra_args: Sequence[str] = (),
     ) -> None:
         if not targets:
             raise ValueError("PrometheusServer needs at least one scrape target")
@@ -125,6 +126,7 @@ class PrometheusServer:
         self.workdir = Path(workdir)
         self.binary = binary or find_binary("prometheus")
         self.start_timeout = start_timeout
+        self.extra_args = list(extra_args)  # e.g. --enable-feature=exemplar-storage
         self.config_path = self.workdir / "prometheus.yml"
         self.log_path = self.workdir / "prometheus.log"
         self.port = 0
@@ -185,6 +187,7 @@ class PrometheusServer:
             f"--web.listen-address=127.0.0.1:{self.port}",
             "--storage.tsdb.retention.time=1h",
             "--log.level=info",
+            *self.extra_args,
         ]
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
@@ -276,6 +279,11 @@ class PrometheusServer:
         if match is not None:
             params["match[]"] = [match]
         return list(self.api(f"label/{urllib.parse.quote(label)}/values", params))
+
+    def query_exemplars(self, expr: str, start: float, end: float) -> list[dict[str, Any]]:
+        """``/api/v1/query_exemplars``: the stored exemplars of the series ``expr`` selects."""
+        params = {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}"}
+        return list(self.api("query_exemplars", params))
 
     def active_targets(self) -> list[dict[str, Any]]:
         return list(self.api("targets", {"state": "active"})["activeTargets"])

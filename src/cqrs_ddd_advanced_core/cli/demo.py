@@ -57,7 +57,7 @@ EXIT_OK, EXIT_FAILED = 0, 1
 
 @dataclass(frozen=True)
 class DemoOptions:
-    commands: int
+    commands: int | None  # None: as many as ``duration`` allows
     concurrency: int
     database_url: str
     fresh_database: bool
@@ -70,6 +70,8 @@ class DemoOptions:
     query_ratio: float
     sqlite_synchronous: str
     connect_timeout: float
+    duration: float | None = None
+    rate: float | None = None
 
 
 class DemoFailure(Exception):
@@ -132,7 +134,7 @@ def _progress(
         def update(stats: RunStats) -> None:
             nonlocal last
             now = time.perf_counter()
-            if now - last < 0.1 and stats.commands < options.commands:
+            if now - last < 0.1 and stats.commands < (options.commands or sys.maxsize):
                 return
             last = now
             rate = stats.commands / (now - started) if now > started else 0.0
@@ -147,9 +149,10 @@ def _progress(
 
 
 def _figures(stats: RunStats) -> dict[str, Any]:
-    event_sourced = {aggregate.type_name() for aggregate in EVENT_SOURCED_TYPES}
-    events = stats.events_of(event_sourced)
-    outbox = dict(sorted(stats.events_by_aggregate.items()))
+    """``events stored`` and ``outbox enqueued``: the summary lines of the dashboard's
+    totals of the same names (``cqrs.events.stored``, ``cqrs.outbox.enqueued``)."""
+    events = dict(sorted(stats.events_stored.items()))
+    outbox = dict(sorted(stats.outbox_enqueued.items()))
     return {
         "events": {"total": sum(events.values()), "by_aggregate_type": events},
         "outbox": {"total": sum(outbox.values()), "by_aggregate_type": outbox},
@@ -312,6 +315,8 @@ async def _workload(
             shop,
             commands=options.commands,
             concurrency=options.concurrency,
+            duration=options.duration,
+            rate=options.rate,
             seed=options.seed,
             query_ratio=options.query_ratio,
             measure_dispatches=tap is None,
@@ -337,7 +342,9 @@ async def _workload(
     if signals.received is not None and stats.interrupted:
         name = signal.Signals(signals.received).name
         err.print(
-            f"[bold]{name}[/]: stopped after {stats.commands:,} of {options.commands:,} commands"
+            f"[bold]{name}[/]: stopped after {stats.commands:,}"
+            + (f" of {options.commands:,}" if options.commands else "")
+            + " commands"
         )
         return summary, 128 + signals.received
     if not (check["events_match"] and check["outbox_match"]):

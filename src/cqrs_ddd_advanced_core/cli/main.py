@@ -24,6 +24,8 @@ from cqrs_ddd_core.version import __version__
 __all__ = ["build_parser", "main"]
 
 EXIT_USAGE = 2
+DEFAULT_COMMANDS = 2000
+"""Commands the demo sends when neither --commands nor --duration is given."""
 
 
 def _bounded_int(low: int, high: int | None = None) -> Callable[[str], int]:
@@ -47,6 +49,13 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"{text} is not a duration (seconds >= 0)")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = _seconds(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"{text} must be above 0")
     return value
 
 
@@ -98,9 +107,23 @@ def build_parser() -> argparse.ArgumentParser:
         "-n",
         "--commands",
         type=_bounded_int(1),
-        default=2000,
+        default=None,
         metavar="N",
-        help="commands to send (default: %(default)s)",
+        help=f"commands to send (default: {DEFAULT_COMMANDS}, or no limit with --duration)",
+    )
+    demo.add_argument(
+        "--duration",
+        type=_positive_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="keep sending for this long (to feed dashboards; with -n, whichever ends first)",
+    )
+    demo.add_argument(
+        "--rate",
+        type=_positive_seconds,
+        default=None,
+        metavar="N",
+        help="send at most N commands per second, all senders together (default: no limit)",
     )
     demo.add_argument(
         "-c",
@@ -220,7 +243,13 @@ def _demo(args: argparse.Namespace) -> int:
     fresh = args.database_url is None
     url = args.database_url or f"sqlite+aiosqlite:///{DEFAULT_DATABASE.as_posix()}"
     options = DemoOptions(
-        commands=args.commands,
+        commands=(
+            args.commands
+            if args.commands is not None
+            else (None if args.duration is not None else DEFAULT_COMMANDS)
+        ),
+        duration=args.duration,
+        rate=args.rate,
         concurrency=args.concurrency,
         database_url=url,
         fresh_database=fresh,

@@ -101,7 +101,7 @@ def print_table(summary: Mapping[str, Any], console: Console) -> None:
 
     events, outbox = summary["events"], summary["outbox"]
     table.add_row(
-        "events persisted",
+        "events stored",
         _with_check(
             f"{events['total']:,}: {_counts(events['by_aggregate_type'])}",
             check["events_match"],
@@ -110,7 +110,7 @@ def print_table(summary: Mapping[str, Any], console: Console) -> None:
         ),
     )
     table.add_row(
-        "outbox messages",
+        "outbox enqueued",
         _with_check(
             f"{outbox['total']:,}: {_counts(outbox['by_aggregate_type'])}",
             check["outbox_match"],

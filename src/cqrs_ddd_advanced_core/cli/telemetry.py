@@ -3,8 +3,10 @@
 * Metrics: ``--metrics-port`` serves ``/metrics`` on 127.0.0.1 through
   :func:`~cqrs_ddd_core.telemetry.setup.setup_telemetry` (the OpenTelemetry SDK
   with a Prometheus reader). With ``OTEL_EXPORTER_OTLP_ENDPOINT`` set, spans
-  (and metrics) are also pushed to that collector over OTLP; the other
-  ``OTEL_*`` variables work as ``setup_telemetry`` documents.
+  and metrics are also pushed to that collector over OTLP; with only
+  ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` (or ``..._METRICS_ENDPOINT``) only
+  that signal is; the other ``OTEL_*`` variables work as ``setup_telemetry``
+  documents. A collector that does not answer costs one warning line.
 * A **tap** sits between the library's meter and the SDK: every value the
   metrics middleware records in ``cqrs.command.duration`` and
   ``cqrs.query.duration`` also reaches the run's statistics. The summary's
@@ -165,14 +167,14 @@ def start_telemetry(metrics_port: int | None) -> DemoTelemetry:
         OSError: the metrics port cannot be bound.
     """
     tap = install_tap()
-    otlp = _env_set(
-        "OTEL_EXPORTER_OTLP_ENDPOINT",
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
-    )
+    # Per signal, as the OpenTelemetry environment specification reads them: a
+    # signal's own endpoint configures that signal only; the generic one all.
+    otlp_traces = _env_set("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    otlp_metrics = _env_set("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
     wanted = (
         metrics_port is not None
-        or otlp
+        or otlp_traces
+        or otlp_metrics
         or _env_set("OTEL_TRACES_EXPORTER", "OTEL_METRICS_EXPORTER")
     )
     if not wanted:
@@ -183,16 +185,18 @@ def start_telemetry(metrics_port: int | None) -> DemoTelemetry:
 
     telemetry = setup_telemetry(
         SERVICE_NAME,
-        traces=otlp,
-        otlp_metrics=otlp,
+        traces=otlp_traces,
+        otlp_metrics=otlp_metrics,
         prometheus_port=metrics_port,
         prometheus_registry=CollectorRegistry(),  # this run's metrics only
+        # Exemplars link latency panels to traces: only when traces are exported.
+        prometheus_exemplars=otlp_traces,
         set_global=False,
     )
     demo = DemoTelemetry(telemetry, tap)
     if tap is not None and telemetry.meter_provider is not None:
         tap.inner = telemetry.meter_provider
-    exporting = otlp or _env_set("OTEL_TRACES_EXPORTER")
+    exporting = otlp_traces or _env_set("OTEL_TRACES_EXPORTER")
     if exporting and telemetry.tracer_provider is not None:
         trace.set_tracer_provider(telemetry.tracer_provider)
         demo.traces_exported = trace.get_tracer_provider() is telemetry.tracer_provider

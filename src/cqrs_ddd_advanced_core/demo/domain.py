@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from cqrs_ddd_advanced_core.decorators import non_event_sourced
 from cqrs_ddd_advanced_core.event_sourcing import EventSourcedAggregate
 from cqrs_ddd_core.domain import AggregateRoot, DomainEvent
-from cqrs_ddd_core.exceptions import CqrsDddError
+from cqrs_ddd_core.exceptions import CommandRefusedError
 
 __all__ = [
     "EVENT_SOURCED_TYPES",
@@ -44,7 +44,7 @@ __all__ = [
 OrderStatus = Literal["open", "confirmed", "cancelled"]
 
 
-class OrderClosedError(CqrsDddError):
+class OrderClosedError(CommandRefusedError):
     """A business rule refused the command: the order is no longer open.
 
     Attributes:

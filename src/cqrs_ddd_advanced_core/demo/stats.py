@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,8 +72,10 @@ class RunStats:
         persistence_by_aggregate: The same samples, once per aggregate type the
             unit of work persisted events of (``"none"`` without events), which is
             how ``cqrs.persistence.duration`` is labelled.
-        events_by_aggregate: Committed events per aggregate type (event store and
-            outbox alike), as ``cqrs.events.persisted`` counts them.
+        events_stored: Events appended to the event store per aggregate type,
+            as ``cqrs.events.stored`` counts them (event-sourced types only).
+        outbox_enqueued: Outbox messages written per aggregate type, as
+            ``cqrs.outbox.enqueued`` counts them (every event goes there).
     """
 
     commands_requested: int = 0
@@ -87,7 +89,8 @@ class RunStats:
     query_errors: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
     conflicts: int = 0
-    events_by_aggregate: Counter[str] = field(default_factory=Counter)
+    events_stored: Counter[str] = field(default_factory=Counter)
+    outbox_enqueued: Counter[str] = field(default_factory=Counter)
     command_latency: LatencySamples = field(default_factory=LatencySamples)
     dispatch_latency: defaultdict[str, LatencySamples] = field(default_factory=_samples)
     query_latency: LatencySamples = field(default_factory=LatencySamples)
@@ -112,23 +115,27 @@ class RunStats:
         else:
             self.query_latency.add(seconds)
 
-    def record_persistence(self, seconds: float, events: Mapping[str, int], *, wrote: bool) -> None:
-        """A committed unit of work: its duration and its events per aggregate type."""
+    def record_persistence(
+        self,
+        seconds: float,
+        events: Mapping[str, int],
+        *,
+        stored: Mapping[str, int],
+        enqueued: Mapping[str, int],
+    ) -> None:
+        """A committed unit of work: its duration, its events per aggregate type
+        (how the duration is labelled), and what it stored and enqueued."""
         self.persistence_latency.add(seconds)
         for aggregate_type in events or ("none",):
             self.persistence_by_aggregate[aggregate_type].add(seconds)
-        if wrote:
-            self.events_by_aggregate.update(events)
+        self.events_stored.update(stored)
+        self.outbox_enqueued.update(enqueued)
 
     # -- figures -----------------------------------------------------------------------
 
     @property
     def commands_per_second(self) -> float:
         return self.commands / self.elapsed_s if self.elapsed_s > 0 else 0.0
-
-    def events_of(self, aggregate_types: Iterable[str]) -> dict[str, int]:
-        wanted = set(aggregate_types)
-        return _sorted(Counter({k: v for k, v in self.events_by_aggregate.items() if k in wanted}))
 
     def as_dict(self) -> dict[str, Any]:
         """The machine-readable summary (latencies in seconds)."""
@@ -158,7 +165,8 @@ class RunStats:
                 key: len(self.persistence_by_aggregate[key])
                 for key in sorted(self.persistence_by_aggregate)
             },
-            "events_persisted_by_aggregate_type": _sorted(self.events_by_aggregate),
+            "events_stored_by_aggregate_type": _sorted(self.events_stored),
+            "outbox_enqueued_by_aggregate_type": _sorted(self.outbox_enqueued),
             "workload_started": self.started_at,
             "workload_ended": self.ended_at,
             "interrupted": self.interrupted,

@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import math
 import random
 import secrets
+import sys
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -48,6 +50,7 @@ from cqrs_ddd_advanced_core.demo.messages import (
 from cqrs_ddd_advanced_core.demo.stats import RunStats
 from cqrs_ddd_core.context import DispatchContext, current_context
 from cqrs_ddd_core.exceptions import ConcurrencyError
+from cqrs_ddd_core.persistence.steps import written_by_aggregate_type
 from cqrs_ddd_core.telemetry.api import error_type
 from cqrs_ddd_core.telemetry.names import NO_AGGREGATE_TYPE
 
@@ -108,9 +111,11 @@ class UnitOfWorkCapture:
 
 def _persistence(
     uow: UnitOfWork, context: DispatchContext | None
-) -> tuple[float, Counter[str], bool] | None:
-    """``(seconds, events per aggregate type, wrote)`` of a committed unit of work,
-    as ``MetricsMiddleware`` computes ``cqrs.persistence.duration`` (None: nothing written)."""
+) -> tuple[float, Counter[str], Counter[str], Counter[str]] | None:
+    """``(seconds, events per aggregate type, stored, enqueued)`` of a committed unit of
+    work, as ``MetricsMiddleware`` computes ``cqrs.persistence.duration`` (labelled by
+    the aggregate types of the events), ``cqrs.events.stored`` and
+    ``cqrs.outbox.enqueued`` (None: nothing written)."""
     timings = uow.timings
     if not timings:
         return None
@@ -122,8 +127,8 @@ def _persistence(
             for slot in context.published
             for event in slot
         )
-    wrote = any(t.collection is not None and t.rows > 0 for t in timings)
-    return seconds, events, wrote
+    stored, enqueued = written_by_aggregate_type(getattr(uow, "committed", ()))
+    return seconds, events, Counter(stored), Counter(enqueued)
 
 
 class Workload:
@@ -132,8 +137,11 @@ class Workload:
     Args:
         shop: The application (its unit-of-work factory should be a
             :class:`UnitOfWorkCapture` for persistence figures).
-        commands: How many commands to send (nested ones not counted).
+        commands: How many commands to send (nested ones not counted); None:
+            as many as ``duration`` allows.
         concurrency: How many senders run at once.
+        duration: Stop sending after this many seconds (commands in flight finish).
+        rate: Send at most this many commands per second, all senders together.
         seed: Seeds the senders' choices (the interleaving still varies).
         query_ratio: Chance of a query after each step.
         measure_dispatches: Time each send here; pass ``False`` when the
@@ -146,21 +154,32 @@ class Workload:
         self,
         shop: Shop,
         *,
-        commands: int,
+        commands: int | None,
         concurrency: int,
+        duration: float | None = None,
+        rate: float | None = None,
         seed: int | None = None,
         query_ratio: float = 0.3,
         measure_dispatches: bool = True,
         stats: RunStats | None = None,
         on_command: Callable[[RunStats], None] | None = None,
     ) -> None:
-        if commands < 0 or concurrency < 1:
+        if (commands is not None and commands < 0) or concurrency < 1:
             raise ValueError("commands must be >= 0 and concurrency >= 1")
+        if commands is None and duration is None:
+            raise ValueError("give commands, duration or both")
+        if (duration is not None and duration <= 0) or (rate is not None and rate <= 0):
+            raise ValueError("duration and rate must be positive")
         self.shop = shop
         self.stats = stats if stats is not None else RunStats()
-        self.stats.commands_requested = commands
+        self.stats.commands_requested = commands or 0
         self.stats.concurrency = concurrency
-        self._total = commands
+        self._total = sys.maxsize if commands is None else commands
+        self._duration = duration
+        self._rate = rate
+        self._deadline = math.inf
+        self._started = 0.0
+        self._slots = 0
         self._concurrency = concurrency
         self._rng = random.Random(seed)
         self._query_ratio = query_ratio
@@ -183,6 +202,9 @@ class Workload:
         nested_before = Counter(self.shop.nested_commands)
         stats.started_at = time.time()
         start = time.perf_counter()
+        self._started = time.monotonic()
+        if self._duration is not None:
+            self._deadline = self._started + self._duration
         self._tasks = [
             asyncio.create_task(self._sender(random.Random(self._rng.random())), name=f"sender-{i}")
             for i in range(self._concurrency)
@@ -206,14 +228,34 @@ class Workload:
             task.cancel()
 
     def _claim(self, wanted: int) -> int:
+        if time.monotonic() >= self._deadline:
+            return 0
         granted = min(wanted, self._total - self._issued)
         self._issued += granted
         return granted
 
+    def _more(self) -> bool:
+        return self._issued < self._total and time.monotonic() < self._deadline
+
+    async def _pace(self) -> None:
+        """With a rate: wait for the next free slot (slot ``k`` is ``k / rate`` s in).
+
+        Taken before a step is chosen, so the step sees the orders as they are
+        when it runs (a race counts as one slot).
+        """
+        if self._rate is not None:
+            slot, self._slots = self._slots, self._slots + 1
+            delay = self._started + slot / self._rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+
     async def _sender(self, rng: random.Random) -> None:
         names = [name for name, _ in STEPS]
         weights = [weight for _, weight in STEPS]
-        while self._issued < self._total:
+        while self._more():
+            await self._pace()
+            if not self._more():
+                break  # its slot came after the end
             step = rng.choices(names, weights)[0]
             await self._step(step, rng)
             if rng.random() < self._query_ratio:
@@ -296,8 +338,8 @@ class Workload:
         if captured:
             found = _persistence(*captured[0])
             if found is not None:
-                seconds, events, wrote = found
-                stats.record_persistence(seconds, events, wrote=wrote)
+                seconds, events, stored, enqueued = found
+                stats.record_persistence(seconds, events, stored=stored, enqueued=enqueued)
         self._track(command)
 
     def _finished(self, message_type: str, start: float, *, command: bool) -> None:

@@ -25,6 +25,7 @@ import structlog
 from cqrs_ddd_core.context import _current, correlation_scope
 from cqrs_ddd_core.exceptions import UnitOfWorkError
 from cqrs_ddd_core.pipeline.pipeline import CallNext, Placement
+from cqrs_ddd_core.telemetry.api import error_type
 
 if TYPE_CHECKING:
     from cqrs_ddd_core.context import DispatchContext
@@ -88,7 +89,7 @@ class EventDispatchMiddleware:
                         "event_dispatch_failed",
                         event_type=event.type_name(),
                         event_id=event.event_id,
-                        error_type=type(exc).__name__,
+                        error_type=error_type(exc),
                         exc_info=exc,
                     )
         finally:

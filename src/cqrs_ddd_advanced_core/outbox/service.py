@@ -18,6 +18,7 @@ import structlog
 
 from cqrs_ddd_advanced_core.outbox.message import current_trace_context, message_from_event
 from cqrs_ddd_core.domain.messages import utc_now
+from cqrs_ddd_core.telemetry.api import error_type
 
 if TYPE_CHECKING:
     from cqrs_ddd_core.domain.messages import DomainEvent
@@ -141,7 +142,7 @@ class OutboxService:
                     message_id=message.message_id,
                     message_type=message.message_type,
                     attempt=attempt,
-                    error_type=type(exc).__name__,
+                    error_type=error_type(exc),
                     next_attempt_at=next_attempt_at.isoformat(),
                 )
             else:

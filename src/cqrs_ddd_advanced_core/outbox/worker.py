@@ -12,6 +12,7 @@ import structlog
 
 from cqrs_ddd_advanced_core.outbox.service import Backoff, BatchResult, OutboxService, Publisher
 from cqrs_ddd_core.domain.messages import utc_now
+from cqrs_ddd_core.telemetry.api import error_type
 
 if TYPE_CHECKING:
     from cqrs_ddd_core.persistence.ports import OutboxStore
@@ -71,9 +72,7 @@ class OutboxWorker:
             try:
                 result = await self.run_once()
             except Exception as exc:
-                _log.error(
-                    "outbox_worker_batch_failed", error_type=type(exc).__name__, exc_info=exc
-                )
+                _log.error("outbox_worker_batch_failed", error_type=error_type(exc), exc_info=exc)
                 result = BatchResult()
             if result.processed < self._batch_size:
                 with contextlib.suppress(TimeoutError):

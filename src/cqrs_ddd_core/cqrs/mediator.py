@@ -13,6 +13,7 @@ from cqrs_ddd_core.cqrs.response import CommandResponse
 from cqrs_ddd_core.domain.messages import _evolve
 from cqrs_ddd_core.exceptions import HandlerNotFoundError
 from cqrs_ddd_core.pipeline.pipeline import Middleware, Pipeline
+from cqrs_ddd_core.telemetry.api import error_type
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
@@ -186,7 +187,7 @@ class Mediator:
                                 event_type=event.type_name(),
                                 event_id=event.event_id,
                                 handler=getattr(handler, "__qualname__", repr(handler)),
-                                error_type=type(exc).__name__,
+                                error_type=error_type(exc),
                                 exc_info=exc,
                             )
 

@@ -17,6 +17,8 @@ from cqrs_ddd_core.context import DispatchContext
 from cqrs_ddd_core.exceptions import ConcurrencyError, MessageValidationError, RecordNotFoundError
 from cqrs_ddd_core.pipeline.pipeline import CallNext, Placement
 from cqrs_ddd_core.telemetry.api import error_type
+from cqrs_ddd_core.telemetry.names import OUTCOME_REFUSED
+from cqrs_ddd_core.telemetry.outcomes import DEFAULT_REFUSALS, Refusals
 from cqrs_ddd_core.telemetry.redaction import DEFAULT_SECRET_MARKERS, Redactor
 
 __all__ = ["DEFAULT_EXPECTED_ERRORS", "LoggingMiddleware"]
@@ -187,10 +189,17 @@ class LoggingMiddleware:
 
     * ``<kind>_started`` at DEBUG;
     * ``<kind>_succeeded`` at INFO for commands, DEBUG for queries, with
-      ``outcome``, ``duration_ms`` and, for commands, ``events_persisted``;
-    * ``<kind>_failed`` with ``outcome="error"``, ``error_type`` and
-      ``duration_ms``: at WARNING with ``error`` (the message) for expected
-      business errors (``expected_errors``), at ERROR with the traceback for
+      ``outcome``, ``duration_ms`` and, for commands, ``events_raised`` (the
+      events the command raised);
+    * ``<kind>_refused`` at the success level, with ``outcome="refused"``,
+      ``refusal_type`` (the qualified class name, as ``cqrs.refusal.type``)
+      and ``reason`` (the message), no traceback, for refusals (``refusals``:
+      a business rule, a version conflict...; a result, not an error, as the
+      span and the metrics say too: see :mod:`cqrs_ddd_core.telemetry.outcomes`);
+    * ``<kind>_failed`` with ``outcome="error"``, ``error_type`` (the
+      qualified class name, as ``error.type``) and ``duration_ms``: at WARNING
+      with ``error`` (the message) for other expected failures
+      (``expected_errors``: a cancellation...), at ERROR with the traceback for
       anything else. A failure is logged once, by the innermost dispatch it
       passed through; the enclosing dispatches end with the same event at
       their success level and ``propagated=True``.
@@ -205,7 +214,9 @@ class LoggingMiddleware:
             event, with secret-looking fields redacted (recursively).
         secret_markers: Extra key fragments to redact, besides
             :data:`~cqrs_ddd_core.telemetry.DEFAULT_SECRET_MARKERS`.
-        expected_errors: Exception types logged at WARNING without traceback.
+        expected_errors: Exception types logged at WARNING without traceback
+            (when not refusals).
+        refusals: Exception types logged as ``<kind>_refused``.
         command_level: Level of ``command_succeeded``.
         query_level: Level of ``query_succeeded``.
     """
@@ -221,6 +232,8 @@ class LoggingMiddleware:
         "_logger",
         "_logger_name",
         "_redactor",
+        "_refusals",
+        "_refused",
         "log_payload",
     )
 
@@ -233,6 +246,7 @@ class LoggingMiddleware:
         expected_errors: tuple[type[BaseException], ...] = DEFAULT_EXPECTED_ERRORS,
         command_level: int = logging.INFO,
         query_level: int = logging.DEBUG,
+        refusals: Refusals = DEFAULT_REFUSALS,
     ) -> None:
         for level in (command_level, query_level):
             if level not in _METHODS:
@@ -245,11 +259,13 @@ class LoggingMiddleware:
             Redactor(DEFAULT_SECRET_MARKERS, extra_markers=secret_markers) if log_payload else None
         )
         self._expected = tuple(expected_errors)
+        self._refusals = tuple(refusals)
         self._levels = {"command": command_level, "query": query_level}
         self._events = {
             kind: (f"{kind}_started", f"{kind}_succeeded", f"{kind}_failed")
             for kind in ("command", "query")
         }
+        self._refused = {kind: f"{kind}_refused" for kind in ("command", "query")}
 
     async def __call__(self, message: Any, context: DispatchContext, call_next: CallNext) -> Any:
         bound = self._bound
@@ -284,7 +300,7 @@ class LoggingMiddleware:
             if levels[level] if levels is not None else _enabled(log, level):
                 fields = self._end_fields(context, start, "success")
                 if kind == "command":
-                    fields["events_persisted"] = len(context.events)
+                    fields["events_raised"] = len(context.events)
                 _emit(log, level, succeeded, fields)
             return result
         finally:
@@ -309,16 +325,30 @@ class LoggingMiddleware:
     def _log_failure(
         self, log: Any, event: str, context: DispatchContext, exc: BaseException, start: int
     ) -> None:
+        refused = isinstance(exc, self._refusals)
         if _logged_inside(getattr(exc, _LOGGED, None), context):
             level = self._levels[context.kind]  # a nested dispatch logged it already
             if _enabled(log, level):
-                fields = self._end_fields(context, start, "error")
-                fields["error_type"] = error_type(exc)
+                if refused:
+                    fields = self._end_fields(context, start, OUTCOME_REFUSED)
+                    fields["refusal_type"] = error_type(exc)
+                    event = self._refused[context.kind]
+                else:
+                    fields = self._end_fields(context, start, "error")
+                    fields["error_type"] = error_type(exc)
                 fields["propagated"] = True
                 _emit(log, level, event, fields)
             return
         with contextlib.suppress(AttributeError, TypeError):  # exotic exception types
             setattr(exc, _LOGGED, context)
+        if refused:
+            level = self._levels[context.kind]
+            if _enabled(log, level):
+                fields = self._end_fields(context, start, OUTCOME_REFUSED)
+                fields["refusal_type"] = error_type(exc)
+                fields["reason"] = str(exc)  # our typed errors carry controlled messages
+                _emit(log, level, self._refused[context.kind], fields)
+            return
         expected = isinstance(exc, self._expected)
         level = logging.WARNING if expected else logging.ERROR
         if not _enabled(log, level):

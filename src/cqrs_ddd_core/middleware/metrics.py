@@ -1,4 +1,4 @@
-"""Duration histograms per message type, persistence latency and persisted events."""
+"""Duration histograms per message type, persistence latency, stored events and outbox messages."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from cqrs_ddd_core.persistence.steps import written_by_aggregate_type
 from cqrs_ddd_core.pipeline.pipeline import CallNext, Placement
 from cqrs_ddd_core.telemetry.api import error_type, get_meter
 from cqrs_ddd_core.telemetry.instruments import Instruments
@@ -14,10 +15,13 @@ from cqrs_ddd_core.telemetry.names import (
     ATTR_ERROR_TYPE,
     ATTR_MESSAGE_TYPE,
     ATTR_OUTCOME,
+    ATTR_REFUSAL_TYPE,
     NO_AGGREGATE_TYPE,
     OUTCOME_ERROR,
+    OUTCOME_REFUSED,
     OUTCOME_SUCCESS,
 )
+from cqrs_ddd_core.telemetry.outcomes import DEFAULT_REFUSALS, Refusals
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import Histogram, MeterProvider
@@ -34,9 +38,11 @@ _CACHE_LIMIT = 1024
 class MetricsMiddleware:
     """Records ``cqrs.command.duration`` / ``cqrs.query.duration`` for every dispatch.
 
-    Attributes: ``cqrs.message.type``, ``cqrs.outcome`` (``success``/``error``)
-    and, on failure, ``error.type``. Placed outside the unit of work, the
-    command's duration includes its commit.
+    Attributes: ``cqrs.message.type``, ``cqrs.outcome`` (``success``,
+    ``refused`` or ``error``) and ``cqrs.refusal.type`` (refused) or
+    ``error.type`` (error), qualified class names (see
+    :mod:`cqrs_ddd_core.telemetry.outcomes`). Placed outside the unit of work,
+    the command's duration includes its commit.
 
     When a command owned its unit of work and it committed, also records:
 
@@ -45,31 +51,45 @@ class MetricsMiddleware:
       per distinct aggregate type among the events of the unit of work (nested
       commands' events included), or once with ``cqrs.aggregate.type="none"``
       when it committed no events;
-    * ``cqrs.events.persisted``: those events, counted per aggregate type,
-      when the commit wrote at least one row.
+    * ``cqrs.events.stored``: the events the commit appended to an event
+      store, per aggregate type (``@non_event_sourced`` aggregates' events are
+      not among them: they go to the outbox only);
+    * ``cqrs.outbox.enqueued``: the messages the commit wrote to an outbox,
+      per aggregate type.
 
-    Attribute sets are computed once per (message type, error type) or aggregate
-    type and reused.
+    Attribute sets are computed once per (message type, outcome, type) or
+    aggregate type and reused.
 
     Args:
         meter_provider: Use this provider instead of the global one (resolved
             lazily: an SDK installed after the mediator was built is used).
+        refusals: Exception types recorded as ``cqrs.outcome="refused"``.
     """
 
     name = "metrics"
     placement = Placement.of(outside=("unit_of_work",))
 
-    __slots__ = ("_attributes", "_durations", "_instruments", "_per_aggregate", "_provider")
+    __slots__ = (
+        "_attributes",
+        "_durations",
+        "_instruments",
+        "_per_aggregate",
+        "_provider",
+        "_refusals",
+    )
 
-    def __init__(self, *, meter_provider: MeterProvider | None = None) -> None:
+    def __init__(
+        self, *, meter_provider: MeterProvider | None = None, refusals: Refusals = DEFAULT_REFUSALS
+    ) -> None:
         self._provider = meter_provider
+        self._refusals = tuple(refusals)
         self._instruments = Instruments(get_meter(meter_provider))
         self._durations: dict[str, Histogram] = {
             "command": self._instruments.command_duration,
             "query": self._instruments.query_duration,
         }
         # Caches keyed by low-cardinality names, not per-call state.
-        self._attributes: dict[tuple[str, str | None], _Attributes] = {}
+        self._attributes: dict[tuple[str, str | None, bool], _Attributes] = {}
         self._per_aggregate: dict[str, _Attributes] = {}
 
     async def __call__(self, message: Any, context: DispatchContext, call_next: CallNext) -> Any:
@@ -80,23 +100,33 @@ class MetricsMiddleware:
         except BaseException as exc:
             self._durations[context.kind].record(
                 time.perf_counter() - start,
-                self._attributes_for(context.message_type, error_type(exc)),
+                self._attributes_for(
+                    context.message_type, error_type(exc), isinstance(exc, self._refusals)
+                ),
             )
             raise
         self._durations[context.kind].record(
-            time.perf_counter() - start, self._attributes_for(context.message_type, None)
+            time.perf_counter() - start, self._attributes_for(context.message_type, None, False)
         )
         uow = context.uow
         if owns_uow and uow is not None and uow.timings:
-            self._record_persistence(context, uow.timings)
+            self._record_persistence(context, uow)
         return result
 
-    def _attributes_for(self, message_type: str, error_type: str | None) -> _Attributes:
-        key = (message_type, error_type)
+    def _attributes_for(
+        self, message_type: str, error_type: str | None, refused: bool
+    ) -> _Attributes:
+        key = (message_type, error_type, refused)
         found = self._attributes.get(key)
         if found is None:
             if error_type is None:
                 found = {ATTR_MESSAGE_TYPE: message_type, ATTR_OUTCOME: OUTCOME_SUCCESS}
+            elif refused:
+                found = {
+                    ATTR_MESSAGE_TYPE: message_type,
+                    ATTR_OUTCOME: OUTCOME_REFUSED,
+                    ATTR_REFUSAL_TYPE: error_type,
+                }
             else:
                 found = {
                     ATTR_MESSAGE_TYPE: message_type,
@@ -106,15 +136,14 @@ class MetricsMiddleware:
             self._attributes[key] = found
         return found
 
-    def _record_persistence(self, context: DispatchContext, timings: Sequence[StepTiming]) -> None:
-        start, end, wrote = timings[0].start_ns, 0, False
+    def _record_persistence(self, context: DispatchContext, uow: Any) -> None:
+        timings: Sequence[StepTiming] = uow.timings
+        start, end = timings[0].start_ns, 0
         for step in timings:
             if step.start_ns < start:
                 start = step.start_ns
             if step.end_ns > end:
                 end = step.end_ns
-            if step.rows > 0 and step.collection is not None:
-                wrote = True
         seconds = (end - start) / 1e9
         # Every command of the unit of work (the root and the ones it sent)
         # has its slot in context.published, in persistence order.
@@ -126,12 +155,19 @@ class MetricsMiddleware:
         histogram = self._instruments.persistence_duration
         if not per_type:
             histogram.record(seconds, self._aggregate_attributes(NO_AGGREGATE_TYPE))
-            return
-        for aggregate_type, count in per_type.items():
-            attributes = self._aggregate_attributes(aggregate_type)
-            histogram.record(seconds, attributes)
-            if wrote:
-                self._instruments.events_persisted.add(count, attributes)
+        for aggregate_type in per_type:
+            histogram.record(seconds, self._aggregate_attributes(aggregate_type))
+        committed = getattr(uow, "committed", None)
+        if committed:
+            stored, enqueued = written_by_aggregate_type(committed)
+            for aggregate_type, count in stored.items():
+                self._instruments.events_stored.add(
+                    count, self._aggregate_attributes(aggregate_type)
+                )
+            for aggregate_type, count in enqueued.items():
+                self._instruments.outbox_enqueued.add(
+                    count, self._aggregate_attributes(aggregate_type)
+                )
 
     def _aggregate_attributes(self, aggregate_type: str) -> _Attributes:
         found = self._per_aggregate.get(aggregate_type)
@@ -143,4 +179,5 @@ class MetricsMiddleware:
 
     def __repr__(self) -> str:
         provider = "global" if self._provider is None else repr(self._provider)
-        return f"MetricsMiddleware(meter_provider={provider})"
+        refusals = ", ".join(t.__qualname__ for t in self._refusals)
+        return f"MetricsMiddleware(meter_provider={provider}, refusals=[{refusals}])"

@@ -23,6 +23,7 @@ import structlog
 
 from cqrs_ddd_core.exceptions import ConcurrencyError, ConfigurationError
 from cqrs_ddd_core.pipeline.pipeline import CallNext, Placement
+from cqrs_ddd_core.telemetry.api import error_type
 
 if TYPE_CHECKING:
     from tenacity import RetryCallState
@@ -149,5 +150,5 @@ def _log_retry(message_type: str, state: RetryCallState) -> None:
         message_type=message_type,
         attempt=state.attempt_number,
         wait_s=round(state.upcoming_sleep, 4),
-        error_type=type(error).__name__ if error is not None else None,
+        error_type=error_type(error) if error is not None else None,
     )

@@ -17,19 +17,30 @@ from cqrs_ddd_core.telemetry.names import (
     ATTR_DB_BEGIN_MS,
     ATTR_DB_COLLECTION,
     ATTR_DB_FAILED_STEP,
+    ATTR_DB_NAMESPACE,
     ATTR_DB_OPERATION,
+    ATTR_DB_QUERY_SUMMARY,
+    ATTR_DB_RETURN_MS,
+    ATTR_DB_RETURNED_ROWS,
     ATTR_DB_ROWS,
     ATTR_DB_STEP_DURATION_MS,
     ATTR_DB_SYSTEM,
+    ATTR_DB_WAIT_MS,
     ATTR_ERROR_TYPE,
     ATTR_MESSAGE_ID,
     ATTR_MESSAGE_KIND,
     ATTR_MESSAGE_TYPE,
+    ATTR_OUTCOME,
+    ATTR_REFUSAL_TYPE,
+    ATTR_SERVER_ADDRESS,
+    ATTR_SERVER_PORT,
+    OUTCOME_REFUSED,
 )
+from cqrs_ddd_core.telemetry.outcomes import DEFAULT_REFUSALS, Refusals
 
 if TYPE_CHECKING:
     from cqrs_ddd_core.context import DispatchContext
-    from cqrs_ddd_core.persistence.records import StepTiming
+    from cqrs_ddd_core.persistence.records import DatabaseIdentity, StepTiming
 
 __all__ = ["PersistenceSpans", "TracingMiddleware"]
 
@@ -59,9 +70,18 @@ class TracingMiddleware:
     The span is the current span while the rest of the pipeline runs, so the
     handler's own spans, the outbox's W3C ``traceparent`` and log records see
     it. On failure its status is ERROR with ``error.type`` and the exception
-    recorded; on success the status stays unset. When the dispatch owned the
-    unit of work, the steps it measured at commit are reported under it, with
-    their real start and end times, as ``persistence_spans`` says.
+    recorded; on success the status stays unset. A *refusal* (``refusals``: a
+    business rule, a version conflict...) is a result, not an error: the status
+    stays unset, no exception is recorded, and the span carries
+    ``cqrs.outcome="refused"`` and ``cqrs.refusal.type`` (see
+    :mod:`cqrs_ddd_core.telemetry.outcomes`). When the dispatch owned the unit
+    of work, the steps it measured at commit are reported under it, with
+    their real start and end times, as ``persistence_spans`` says; so are the
+    database reads the dispatch made (``SELECT events``, ``SELECT
+    aggregate_state``: loading aggregates, a query handler's lookups), in
+    ``"steps"`` mode. Database spans carry ``db.system.name``,
+    ``db.namespace`` and, for a database server, ``server.address`` and
+    ``server.port``.
 
     With no SDK installed (the API's no-op tracer, directly or behind the
     global proxy) the middleware does nothing at all: it hands the message
@@ -82,6 +102,7 @@ class TracingMiddleware:
             ``error.type`` and ``cqrs.db.failed_step``: one span instead of four
             on SQLite, about a quarter of their cost with the SDK.
             ``"none"``: no persistence spans.
+        refusals: Exception types reported as refusals, not errors.
     """
 
     name = "tracing"
@@ -94,6 +115,7 @@ class TracingMiddleware:
         "_noop",
         "_persistence",
         "_proxy",
+        "_refusals",
         "_steps",
         "_tracer",
     )
@@ -103,6 +125,7 @@ class TracingMiddleware:
         *,
         tracer_provider: trace.TracerProvider | None = None,
         persistence_spans: PersistenceSpans = "steps",
+        refusals: Refusals = DEFAULT_REFUSALS,
     ) -> None:
         if persistence_spans not in _MODES:
             raise ValueError(
@@ -113,6 +136,7 @@ class TracingMiddleware:
         self._proxy = _proxy_of(tracer)
         self._noop = isinstance(tracer, trace.NoOpTracer)
         self._persistence: PersistenceSpans = persistence_spans
+        self._refusals = tuple(refusals)
         # Caches keyed by low-cardinality names, not call state: span name per
         # message class, span name and attributes per step shape.
         self._names: dict[type, str] = {}
@@ -169,21 +193,31 @@ class TracingMiddleware:
         # will open (and commit) it; a nested one joined its parent's, whose
         # steps the parent's span reports.
         owns_uow = context.uow is None
+        if self._persistence == "steps":
+            context.db_steps = []  # the reads of this dispatch are measured from now on
         token = otel_context.attach(trace.set_span_in_context(span))
         try:
             return await call_next(message, context)
         except BaseException as exc:
-            _fail(span, exc)
+            if isinstance(exc, self._refusals):
+                _refuse(span, exc)
+            else:
+                _fail(span, exc)
             raise
         finally:
             otel_context.detach(token)
+            mode = self._persistence
+            reads = context.db_steps
+            if reads and mode == "steps":
+                self._emit_steps(span, reads, None, None)
             uow = context.uow
             if owns_uow and uow is not None and uow.timings:
-                mode = self._persistence
+                database = getattr(uow, "database", None)
+                window = getattr(uow, "commit_window", None)
                 if mode == "steps":
-                    self._emit_steps(span, uow.timings)
+                    self._emit_steps(span, uow.timings, database, window)
                 elif mode == "commit":
-                    self._emit_commit(span, uow.timings)
+                    self._emit_commit(span, uow.timings, database, window)
             span.end()
 
     # -- persistence spans ---------------------------------------------------
@@ -197,15 +231,23 @@ class TracingMiddleware:
             )
         return name
 
-    def _step_attributes(self, step: StepTiming, begin_ns: int) -> _Attributes:
+    def _step_attributes(
+        self, step: StepTiming, begin_ns: int, database: DatabaseIdentity | None
+    ) -> _Attributes:
         # The SDK copies what it is given, so one dict per step shape is reused.
-        key = (step.system, step.operation, step.collection, step.rows, step.error_type)
+        database = step.database or database
+        key = (step.system, step.operation, step.collection, step.rows, step.error_type, database)
         found = self._attributes.get(key) if not begin_ns else None
         if found is None:
             found = {ATTR_DB_SYSTEM: step.system, ATTR_DB_OPERATION: step.operation}
+            _identify(found, database)
             if step.collection:
                 found[ATTR_DB_COLLECTION] = step.collection
-                found[ATTR_DB_ROWS] = step.rows
+                found[ATTR_DB_QUERY_SUMMARY] = self._step_name(step)
+                if step.operation == "SELECT":
+                    found[ATTR_DB_RETURNED_ROWS] = step.rows
+                else:
+                    found[ATTR_DB_ROWS] = step.rows
             if step.error_type:
                 found[ATTR_ERROR_TYPE] = step.error_type
             if begin_ns:
@@ -216,27 +258,43 @@ class TracingMiddleware:
                 self._attributes[key] = found
         return found
 
-    def _emit_steps(self, parent: trace.Span, timings: Sequence[StepTiming]) -> None:
+    def _emit_steps(
+        self,
+        parent: trace.Span,
+        timings: Sequence[StepTiming],
+        database: DatabaseIdentity | None,
+        window: tuple[int, int] | None,
+    ) -> None:
         parent_context = trace.set_span_in_context(parent)
         start_span = self._tracer.start_span
         last = len(timings) - 1
         begin_start = begin_ns = 0
+        wait_start, return_end = _window(timings, window)
         for index, step in enumerate(timings):
             if step.operation == "BEGIN" and not step.error_type and index < last:
                 # Folded into the next step: one span less, and no gap in the trace.
                 begin_start, begin_ns = step.start_ns, step.end_ns - step.start_ns
                 continue
+            start = begin_start if begin_ns else step.start_ns
+            attributes = self._step_attributes(step, begin_ns, database)
+            end = step.end_ns
+            if wait_start:  # the first span starts when the commit was asked for
+                attributes = {**attributes, ATTR_DB_WAIT_MS: round((start - wait_start) / 1e6, 3)}
+                start, wait_start = wait_start, 0
+            if index == last and return_end:  # the last one ends when the caller knew
+                attributes = {**attributes, ATTR_DB_RETURN_MS: round((return_end - end) / 1e6, 3)}
+                end = return_end
             child = start_span(
                 self._step_name(step),
                 context=parent_context,
                 kind=SpanKind.CLIENT,
-                attributes=self._step_attributes(step, begin_ns),
-                start_time=begin_start if begin_ns else step.start_ns,
+                attributes=attributes,
+                start_time=start,
             )
             begin_start = begin_ns = 0
             if step.error_type:
                 child.set_status(Status(StatusCode.ERROR, step.error_type))
-            child.end(end_time=step.end_ns)
+            child.end(end_time=end)
 
     def _duration_key(self, step: StepTiming) -> str:
         key = (step.operation, step.collection)
@@ -247,12 +305,19 @@ class TracingMiddleware:
             )
         return found
 
-    def _emit_commit(self, parent: trace.Span, timings: Sequence[StepTiming]) -> None:
+    def _emit_commit(
+        self,
+        parent: trace.Span,
+        timings: Sequence[StepTiming],
+        database: DatabaseIdentity | None,
+        window: tuple[int, int] | None,
+    ) -> None:
         first = timings[0]
         attributes: _Attributes = {
             ATTR_DB_SYSTEM: first.system,
             ATTR_DB_OPERATION: "COMMIT",
         }
+        _identify(attributes, first.database or database)
         start, end, rows, failed = first.start_ns, first.end_ns, 0, None
         for step in timings:
             # One scalar per step (cheaper for the SDK than arrays, and
@@ -267,7 +332,14 @@ class TracingMiddleware:
                 end = step.end_ns
             if step.error_type and failed is None:
                 failed = step
-        attributes[ATTR_DB_ROWS] = rows
+        attributes[ATTR_DB_ROWS] = rows if failed is None else 0  # rolled back: none kept
+        wait_start, return_end = _window(timings, window)
+        if wait_start:
+            attributes[ATTR_DB_WAIT_MS] = round((start - wait_start) / 1e6, 3)
+            start = wait_start
+        if return_end:
+            attributes[ATTR_DB_RETURN_MS] = round((return_end - end) / 1e6, 3)
+            end = return_end
         if failed is not None:
             attributes[ATTR_ERROR_TYPE] = failed.error_type
             attributes[ATTR_DB_FAILED_STEP] = self._step_name(failed)
@@ -286,6 +358,40 @@ class TracingMiddleware:
         return (
             f"TracingMiddleware(tracer={self._tracer!r}, persistence_spans={self._persistence!r})"
         )
+
+
+def _window(timings: Sequence[StepTiming], window: tuple[int, int] | None) -> tuple[int, int]:
+    """``(wait start, return end)`` to stretch a commit's first and last span to (0: no).
+
+    Only when the window holds every step (the steps measured with the same
+    clock, in the same commit) and ends before the ``ROLLBACK`` the unit of
+    work added after it, if any.
+    """
+    if window is None:
+        return 0, 0
+    started, ended = window
+    first_start = min(step.start_ns for step in timings)
+    last = timings[-1]
+    if started > first_start or last.operation == "ROLLBACK" or ended < last.end_ns:
+        return (started if started <= first_start else 0), 0
+    return started, ended
+
+
+def _identify(attributes: _Attributes, database: DatabaseIdentity | None) -> None:
+    if database is None:
+        return
+    if database.namespace is not None:
+        attributes[ATTR_DB_NAMESPACE] = database.namespace
+    if database.server_address is not None:
+        attributes[ATTR_SERVER_ADDRESS] = database.server_address
+    if database.server_port is not None:
+        attributes[ATTR_SERVER_PORT] = database.server_port
+
+
+def _refuse(span: trace.Span, exc: BaseException) -> None:
+    """A refusal is a result: status left unset, no exception event (no stack trace)."""
+    span.set_attribute(ATTR_OUTCOME, OUTCOME_REFUSED)
+    span.set_attribute(ATTR_REFUSAL_TYPE, error_type(exc))
 
 
 def _fail(span: trace.Span, exc: BaseException) -> None:

@@ -14,12 +14,14 @@ from cqrs_ddd_core.persistence.ports import (
 from cqrs_ddd_core.persistence.reading import DEFAULT_PAGE_SIZE, EventPages, ReadPage
 from cqrs_ddd_core.persistence.records import (
     AuditRecord,
+    DatabaseIdentity,
     OutboxMessage,
     OutboxStatus,
     StepTiming,
     StoredEvent,
     stream_name,
 )
+from cqrs_ddd_core.persistence.steps import written_by_aggregate_type
 from cqrs_ddd_core.persistence.unit_of_work import BaseUnitOfWork, StagedGroup, require_uow
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "AuditRecord",
     "AuditStore",
     "BaseUnitOfWork",
+    "DatabaseIdentity",
     "EventPages",
     "EventStore",
     "OutboxMessage",
@@ -42,4 +45,5 @@ __all__ = [
     "UnitOfWorkFactory",
     "require_uow",
     "stream_name",
+    "written_by_aggregate_type",
 ]

@@ -9,6 +9,7 @@ from typing import Any
 
 __all__ = [
     "AuditRecord",
+    "DatabaseIdentity",
     "OutboxMessage",
     "OutboxStatus",
     "StepTiming",
@@ -107,6 +108,22 @@ class AuditRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class DatabaseIdentity:
+    """Which database a step ran against, as the database semantic conventions name it.
+
+    Attributes:
+        namespace: ``db.namespace``: the database name (PostgreSQL) or the
+            database file (SQLite).
+        server_address: ``server.address`` (None for an embedded database).
+        server_port: ``server.port`` (None for an embedded database).
+    """
+
+    namespace: str | None = None
+    server_address: str | None = None
+    server_port: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class StepTiming:
     """One persistence step measured by a unit of work at commit.
 
@@ -120,5 +137,6 @@ class StepTiming:
     system: str  # "sqlite", "postgresql", "memory"
     start_ns: int  # time.time_ns() when the step began
     end_ns: int
-    rows: int = 0
-    error_type: str | None = None
+    rows: int = 0  # rows written (read, for a SELECT); 0 for a failed step
+    error_type: str | None = None  # ``error.type``: the qualified name of the error
+    database: DatabaseIdentity | None = None  # else the unit of work's ``database``

@@ -7,6 +7,7 @@ and ``_discard``.
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
@@ -15,6 +16,8 @@ import structlog
 from cqrs_ddd_core.exceptions import UnitOfWorkError
 from cqrs_ddd_core.persistence.ports import AfterHook
 from cqrs_ddd_core.persistence.records import StepTiming
+from cqrs_ddd_core.persistence.steps import failed_steps, rollback_step
+from cqrs_ddd_core.telemetry.api import error_type
 
 __all__ = ["BaseUnitOfWork", "StagedGroup", "require_uow"]
 
@@ -25,7 +28,16 @@ StagedGroup = tuple[Any, list[Any]]
 
 
 class BaseUnitOfWork(ABC):
-    """Staged writes that commit together, plus after-commit/rollback hooks."""
+    """Staged writes that commit together, plus after-commit/rollback hooks.
+
+    Attributes:
+        timings: The steps measured at commit (``StepTiming``), success or not;
+            a failed commit ends with a ``ROLLBACK`` step.
+        committed: After a successful commit, what it wrote: each writer with
+            its records (``staged_groups()`` as it was), so that metrics can
+            count what was really stored (see
+            :func:`~cqrs_ddd_core.persistence.steps.written_by_aggregate_type`).
+    """
 
     system: ClassVar[str] = "unknown"
 
@@ -35,6 +47,7 @@ class BaseUnitOfWork(ABC):
         self._after_rollback: list[AfterHook] = []
         self._state = "open"
         self.timings: list[StepTiming] = []
+        self.committed: list[StagedGroup] = []
 
     # -- staging -----------------------------------------------------------
 
@@ -115,7 +128,7 @@ class BaseUnitOfWork(ABC):
                 _log.error(
                     "unit_of_work_hook_failed",
                     phase=phase,
-                    error_type=type(exc).__name__,
+                    error_type=error_type(exc),
                     exc_info=exc,
                 )
 
@@ -126,10 +139,14 @@ class BaseUnitOfWork(ABC):
         groups = self.staged_groups()
         try:
             await self._write_and_commit(groups)
-        except BaseException:
+        except BaseException as exc:
+            failed_steps(self.timings, exc)
+            started = time.time_ns()
             await self.rollback()
+            rollback_step(self.timings, started)
             raise
         self._state = "committed"
+        self.committed = groups
         self._slots.clear()
         hooks, self._after_commit, self._after_rollback = self._after_commit, [], []
         if hooks:

@@ -14,6 +14,7 @@ from cqrs_ddd_core.telemetry.api import error_type, get_meter, get_tracer
 from cqrs_ddd_core.telemetry.instruments import Instruments
 from cqrs_ddd_core.telemetry.logs import add_trace_context
 from cqrs_ddd_core.telemetry.names import DURATION_BUCKETS, SCOPE_NAME
+from cqrs_ddd_core.telemetry.outcomes import DEFAULT_REFUSALS, Refusals
 from cqrs_ddd_core.telemetry.redaction import (
     DEFAULT_SECRET_MARKERS,
     REDACTED,
@@ -23,12 +24,14 @@ from cqrs_ddd_core.telemetry.redaction import (
 )
 
 __all__ = [
+    "DEFAULT_REFUSALS",
     "DEFAULT_SECRET_MARKERS",
     "DURATION_BUCKETS",
     "REDACTED",
     "SCOPE_NAME",
     "Instruments",
     "Redactor",
+    "Refusals",
     "add_trace_context",
     "error_type",
     "get_meter",

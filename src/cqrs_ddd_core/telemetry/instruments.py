@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 from cqrs_ddd_core.telemetry.names import (
     DURATION_BUCKETS,
     METRIC_COMMAND_DURATION,
-    METRIC_EVENTS_PERSISTED,
+    METRIC_EVENTS_STORED,
+    METRIC_OUTBOX_ENQUEUED,
     METRIC_PERSISTENCE_DURATION,
     METRIC_QUERY_DURATION,
 )
@@ -19,14 +20,20 @@ __all__ = ["Instruments"]
 
 
 class Instruments:
-    """The four instruments named in ``docs/design.md``.
+    """The five instruments named in ``docs/observability.md``.
 
     Histograms carry explicit bucket boundaries in seconds through the API's
     ``explicit_bucket_boundaries_advisory`` (the SDK honours it unless a View
     says otherwise), so no View is needed for sensible buckets.
     """
 
-    __slots__ = ("command_duration", "events_persisted", "persistence_duration", "query_duration")
+    __slots__ = (
+        "command_duration",
+        "events_stored",
+        "outbox_enqueued",
+        "persistence_duration",
+        "query_duration",
+    )
 
     def __init__(self, meter: Meter) -> None:
         self.command_duration: Histogram = meter.create_histogram(
@@ -47,8 +54,13 @@ class Instruments:
             description="Time a command's unit of work spent writing and committing.",
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
-        self.events_persisted: Counter = meter.create_counter(
-            METRIC_EVENTS_PERSISTED,
+        self.events_stored: Counter = meter.create_counter(
+            METRIC_EVENTS_STORED,
             unit="{event}",
-            description="Domain events committed, by aggregate type.",
+            description="Events appended to an event store by committed units of work.",
+        )
+        self.outbox_enqueued: Counter = meter.create_counter(
+            METRIC_OUTBOX_ENQUEUED,
+            unit="{message}",
+            description="Messages written to an outbox by committed units of work.",
         )

@@ -17,22 +17,32 @@ __all__ = [
     "ATTR_DB_BEGIN_MS",
     "ATTR_DB_COLLECTION",
     "ATTR_DB_FAILED_STEP",
+    "ATTR_DB_NAMESPACE",
     "ATTR_DB_OPERATION",
+    "ATTR_DB_QUERY_SUMMARY",
+    "ATTR_DB_RETURNED_ROWS",
+    "ATTR_DB_RETURN_MS",
     "ATTR_DB_ROWS",
     "ATTR_DB_STEP_DURATION_MS",
     "ATTR_DB_SYSTEM",
+    "ATTR_DB_WAIT_MS",
     "ATTR_ERROR_TYPE",
     "ATTR_MESSAGE_ID",
     "ATTR_MESSAGE_KIND",
     "ATTR_MESSAGE_TYPE",
     "ATTR_OUTCOME",
+    "ATTR_REFUSAL_TYPE",
+    "ATTR_SERVER_ADDRESS",
+    "ATTR_SERVER_PORT",
     "DURATION_BUCKETS",
     "METRIC_COMMAND_DURATION",
-    "METRIC_EVENTS_PERSISTED",
+    "METRIC_EVENTS_STORED",
+    "METRIC_OUTBOX_ENQUEUED",
     "METRIC_PERSISTENCE_DURATION",
     "METRIC_QUERY_DURATION",
     "NO_AGGREGATE_TYPE",
     "OUTCOME_ERROR",
+    "OUTCOME_REFUSED",
     "OUTCOME_SUCCESS",
     "SCOPE_NAME",
 ]
@@ -49,11 +59,20 @@ ATTR_CAUSATION_ID: Final = "cqrs.causation_id"
 ATTR_OUTCOME: Final = "cqrs.outcome"
 ATTR_AGGREGATE_TYPE: Final = "cqrs.aggregate.type"
 ATTR_ERROR_TYPE: Final = "error.type"
+"""The qualified class name of the error (``cqrs_ddd_core.exceptions.PersistenceError``),
+on spans, metrics and (as ``error_type``) logs alike; builtins keep their bare name."""
+ATTR_REFUSAL_TYPE: Final = "cqrs.refusal.type"
+"""Of a refused dispatch (``cqrs.outcome="refused"``): the refusal's qualified class name."""
 
 # Database semantic conventions (stable names, semconv >= 1.26).
 ATTR_DB_SYSTEM: Final = "db.system.name"
 ATTR_DB_OPERATION: Final = "db.operation.name"
 ATTR_DB_COLLECTION: Final = "db.collection.name"
+ATTR_DB_NAMESPACE: Final = "db.namespace"
+ATTR_DB_QUERY_SUMMARY: Final = "db.query.summary"
+ATTR_DB_RETURNED_ROWS: Final = "db.response.returned_rows"
+ATTR_SERVER_ADDRESS: Final = "server.address"
+ATTR_SERVER_PORT: Final = "server.port"
 ATTR_DB_ROWS: Final = "cqrs.db.rows"
 """Rows the step wrote (semconv has ``db.response.returned_rows`` for reads only)."""
 ATTR_DB_BEGIN_MS: Final = "cqrs.db.begin_ms"
@@ -61,11 +80,20 @@ ATTR_DB_BEGIN_MS: Final = "cqrs.db.begin_ms"
 ATTR_DB_STEP_DURATION_MS: Final = "cqrs.db.step.{step}_ms"
 """On a ``persistence_spans="commit"`` span, per step: its duration in ms; ``{step}``
 is the step span's name in lower case with ``_`` for spaces (``insert_events``, ``commit``)."""
+ATTR_DB_WAIT_MS: Final = "cqrs.db.wait_ms"
+"""On the first step span of a commit: how long the commit waited before its first
+step started on the database side (a writer thread's queue, a group commit, a pooled
+connection), in ms; the span starts when the commit was asked for."""
+ATTR_DB_RETURN_MS: Final = "cqrs.db.return_ms"
+"""On the last step span of a commit: how long after its end the caller got the
+outcome back (the hop back from a writer thread...), in ms; the span ends then."""
 ATTR_DB_FAILED_STEP: Final = "cqrs.db.failed_step"
 """On a failed ``persistence_spans="commit"`` span: the step that failed (``INSERT events``)."""
 
 OUTCOME_SUCCESS: Final = "success"
 OUTCOME_ERROR: Final = "error"
+OUTCOME_REFUSED: Final = "refused"
+"""An expected refusal (a business rule, a version conflict): a result, not an error."""
 NO_AGGREGATE_TYPE: Final = "none"
 """``cqrs.aggregate.type`` of a commit that persisted no events."""
 
@@ -73,7 +101,10 @@ NO_AGGREGATE_TYPE: Final = "none"
 METRIC_COMMAND_DURATION: Final = "cqrs.command.duration"
 METRIC_QUERY_DURATION: Final = "cqrs.query.duration"
 METRIC_PERSISTENCE_DURATION: Final = "cqrs.persistence.duration"
-METRIC_EVENTS_PERSISTED: Final = "cqrs.events.persisted"
+METRIC_EVENTS_STORED: Final = "cqrs.events.stored"
+"""Events appended to an event store by committed units of work (``cqrs_events_stored_total``)."""
+METRIC_OUTBOX_ENQUEUED: Final = "cqrs.outbox.enqueued"
+"""Messages written to an outbox by committed units of work (``cqrs_outbox_enqueued_total``)."""
 
 DURATION_BUCKETS: Final[tuple[float, ...]] = (
     0.001,

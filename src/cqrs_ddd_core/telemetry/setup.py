@@ -30,6 +30,10 @@ variable                               effect
 ``OTEL_TRACES_SAMPLER`` / ``_ARG``     the sampler (read by the SDK)
 ``OTEL_METRIC_EXPORT_INTERVAL``        OTLP metric export interval in ms (read by the SDK)
 =====================================  ==========================================
+
+An OTLP collector that does not answer costs a short probe (0.25 s at most,
+repeated every 5 s at most) and one ``telemetry_collector_unreachable``
+warning, never the exporters' retries (see :mod:`.otlp_gate`).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from opentelemetry import metrics, trace
 
 from cqrs_ddd_core.exceptions import ConfigurationError
 from cqrs_ddd_core.extras import MissingExtraError, translated
+from cqrs_ddd_core.telemetry.otlp_gate import gate_for, gated, otlp_endpoint
 
 # Without the [otel] extra: one error naming it, not a bare ModuleNotFoundError.
 with translated("setup_telemetry"):
@@ -51,6 +56,7 @@ with translated("setup_telemetry"):
     from opentelemetry.sdk.metrics.export import (
         ConsoleMetricExporter,
         MetricExporter,
+        MetricExportResult,
         MetricReader,
         PeriodicExportingMetricReader,
     )
@@ -60,6 +66,7 @@ with translated("setup_telemetry"):
         BatchSpanProcessor,
         ConsoleSpanExporter,
         SpanExporter,
+        SpanExportResult,
     )
 
 __all__ = ["Telemetry", "setup_telemetry"]
@@ -159,6 +166,7 @@ def setup_telemetry(
     prometheus_port: int | None = None,
     prometheus_host: str = "127.0.0.1",
     prometheus_registry: Any = None,
+    prometheus_exemplars: bool = False,
     span_exporters: Sequence[SpanExporter] = (),
     metric_readers: Sequence[MetricReader] = (),
     set_global: bool = True,
@@ -183,6 +191,10 @@ def setup_telemetry(
         prometheus_host: Interface to serve on; loopback by default.
         prometheus_registry: A ``prometheus_client.CollectorRegistry`` to use
             instead of the global one.
+        prometheus_exemplars: Serve each histogram bucket's exemplar (the trace
+            and span of a measurement) in the OpenMetrics exposition, for
+            Grafana's links from latency panels to traces (see
+            :mod:`.openmetrics`); worth it when traces are exported.
         span_exporters: More span exporters (each behind a BatchSpanProcessor).
         metric_readers: More metric readers.
         set_global: Install the providers as OpenTelemetry's global ones (the
@@ -228,13 +240,14 @@ def setup_telemetry(
     resource = _resource(service_name, resource_attributes)
     tracer_provider = TracerProvider(resource=resource)
     for name in trace_exporters:
-        span_exporter: SpanExporter = (
-            span_exporter_cls(
-                **_endpoint_kwargs("traces", traces_protocol, otlp_endpoint, otlp_headers)
-            )
-            if name == "otlp"
-            else ConsoleSpanExporter()
-        )
+        span_exporter: SpanExporter
+        if name == "otlp":
+            kwargs = _endpoint_kwargs("traces", traces_protocol, otlp_endpoint, otlp_headers)
+            span_exporter = _gated(
+                span_exporter_cls, "traces", traces_protocol, kwargs, SpanExportResult.FAILURE
+            )(**kwargs)
+        else:
+            span_exporter = ConsoleSpanExporter()
         tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
     for exporter in span_exporters:
         tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
@@ -245,12 +258,19 @@ def setup_telemetry(
     try:
         for name in metric_exporters:
             if name == "prometheus":
-                prometheus_reader, server = _prometheus(prometheus_registry, port, host)
+                prometheus_reader, server = _prometheus(
+                    prometheus_registry, port, host, prometheus_exemplars
+                )
                 readers.append(prometheus_reader)
             elif name == "otlp":
-                metric_exporter: MetricExporter = metric_exporter_cls(
-                    **_endpoint_kwargs("metrics", metrics_protocol, otlp_endpoint, otlp_headers)
-                )
+                kwargs = _endpoint_kwargs("metrics", metrics_protocol, otlp_endpoint, otlp_headers)
+                metric_exporter: MetricExporter = _gated(
+                    metric_exporter_cls,
+                    "metrics",
+                    metrics_protocol,
+                    kwargs,
+                    MetricExportResult.FAILURE,
+                )(**kwargs)
                 readers.append(PeriodicExportingMetricReader(metric_exporter))
             else:
                 readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter()))
@@ -263,7 +283,9 @@ def setup_telemetry(
         MeterProvider(
             resource=resource,
             metric_readers=readers,
-            exemplar_filter=_exemplar_filter(metric_exporters, metric_readers),
+            exemplar_filter=(
+                None if prometheus_exemplars else _exemplar_filter(metric_exporters, metric_readers)
+            ),
         )
         if readers
         else None
@@ -366,6 +388,13 @@ def _endpoint_kwargs(
     return kwargs
 
 
+def _gated(cls: Any, signal: str, protocol: str, kwargs: dict[str, Any], failure: Any) -> Any:
+    """``cls`` behind its collector's gate (see :mod:`.otlp_gate`): an absent
+    collector costs a bounded probe and one warning line, not retries."""
+    gate = gate_for(otlp_endpoint(signal, protocol, kwargs.get("endpoint")))
+    return cls if gate is None else gated(cls, failure, gate)
+
+
 def _import_exporter(protocol: str, signal: str, class_name: str) -> Any:
     package = "grpc" if protocol == _GRPC else "http"
     module = f"opentelemetry.exporter.otlp.proto.{package}.{signal}_exporter"
@@ -380,7 +409,9 @@ def _import_exporter(protocol: str, signal: str, class_name: str) -> Any:
         ) from exc
 
 
-def _prometheus(registry: Any, port: int | None, host: str) -> tuple[MetricReader, Any]:
+def _prometheus(
+    registry: Any, port: int | None, host: str, exemplars: bool
+) -> tuple[MetricReader, Any]:
     try:
         from opentelemetry.exporter.prometheus import PrometheusMetricReader
     except ImportError as exc:  # pragma: no cover - part of the [otel] extra
@@ -388,8 +419,14 @@ def _prometheus(registry: Any, port: int | None, host: str) -> tuple[MetricReade
             "Prometheus metrics need opentelemetry-exporter-prometheus "
             '(pip install "cqrs-ddd-advanced-core[otel]")'
         ) from exc
-    kwargs: dict[str, Any] = {} if registry is None else {"registry": registry}
-    reader: MetricReader = PrometheusMetricReader(**kwargs)
+    reader: MetricReader
+    if exemplars:
+        from cqrs_ddd_core.telemetry.openmetrics import ExemplarPrometheusReader
+
+        reader = ExemplarPrometheusReader(registry)
+    else:
+        kwargs: dict[str, Any] = {} if registry is None else {"registry": registry}
+        reader = PrometheusMetricReader(**kwargs)
     server: Any = None
     if port is not None:
         from prometheus_client import REGISTRY, start_http_server

@@ -76,7 +76,8 @@ async def test_a_failed_commit_is_one_hop_too_and_leaves_no_transaction_open(
         await uow.commit()
 
     assert len(hops) == 1
-    assert uow.timings[-1].error_type == "ConcurrencyError"
+    assert uow.timings[-2].error_type == "cqrs_ddd_core.exceptions.ConcurrencyError"
+    assert uow.timings[-1].operation == "ROLLBACK"
     thread = writer_for(sqlite_db).thread
     assert thread is not None
     assert thread.connection is not None

@@ -121,7 +121,8 @@ async def test_an_inline_conflict_rolls_back_and_leaves_no_transaction_open(
     with pytest.raises(ConcurrencyError):
         await uow.commit()
 
-    assert uow.timings[-1].error_type == "ConcurrencyError"
+    assert uow.timings[-2].error_type == "cqrs_ddd_core.exceptions.ConcurrencyError"
+    assert uow.timings[-1].operation == "ROLLBACK"
     assert not writer_for(inline_db).thread.connection.in_transaction
     assert len(await SQLAlchemyEventStore(inline_db).read_all()) == 1
     await commit_new(inline_db, "a2")  # the writer goes on
@@ -182,7 +183,7 @@ async def test_a_lock_held_past_the_busy_timeout_fails_cleanly_and_inline_resume
             await uow.commit()
         holder.join()
 
-        assert uow.timings[-1].error_type == "PersistenceError"
+        assert uow.timings[-2].error_type == "cqrs_ddd_core.exceptions.PersistenceError"
         conn = writer_for(engine).thread.connection
         assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 0  # inline again
         await commit_new(engine, "a3")

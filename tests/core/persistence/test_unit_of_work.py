@@ -146,7 +146,10 @@ async def test_a_failure_while_writing_rolls_back_runs_rollback_hooks_and_raises
     assert [(t.collection, t.error_type) for t in uow.timings] == [
         ("events", None),
         ("outbox", "ValueError"),
+        (None, None),
     ]
+    assert [t.operation for t in uow.timings][-1] == "ROLLBACK"
+    assert uow.timings[1].rows == 0  # the failed step kept nothing
 
 
 async def test_nothing_can_be_staged_or_committed_once_the_unit_of_work_has_ended() -> None:

@@ -130,6 +130,12 @@ class SQLAlchemyOutboxStore:
     def add_to_plan(self, plan: FlushPlan, records: list[tuple[Any, ...]]) -> None:
         plan.outbox.extend(records)
 
+    @staticmethod
+    def aggregate_type_of(record: tuple[Any, ...]) -> str | None:
+        """The aggregate type of a staged row (``cqrs.outbox.enqueued`` counts by it)."""
+        aggregate_type: str | None = record[3]
+        return aggregate_type
+
     async def claim_batch(
         self, limit: int = 100, *, now: datetime | None = None
     ) -> list[OutboxMessage]:

@@ -114,7 +114,8 @@ SYSTEM = "postgresql"
 
 def step_timings(plan: FlushPlan, start: int, end: int, error_type: str | None) -> list[StepTiming]:
     """One step per table written, all spanning the statement (they ran in it),
-    and a zero-length COMMIT where it ended (the commit was part of it)."""
+    and, when it succeeded, a zero-length COMMIT where it ended (the commit was
+    part of it)."""
     steps: list[tuple[str, str, int]] = []
     if plan.events:
         steps.append(("INSERT", "events", len(plan.events)))
@@ -130,7 +131,8 @@ def step_timings(plan: FlushPlan, start: int, end: int, error_type: str | None) 
     timings = [
         StepTiming(op, table, SYSTEM, start, end, rows, error_type) for op, table, rows in steps
     ]
-    timings.append(StepTiming("COMMIT", None, SYSTEM, end, end, 0, error_type))
+    if error_type is None:  # a failed statement committed nothing: the unit of work adds ROLLBACK
+        timings.append(StepTiming("COMMIT", None, SYSTEM, end, end, 0))
     return timings
 
 

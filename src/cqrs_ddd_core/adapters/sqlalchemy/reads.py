@@ -14,6 +14,7 @@ when it commits.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, overload
@@ -25,7 +26,11 @@ from sqlalchemy.util import await_only, greenlet_spawn
 
 from cqrs_ddd_core.adapters.sqlalchemy.engine import dialect_name
 from cqrs_ddd_core.adapters.sqlalchemy.errors import persistence_error, sqlstate
+from cqrs_ddd_core.adapters.sqlalchemy.identity import database_identity
 from cqrs_ddd_core.adapters.sqlalchemy.sqlite_reader import reader_for
+from cqrs_ddd_core.persistence.records import StepTiming
+from cqrs_ddd_core.persistence.steps import reads_wanted
+from cqrs_ddd_core.telemetry.api import error_type
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -36,12 +41,18 @@ __all__ = ["Query", "aware", "fetch"]
 
 
 class Query:
-    """A statement compiled for SQLite and PostgreSQL, with its parameter order."""
+    """A statement compiled for SQLite and PostgreSQL, with its parameter order.
 
-    __slots__ = ("_compiled",)
+    Attributes:
+        collection: The table it reads first (``db.collection.name`` of its span).
+    """
+
+    __slots__ = ("_compiled", "collection")
 
     def __init__(self, statement: ClauseElement) -> None:
         self._compiled: dict[str, tuple[str, tuple[str, ...], dict[str, Any]]] = {}
+        froms: list[Any] = list(getattr(statement, "get_final_froms", list)())
+        self.collection: str | None = getattr(froms[0], "name", None) if froms else None
         for name, dialect in (
             ("sqlite", sqlite_dialect.dialect()),
             ("postgresql", asyncpg_dialect.dialect()),  # type: ignore[no-untyped-call]
@@ -87,12 +98,43 @@ async def fetch(engine: AsyncEngine, query: Query, **values: Any) -> list[Any]:
     """
     dialect = dialect_name(engine)
     sql, args = query.sql(dialect, values)
+    steps = reads_wanted()  # a list while tracing records the dispatch's span
+    if steps is None:
+        try:
+            return await _run(engine, dialect, sql, args)
+        except Exception as exc:
+            raise persistence_error(exc, "Reading failed") from exc
+    start = time.time_ns()
     try:
-        if dialect == "sqlite":
-            return await reader_for(engine).fetch(engine, sql, args)
-        return await greenlet_spawn(_fetch_in_greenlet, engine.sync_engine, dialect, sql, args)
+        rows = await _run(engine, dialect, sql, args)
     except Exception as exc:
-        raise persistence_error(exc, "Reading failed") from exc
+        error = persistence_error(exc, "Reading failed")
+        steps.append(_read_step(engine, dialect, query, start, 0, error_type(error)))
+        raise error from exc
+    steps.append(_read_step(engine, dialect, query, start, len(rows), None))
+    return rows
+
+
+async def _run(engine: AsyncEngine, dialect: str, sql: str, args: Any) -> list[Any]:
+    if dialect == "sqlite":
+        return await reader_for(engine).fetch(engine, sql, args)
+    return await greenlet_spawn(_fetch_in_greenlet, engine.sync_engine, dialect, sql, args)
+
+
+def _read_step(
+    engine: AsyncEngine, dialect: str, query: Query, start: int, rows: int, error: str | None
+) -> StepTiming:
+    """The read as a ``SELECT <table>`` step (a client span under the dispatch's)."""
+    return StepTiming(
+        "SELECT",
+        query.collection,
+        dialect,
+        start,
+        time.time_ns(),
+        rows,
+        error,
+        database_identity(engine),
+    )
 
 
 @overload

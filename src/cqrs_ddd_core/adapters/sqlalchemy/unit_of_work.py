@@ -36,12 +36,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from cqrs_ddd_core.adapters.sqlalchemy.engine import dialect_name
+from cqrs_ddd_core.adapters.sqlalchemy.identity import database_identity
 from cqrs_ddd_core.adapters.sqlalchemy.plan import FlushPlan
 from cqrs_ddd_core.adapters.sqlalchemy.postgres_cancel import commit_alone
 from cqrs_ddd_core.adapters.sqlalchemy.postgres_group import committer_for
@@ -86,6 +88,8 @@ class SQLAlchemyUnitOfWork(BaseUnitOfWork):
         super().__init__()
         self.engine = engine_of(bind)
         self._flush: _Flush = _FLUSHES[dialect_name(self.engine)]
+        self.database = database_identity(self.engine)  # db.namespace, server.* of its steps
+        self.commit_window: tuple[int, int] | None = None
 
     @classmethod
     def factory(
@@ -115,7 +119,13 @@ class SQLAlchemyUnitOfWork(BaseUnitOfWork):
                     f"commits to {self.engine.url!r}; one transaction needs one database"
                 )
             add_to_plan(plan, records)
-        await self._flush(self.engine, plan, self.timings)
+        started = time.time_ns()
+        try:
+            await self._flush(self.engine, plan, self.timings)
+        finally:
+            # What the caller waited for, hops and queues included: tracing
+            # stretches the step spans over it (a client's view of its commit).
+            self.commit_window = (started, time.time_ns())
 
     async def _discard(self) -> None:
         return None  # nothing reached the database before commit

@@ -50,8 +50,10 @@ async def test_a_writer_failing_at_commit_leaves_every_store_untouched(stores: S
     assert [(t.collection, t.error_type) for t in uow.timings] == [
         ("events", None),
         ("aggregate_state", None),
-        ("outbox", "PersistenceError"),
+        ("outbox", "cqrs_ddd_core.exceptions.PersistenceError"),
+        (None, None),  # ROLLBACK
     ]
+    assert uow.timings[-1].operation == "ROLLBACK"
 
 
 async def test_a_commit_records_one_timing_per_writer_and_one_for_commit(stores: Stores) -> None:

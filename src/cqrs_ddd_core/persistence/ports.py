@@ -16,13 +16,20 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from cqrs_ddd_core.domain.aggregate import AggregateRoot
 from cqrs_ddd_core.domain.messages import DomainEvent
-from cqrs_ddd_core.persistence.records import AuditRecord, OutboxMessage, StepTiming, StoredEvent
+from cqrs_ddd_core.persistence.records import (
+    AuditRecord,
+    OutboxMessage,
+    Snapshot,
+    StepTiming,
+    StoredEvent,
+)
 
 __all__ = [
     "AfterHook",
     "AuditStore",
     "EventStore",
     "OutboxStore",
+    "SnapshotStore",
     "StateRepository",
     "UnitOfWork",
     "UnitOfWorkFactory",
@@ -184,4 +191,28 @@ class StateRepository(Protocol[TAggregate]):
     def save(self, aggregate: TAggregate, *, uow: UnitOfWork | None = None) -> None:
         """Stage the aggregate's state; at commit the stored version must still be
         the version it was loaded at, else ``ConcurrencyError``."""
+        ...
+
+
+class SnapshotStore(Protocol):
+    """The latest snapshot of each event-sourced aggregate.
+
+    Snapshots are written in a transaction of their own, after the events
+    they summarise have committed (they are a cache of the stream).
+    """
+
+    async def save(self, snapshot: Snapshot) -> bool:
+        """Keep ``snapshot`` unless a snapshot at a higher version is stored.
+
+        Returns:
+            Whether it was stored.
+        """
+        ...
+
+    async def latest(self, aggregate_type: str, aggregate_id: str) -> Snapshot | None:
+        """The stream's latest snapshot, or ``None``."""
+        ...
+
+    async def delete(self, aggregate_type: str, aggregate_id: str) -> None:
+        """Forget the stream's snapshot (the next load replays the stream)."""
         ...

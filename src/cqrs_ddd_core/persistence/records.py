@@ -11,6 +11,7 @@ __all__ = [
     "AuditRecord",
     "OutboxMessage",
     "OutboxStatus",
+    "Snapshot",
     "StepTiming",
     "StoredEvent",
     "stream_name",
@@ -122,3 +123,21 @@ class StepTiming:
     end_ns: int
     rows: int = 0
     error_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """An aggregate's state as it was at one version of its stream.
+
+    A snapshot is a cache: losing one costs a longer replay, never data.
+    ``schema_version`` is the aggregate class's ``snapshot_schema_version``
+    when it was taken; a load that finds another version replays the whole
+    stream instead of trusting a stale shape.
+    """
+
+    aggregate_type: str
+    aggregate_id: str
+    version: int
+    schema_version: int
+    state: dict[str, Any]
+    created_at: datetime

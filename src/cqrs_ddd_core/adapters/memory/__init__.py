@@ -6,12 +6,14 @@ from cqrs_ddd_core.adapters.memory.audit import InMemoryAuditStore
 from cqrs_ddd_core.adapters.memory.event_store import InMemoryEventStore
 from cqrs_ddd_core.adapters.memory.outbox import InMemoryOutboxStore
 from cqrs_ddd_core.adapters.memory.repository import InMemoryStateRepository
+from cqrs_ddd_core.adapters.memory.snapshots import InMemorySnapshotStore
 from cqrs_ddd_core.adapters.memory.unit_of_work import InMemoryUnitOfWork, MemoryWriter
 
 __all__ = [
     "InMemoryAuditStore",
     "InMemoryEventStore",
     "InMemoryOutboxStore",
+    "InMemorySnapshotStore",
     "InMemoryStateRepository",
     "InMemoryUnitOfWork",
     "MemoryWriter",

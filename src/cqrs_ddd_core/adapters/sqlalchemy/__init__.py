@@ -24,6 +24,7 @@ from cqrs_ddd_core.adapters.sqlalchemy.engine import (
 from cqrs_ddd_core.adapters.sqlalchemy.event_store import SQLAlchemyEventStore
 from cqrs_ddd_core.adapters.sqlalchemy.outbox import SQLAlchemyOutboxStore
 from cqrs_ddd_core.adapters.sqlalchemy.postgres import EVENTS_LOCK_KEY
+from cqrs_ddd_core.adapters.sqlalchemy.projections import SQLAlchemyProjectionStore
 from cqrs_ddd_core.adapters.sqlalchemy.repository import SQLAlchemyStateRepository
 from cqrs_ddd_core.adapters.sqlalchemy.snapshots import SQLAlchemySnapshotStore
 from cqrs_ddd_core.adapters.sqlalchemy.tables import (
@@ -46,6 +47,7 @@ __all__ = [
     "SQLAlchemyAuditStore",
     "SQLAlchemyEventStore",
     "SQLAlchemyOutboxStore",
+    "SQLAlchemyProjectionStore",
     "SQLAlchemySnapshotStore",
     "SQLAlchemyStateRepository",
     "SQLAlchemyUnitOfWork",

@@ -29,8 +29,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import structlog
 from opentelemetry.trace import Status, StatusCode
@@ -264,24 +265,14 @@ class ProjectionRunner(Generic[TTx]):
 
     async def _run_session(self, stop: asyncio.Event) -> None:
         async with self._store.session(self.name) as session:
-            acquire = asyncio.ensure_future(session.acquire())
-            stopped = asyncio.ensure_future(stop.wait())
-            try:
-                await asyncio.wait({acquire, stopped}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                stopped.cancel()
-                if not acquire.done():  # stopped (or cancelled) while standing by
-                    acquire.cancel()
-                    await asyncio.gather(acquire, return_exceptions=True)
-            if acquire.cancelled():
-                return
-            acquire.result()  # raise what it raised
+            if not await _unless_stopped(stop, session.acquire()):
+                return  # stopped while standing by
             _log.info("projection_runner_active", projection=self.name)
             while not stop.is_set() and session.active:
                 await self.catch_up()
                 if stop.is_set():
                     return
-                await session.wait_for_events(self._poll_interval)
+                await _unless_stopped(stop, session.wait_for_events(self._poll_interval))
 
     def __repr__(self) -> str:
         return (
@@ -293,3 +284,20 @@ class ProjectionRunner(Generic[TTx]):
 async def _wait(stop: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
+
+
+async def _unless_stopped(stop: asyncio.Event, work: Coroutine[Any, Any, None]) -> bool:
+    """Run ``work`` until it ends (True) or ``stop`` is set first (False: it is cancelled)."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    if task.cancelled():
+        return False
+    task.result()  # raise what it raised
+    return True

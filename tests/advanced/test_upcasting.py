@@ -156,3 +156,35 @@ def test_a_step_past_the_current_version_is_refused_either_way_round() -> None:
     other.register("OrderPlaced", 3, lambda p: p)
     with pytest.raises(EventSourcingConfigurationError, match="current version is v3"):
         other.register_event(OrderPlaced)
+
+
+async def test_a_projection_runner_with_upcasters_sees_current_events() -> None:
+    from cqrs_ddd_advanced_core.projections import Projection, ProjectionRunner
+    from cqrs_ddd_core.adapters.memory import (
+        InMemoryEventStore,
+        InMemoryProjectionStore,
+        InMemoryProjectionTransaction,
+        InMemoryUnitOfWork,
+    )
+
+    class OrderPlacedV1(DomainEvent):
+        event_type = "OrderPlaced"
+        total: int
+
+    events = InMemoryEventStore()
+    uow = InMemoryUnitOfWork()
+    await events.append("Order", "o-1", [OrderPlacedV1(total=5)], expected_version=0, uow=uow)
+    await uow.commit()
+    seen: list[tuple[int, dict[str, Any]]] = []
+    projection = Projection[InMemoryProjectionTransaction]("seen")
+
+    @projection.on(OrderPlaced)
+    async def placed(event: StoredEvent, tx: InMemoryProjectionTransaction) -> None:
+        seen.append((event.schema_version, event.payload))
+
+    runner = ProjectionRunner(
+        projection, events=events, store=InMemoryProjectionStore(), upcasters=three_versions()
+    )
+    await runner.catch_up()
+
+    assert seen == [(3, {"total_cents": 500, "currency": "EUR"})]

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import sys
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Column, MetaData, String, Table, select, text
@@ -18,6 +21,9 @@ from cqrs_ddd_core.adapters.sqlalchemy import (
 from cqrs_ddd_core.adapters.sqlalchemy.projections import lock_key
 from cqrs_ddd_core.persistence import StoredEvent
 from tests.support.accounts import Opened
+from tests.support.projections import create_read_model, sql_projection, sql_read_model
+
+ROOT = Path(__file__).resolve().parents[3]
 
 pytestmark = pytest.mark.postgres
 
@@ -133,3 +139,63 @@ async def test_one_runner_is_active_and_a_standby_takes_over_when_it_stops(
         stop_b.set()
         await asyncio.wait_for(asyncio.gather(*tasks), 30)
         await other.dispose()
+
+
+@pytest.mark.slow
+async def test_a_standby_takes_over_when_the_active_runner_process_is_sigkilled(
+    engine: AsyncEngine, postgres_database_url: str
+) -> None:
+    await create_read_model(engine)
+    store = SQLAlchemyProjectionStore(engine, standby_interval=0.05)
+    inner = sql_projection()
+    by_standby: list[int] = []
+    standby = Projection[AsyncConnection]("account_totals")
+
+    async def record(event: StoredEvent, tx: AsyncConnection) -> None:
+        await inner.apply(event, tx)
+        by_standby.append(event.position)
+
+    for event_type in ("Opened", "Deposited"):
+        standby.add(event_type, record)
+
+    async def applied_up_to(position: int) -> None:
+        async with asyncio.timeout(60):
+            while await store.checkpoint("account_totals") < position:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+
+    active = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.support.projection_worker",
+        postgres_database_url,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    stop = asyncio.Event()
+    task: asyncio.Task[None] | None = None
+    try:
+        await open_account(engine, "one")
+        await applied_up_to(1)  # the process holds the projection
+        runner = ProjectionRunner(
+            standby, events=SQLAlchemyEventStore(engine), store=store, poll_interval=0.05
+        )
+        task = asyncio.ensure_future(runner.run(stop))
+        await open_account(engine, "two")
+        await applied_up_to(2)
+        assert by_standby == []  # standing by while the process is alive
+
+        active.send_signal(signal.SIGKILL)
+        assert await asyncio.wait_for(active.wait(), 30) == -signal.SIGKILL
+        await open_account(engine, "three")
+        await applied_up_to(3)
+
+        assert by_standby == [3]
+        assert (await sql_read_model(engine))[1] == [1, 2, 3]
+    finally:
+        if active.returncode is None:
+            active.kill()
+            await active.wait()
+        stop.set()
+        if task is not None:
+            await asyncio.wait_for(task, 30)

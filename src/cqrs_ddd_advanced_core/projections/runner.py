@@ -179,9 +179,10 @@ class ProjectionRunner(Generic[TTx]):
             for event in batch:
                 try:
                     await projection.apply(event, tx)
-                except CqrsDddError:
+                except ProjectionError:
                     raise
-                except Exception as exc:
+                except Exception as exc:  # wrapped, even our own errors: a handler's
+                    # ConcurrencyError must not pass for a lost checkpoint race
                     raise ProjectionError(
                         f"{type(exc).__name__}: {exc}",
                         projection=projection.name,

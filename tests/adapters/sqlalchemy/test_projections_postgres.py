@@ -24,6 +24,8 @@ from tests.support.accounts import Opened
 from tests.support.projections import create_read_model, sql_projection, sql_read_model
 
 ROOT = Path(__file__).resolve().parents[3]
+# The sessions holding a projection's advisory lock (a bigint key is split in two).
+HOLDERS = "locktype = 'advisory' AND granted AND ((classid::bigint << 32) | objid::bigint) = :key"
 
 pytestmark = pytest.mark.postgres
 
@@ -119,10 +121,7 @@ async def test_one_runner_is_active_and_a_standby_takes_over_when_it_stops(
         async with engine.connect() as conn:
             holders = (
                 await conn.execute(
-                    text(
-                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
-                        "AND ((classid::bigint << 32) | objid::bigint) = :key"
-                    ),
+                    text(f"SELECT count(*) FROM pg_locks WHERE {HOLDERS}"),
                     {"key": lock_key("recorded") & 0xFFFFFFFFFFFFFFFF},
                 )
             ).scalar_one()
@@ -199,3 +198,29 @@ async def test_a_standby_takes_over_when_the_active_runner_process_is_sigkilled(
         stop.set()
         if task is not None:
             await asyncio.wait_for(task, 30)
+
+
+async def test_a_runner_whose_session_connection_is_killed_takes_the_projection_again(
+    engine: AsyncEngine,
+) -> None:
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(runner(engine, "a", poll_interval=3600).run(stop))
+    try:
+        await open_account(engine, "first")
+        await until(engine, 1)
+        async with engine.connect() as conn:
+            # The server ends the session's connection (an admin, a failover, a proxy).
+            killed = (
+                await conn.execute(
+                    text(f"SELECT pg_terminate_backend(pid) FROM pg_locks WHERE {HOLDERS}"),
+                    {"key": lock_key("recorded") & 0xFFFFFFFFFFFFFFFF},
+                )
+            ).all()
+        assert killed == [(True,)]
+        await open_account(engine, "second")
+
+        # Polling once an hour: only a new session (lock and LISTEN again) applies it in time.
+        assert set((await until(engine, 2, seconds=30)).values()) == {"a"}
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)

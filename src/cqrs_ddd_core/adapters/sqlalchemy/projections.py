@@ -218,8 +218,12 @@ class SQLAlchemyProjectionStore:
                 raw.driver_connection, lock_key(name), self._standby_interval
             )
         finally:
-            await conn.invalidate()
-            await conn.close()
+            # Closed, not pooled: its lock and LISTEN must not outlive the session.
+            # A connection that died already has nothing left to release.
+            with contextlib.suppress(Exception):
+                await conn.invalidate()
+            with contextlib.suppress(Exception):
+                await conn.close()
 
     def __repr__(self) -> str:
         url = self._engine.url.render_as_string(hide_password=True)

@@ -6,6 +6,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import create_model
 
 from cqrs_ddd_advanced_core.domain import EventSchemaVersionError, EventSourcingConfigurationError
 from cqrs_ddd_advanced_core.event_sourcing import UpcasterRegistry
@@ -188,3 +191,41 @@ async def test_a_projection_runner_with_upcasters_sees_current_events() -> None:
     await runner.catch_up()
 
     assert seen == [(3, {"total_cents": 500, "currency": "EUR"})]
+
+
+def _trail_step(version: int) -> Any:
+    def step(payload: dict[str, Any]) -> dict[str, Any]:
+        payload["trail"].append(version)
+        return payload
+
+    return step
+
+
+@given(
+    steps=st.integers(min_value=1, max_value=8),
+    data=st.data(),
+)
+def test_the_chain_applies_exactly_the_steps_from_the_stored_version_in_order(
+    steps: int, data: st.DataObject
+) -> None:
+    registry = UpcasterRegistry()
+    missing = data.draw(st.one_of(st.none(), st.integers(min_value=1, max_value=steps)))
+    for version in range(1, steps + 1):
+        if version != missing:
+            registry.register("Evolving", version, _trail_step(version))
+    current = steps + 1
+    registry.register_event(
+        create_model("Evolving", __base__=DomainEvent, schema_version=(int, current))
+    )
+    stored_version = data.draw(st.integers(min_value=1, max_value=current))
+    old = stored({"trail": []}, stored_version, event_type="Evolving")
+
+    if missing is not None and stored_version <= missing:
+        with pytest.raises(EventSchemaVersionError) as caught:
+            registry.upcast(old)
+        assert caught.value.missing_step == missing
+    else:
+        new = registry.upcast(old)
+        assert new.schema_version == current
+        assert new.payload["trail"] == list(range(stored_version, current))
+    assert old.payload == {"trail": []}

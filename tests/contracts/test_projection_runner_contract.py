@@ -130,19 +130,35 @@ async def test_a_runner_that_lost_the_race_rolls_back_instead_of_applying_twice(
     world: World,
 ) -> None:
     await deposit(world.backend, "a", [1], 0)
+    await world.runner().catch_up()  # another runner applied positions 1-2 meanwhile
+    committed = await world.read()
 
-    async def apply_as_if_at_one() -> None:
+    async def advance_from_a_stale_checkpoint() -> None:
+        # A runner that read the checkpoint at 0, before the other one committed.
         async with world.store.transaction() as tx:
-            await world.make_projection("account_totals").apply(
-                (await world.backend.event_store.read_all())[0], tx
-            )
+            await world.store.advance(tx, "account_totals", expected=0, position=5)
+
+    with pytest.raises(ConcurrencyError) as caught:
+        await advance_from_a_stale_checkpoint()
+
+    assert (caught.value.expected_version, caught.value.actual_version) == (0, 2)
+    assert await world.read() == committed
+    assert await world.store.checkpoint("account_totals") == 2
+
+
+async def test_the_first_checkpoint_of_a_projection_is_created_with_its_first_batch(
+    world: World,
+) -> None:
+    await deposit(world.backend, "a", [1], 0)
+
+    async def advance_a_checkpoint_that_does_not_exist() -> None:
+        async with world.store.transaction() as tx:
             await world.store.advance(tx, "account_totals", expected=1, position=2)
 
     with pytest.raises(ConcurrencyError):
-        await apply_as_if_at_one()
+        await advance_a_checkpoint_that_does_not_exist()
 
-    assert await world.read() == ({}, [])
-    assert await world.store.checkpoint("account_totals") == 0
+    assert await world.store.checkpoints() == {}
 
 
 async def test_rebuild_clears_the_read_model_and_applies_everything_again(world: World) -> None:

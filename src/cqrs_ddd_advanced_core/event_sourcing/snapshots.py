@@ -82,6 +82,7 @@ class EveryNEvents:
 
     @property
     def n(self) -> int:
+        """The interval, in events."""
         return self._n
 
     def __call__(self, aggregate: EventSourcedAggregate, previous_version: int) -> bool:

@@ -82,6 +82,7 @@ class Projection(Generic[TTx]):
 
     @property
     def name(self) -> str:
+        """The projection's name (its checkpoint's key)."""
         return self._name
 
     @property
@@ -119,6 +120,7 @@ class Projection(Generic[TTx]):
         return decorate
 
     def handles(self, event_type: str) -> bool:
+        """True when the projection has a handler for ``event_type``."""
         return event_type in self._handlers
 
     async def apply(self, event: StoredEvent, tx: TTx) -> bool:

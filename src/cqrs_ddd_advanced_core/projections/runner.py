@@ -138,6 +138,7 @@ class ProjectionRunner(Generic[TTx]):
 
     @property
     def name(self) -> str:
+        """The projection's name."""
         return self._projection.name
 
     # -- batches ---------------------------------------------------------------

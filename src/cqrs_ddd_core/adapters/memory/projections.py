@@ -41,6 +41,7 @@ class InMemoryProjectionSession:
 
     @property
     def active(self) -> bool:
+        """Always True: in memory every runner is active."""
         return True
 
     async def acquire(self) -> None:
@@ -80,20 +81,28 @@ class InMemoryProjectionStore:
             self._checkpoints = tx._checkpoints
 
     async def checkpoint(self, name: str) -> int:
+        """The committed position of projection ``name`` (0 before its first batch)."""
         return self._checkpoints.get(name, 0)
 
     async def checkpoints(self) -> dict[str, int]:
+        """Every projection's committed position, by name."""
         return dict(self._checkpoints)
 
     async def advance(
         self, tx: InMemoryProjectionTransaction, name: str, *, expected: int, position: int
     ) -> None:
+        """Move ``name``'s checkpoint from ``expected`` to ``position`` in ``tx``.
+
+        Raises:
+            ConcurrencyError: it is no longer at ``expected``.
+        """
         current = tx._checkpoints.get(name, 0)
         if current != expected:
             raise ConcurrencyError(f"projection:{name}", expected, current)
         tx._checkpoints[name] = position
 
     async def reset(self, tx: InMemoryProjectionTransaction, name: str) -> None:
+        """Set ``name``'s checkpoint back to 0 in ``tx``."""
         tx._checkpoints[name] = 0
 
     @asynccontextmanager

@@ -65,6 +65,7 @@ class PollingSession:
 
     @property
     def active(self) -> bool:
+        """Always True: without a lock every runner is active."""
         return True
 
     async def acquire(self) -> None:
@@ -94,6 +95,7 @@ class PostgresProjectionSession:
 
     @property
     def active(self) -> bool:
+        """True while the lock is held and the session's connection is alive."""
         return self._held and not self._lost and not self._driver.is_closed()
 
     def _on_notify(self, *_: Any) -> None:
@@ -147,6 +149,7 @@ class SQLAlchemyProjectionStore:
 
     @property
     def engine(self) -> AsyncEngine:
+        """The database of the checkpoints."""
         return self._engine
 
     @asynccontextmanager
@@ -163,10 +166,12 @@ class SQLAlchemyProjectionStore:
             raise persistence_error(exc.orig or exc, "The projection transaction failed") from exc
 
     async def checkpoint(self, name: str) -> int:
+        """The committed position of projection ``name`` (0 before its first batch)."""
         rows = await fetch(self._engine, _ONE, name=name)
         return int(rows[0][0]) if rows else 0
 
     async def checkpoints(self) -> dict[str, int]:
+        """Every projection's committed position, by name."""
         return {row[0]: int(row[1]) for row in await fetch(self._engine, _ALL)}
 
     async def advance(
@@ -191,6 +196,7 @@ class SQLAlchemyProjectionStore:
             raise ConcurrencyError(f"projection:{name}", expected, actual)
 
     async def reset(self, tx: AsyncConnection, name: str) -> None:
+        """Set ``name``'s checkpoint back to 0 in ``tx`` (creating it if needed)."""
         await tx.execute(_ensure_row(self._dialect, name))
         await tx.execute(
             update(_table).where(_table.c.name == name).values(position=0, updated_at=utc_now())

@@ -76,6 +76,7 @@ class SQLAlchemySnapshotStore:
 
     @property
     def engine(self) -> AsyncEngine:
+        """The database of the snapshots."""
         return self._engine
 
     async def save(self, snapshot: Snapshot) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -228,3 +229,17 @@ async def _load_in(repository: EventSourcedRepository[Counter], uow: Any) -> Cou
     loaded = await repository.load("c-1")
     repository.track(loaded, uow=uow)
     return loaded
+
+
+async def test_concurrent_saves_leave_the_snapshot_with_the_highest_version(
+    backend: Backend,
+) -> None:
+    store = snapshot_store(backend)
+    versions = [7, 3, 12, 9, 12, 1, 11]
+
+    stored = await asyncio.gather(*(store.save(snapshot(v, v)) for v in versions))
+
+    latest = await store.latest("Counter", "c-1")
+    assert latest is not None
+    assert (latest.version, latest.state["total"]) == (12, 12)
+    assert sum(stored) >= 1

@@ -1,8 +1,11 @@
 """THE PROOF: a projection runner SIGKILLed 20 times while 16 senders append 10,000 events.
 
-On PostgreSQL, 16 concurrent senders commit 10,000 events (5 per commit) while
-a projection runner process is started, SIGKILLed at a random moment of its
-work, and started again, 20 times. Then a last runner catches up, and:
+On PostgreSQL, 20 times: while a projection runner process is active (and
+the next one stands by on the advisory lock), 16 concurrent senders commit
+the next 500 events (5 per commit), and the active runner is SIGKILLed at a
+random moment (0.1-1 s in, while the senders commit or while it applies what
+they committed); the standby takes over. 10,000 events in all. Then a last
+runner catches up, and:
 
 * every event position was applied exactly once: the read model's
   ``test_applied_events`` has a primary key on the event id and a unique
@@ -19,6 +22,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -44,20 +48,33 @@ PER_COMMIT = 5
 KILLS = 20
 
 
-async def sender(engine: AsyncEngine, index: int, commits: int) -> None:
-    store = SQLAlchemyEventStore(engine)
-    account, version = f"acct-{index}", 0
-    for commit in range(commits):
-        uow = SQLAlchemyUnitOfWork(engine)
-        events = [Opened(owner=account)] if version == 0 else []
-        events += [Deposited(amount=index * 1000 + commit) for _ in range(PER_COMMIT - len(events))]
-        await store.append("Account", account, events, expected_version=version, uow=uow)
-        await uow.commit()
-        version += len(events)
+class Sender:
+    """One of the 16 senders: its own account, 5 events per commit."""
+
+    def __init__(self, engine: AsyncEngine, index: int) -> None:
+        self.store = SQLAlchemyEventStore(engine)
+        self.engine = engine
+        self.index = index
+        self.account = f"acct-{index}"
+        self.version = 0
+
+    async def commit(self, commits: int) -> None:
+        for _ in range(commits):
+            uow = SQLAlchemyUnitOfWork(self.engine)
+            events: list[Any] = [Opened(owner=self.account)] if self.version == 0 else []
+            events += [
+                Deposited(amount=self.index * 1000 + self.version)
+                for _ in range(PER_COMMIT - len(events))
+            ]
+            await self.store.append(
+                "Account", self.account, events, expected_version=self.version, uow=uow
+            )
+            await uow.commit()
+            self.version += len(events)
 
 
-async def run_and_kill(url: str, rng: random.Random) -> int:
-    """Start a runner process, SIGKILL it at a random moment of its work; returns its pid."""
+async def runner_process(url: str) -> asyncio.subprocess.Process:
+    """A runner process (tests/support/projection_worker.py), once it has started."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -69,17 +86,16 @@ async def run_and_kill(url: str, rng: random.Random) -> int:
         stderr=subprocess.DEVNULL,
     )
     assert process.stdout is not None
-    try:
-        async with asyncio.timeout(60):
-            assert (await process.stdout.readline()).strip() == b"started"
-        # Random fault injection: the kill lands anywhere in the runner's batches.
-        await asyncio.sleep(rng.uniform(0.2, 1.2))
-    finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGKILL)
-        await asyncio.wait_for(process.wait(), 30)
-    assert process.returncode == -signal.SIGKILL
-    return process.pid
+    async with asyncio.timeout(60):
+        assert (await process.stdout.readline()).strip() == b"started"
+    return process
+
+
+async def kill_at_random(process: asyncio.subprocess.Process, rng: random.Random) -> None:
+    # Random fault injection: the kill lands anywhere in the runner's batches.
+    await asyncio.sleep(rng.uniform(0.1, 1.0))
+    process.send_signal(signal.SIGKILL)
+    assert await asyncio.wait_for(process.wait(), 30) == -signal.SIGKILL
 
 
 @pytest.mark.timeout(300)
@@ -90,24 +106,38 @@ async def test_a_runner_killed_20_times_applies_every_event_exactly_once(
     async with empty_pg_engine(postgres_database_url, pool_size=SENDERS + 4) as engine:
         await create_read_model(engine)
         store = SQLAlchemyProjectionStore(engine)
+        senders = [Sender(engine, index) for index in range(SENDERS)]
+        per_round = EVENTS // PER_COMMIT // KILLS  # commits in each runner's life
         checkpoints: list[int] = []
-
-        async def kill_twenty_times() -> None:
+        # Each runner is started one round early: it stands by (advisory lock) while
+        # the previous one runs, and takes over when that one is killed.
+        current = await runner_process(postgres_database_url)
+        processes = [current]
+        try:
             for _ in range(KILLS):
-                await run_and_kill(postgres_database_url, rng)
+                spare = asyncio.ensure_future(runner_process(postgres_database_url))
+                # The senders append while this runner lives; it dies at a random moment.
+                await asyncio.gather(
+                    kill_at_random(current, rng),
+                    *(
+                        sender.commit(per_round // SENDERS + (i < per_round % SENDERS))
+                        for i, sender in enumerate(senders)
+                    ),
+                )
                 checkpoints.append(await store.checkpoint("account_totals"))
-
-        commits = EVENTS // PER_COMMIT // SENDERS
-        await asyncio.gather(
-            kill_twenty_times(),
-            *(sender(engine, index, commits) for index in range(SENDERS)),
-        )
+                current = await spare
+                processes.append(current)
+        finally:
+            for process in processes:
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()
 
         events = SQLAlchemyEventStore(engine)
         head = await events.latest_position()
         total = await _count_events(engine)
         assert total == EVENTS
-        # The killed runners made progress between them, and did not finish alone.
+        # The killed runners made progress, life after life.
         assert len(checkpoints) == KILLS
         assert checkpoints[-1] > 0
         assert len(set(checkpoints)) > 1

@@ -40,6 +40,7 @@ WORKLOADS: dict[str, str] = {
     "sqlite": "sqlite",
     "postgres": "postgres",
     "memory": "memory",
+    "snapshots": "snapshots",
 }
 
 

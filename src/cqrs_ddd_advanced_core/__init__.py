@@ -4,6 +4,8 @@ The seed's front door (``EventSourcedMediator``, its factory, the
 orchestrator, ``@non_event_sourced`` and the errors) is built on middlewares
 a team can also list itself: ``EventPersistenceMiddleware``,
 ``OutboxMiddleware``, ``AuditMiddleware`` and ``EventDispatchMiddleware``.
+Long-lived streams get snapshots (``EveryNEvents``), versioned event schemas
+(``UpcasterRegistry``) and projections (``Projection``, ``ProjectionRunner``).
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ from cqrs_ddd_advanced_core.cqrs import EventSourcedMediator, EventSourcedMediat
 from cqrs_ddd_advanced_core.decorators import is_non_event_sourced, non_event_sourced
 from cqrs_ddd_advanced_core.domain import (
     EventHandlerError,
+    EventSchemaVersionError,
     EventSourcedAggregateRequiredError,
     EventSourcingConfigurationError,
     InvalidEventHandlerError,
     MissingEventHandlerError,
+    ProjectionError,
     StrictValidationViolationError,
     UnroutableEventError,
 )
@@ -23,6 +27,9 @@ from cqrs_ddd_advanced_core.event_sourcing import (
     EventSourcedAggregate,
     EventSourcedPersistenceOrchestrator,
     EventSourcedRepository,
+    EveryNEvents,
+    UpcasterRegistry,
+    UpcastingEventStore,
 )
 from cqrs_ddd_advanced_core.middleware import (
     AuditMiddleware,
@@ -32,6 +39,7 @@ from cqrs_ddd_advanced_core.middleware import (
     OutboxMiddleware,
 )
 from cqrs_ddd_advanced_core.outbox import Backoff, OutboxService, OutboxWorker, Publisher
+from cqrs_ddd_advanced_core.projections import Projection, ProjectionRunner
 
 __all__ = [
     "AuditMiddleware",
@@ -40,6 +48,7 @@ __all__ = [
     "EventDispatcher",
     "EventHandlerError",
     "EventPersistenceMiddleware",
+    "EventSchemaVersionError",
     "EventSourcedAggregate",
     "EventSourcedAggregateRequiredError",
     "EventSourcedMediator",
@@ -47,14 +56,20 @@ __all__ = [
     "EventSourcedPersistenceOrchestrator",
     "EventSourcedRepository",
     "EventSourcingConfigurationError",
+    "EveryNEvents",
     "InvalidEventHandlerError",
     "MissingEventHandlerError",
     "OutboxMiddleware",
     "OutboxService",
     "OutboxWorker",
+    "Projection",
+    "ProjectionError",
+    "ProjectionRunner",
     "Publisher",
     "StrictValidationViolationError",
     "UnroutableEventError",
+    "UpcasterRegistry",
+    "UpcastingEventStore",
     "is_non_event_sourced",
     "non_event_sourced",
 ]

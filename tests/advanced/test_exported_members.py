@@ -15,6 +15,7 @@ PACKAGES = [
     "cqrs_ddd_advanced_core.event_sourcing",
     "cqrs_ddd_advanced_core.middleware",
     "cqrs_ddd_advanced_core.outbox",
+    "cqrs_ddd_advanced_core.projections",
 ]
 
 SEED_ROOT_EXPORTS = {

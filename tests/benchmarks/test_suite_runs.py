@@ -19,7 +19,15 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-WORKLOADS = ("dispatch", "default_pipeline", "observability", "sqlite", "postgres", "memory")
+WORKLOADS = (
+    "dispatch",
+    "default_pipeline",
+    "observability",
+    "sqlite",
+    "postgres",
+    "memory",
+    "snapshots",
+)
 
 # What each workload needs beyond the project itself (the bench extra).
 NEEDS = {
@@ -29,6 +37,7 @@ NEEDS = {
     "sqlite": ("sqlalchemy", "aiosqlite", "eventsourcing"),
     "postgres": ("sqlalchemy", "asyncpg", "eventsourcing", "psycopg"),
     "memory": ("sqlalchemy", "aiosqlite", "opentelemetry.sdk"),
+    "snapshots": ("sqlalchemy", "aiosqlite"),
 }
 
 

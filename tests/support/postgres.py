@@ -53,7 +53,14 @@ __all__ = [
 ]
 
 ENV_URL = "CQRS_TEST_POSTGRES_URL"
-TABLES = ("events", "outbox", "audit_log", "aggregate_state")
+TABLES = (
+    "events",
+    "outbox",
+    "audit_log",
+    "aggregate_state",
+    "snapshots",
+    "projection_checkpoints",
+)
 
 
 def require_postgres(reason: str) -> None:

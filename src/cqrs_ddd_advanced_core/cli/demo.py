@@ -293,6 +293,7 @@ async def _run(
 async def _workload(
     options: DemoOptions, engine: Engine, before: Any, telemetry: DemoTelemetry, err: Console
 ) -> tuple[dict[str, Any], int]:
+    from cqrs_ddd_advanced_core.cli.demo_read_model import ReadModelRun
     from cqrs_ddd_core.adapters.sqlalchemy import (
         SQLAlchemyAuditStore,
         SQLAlchemyEventStore,
@@ -303,6 +304,8 @@ async def _workload(
 
     stats = RunStats()
     tap = telemetry.tap
+    read_model = ReadModelRun(engine)  # a projection keeps orders per customer meanwhile
+    await read_model.start()
     shop = Shop(
         uow_factory=UnitOfWorkCapture(SQLAlchemyUnitOfWork.factory(engine)),
         event_store=SQLAlchemyEventStore(engine),
@@ -335,6 +338,7 @@ async def _workload(
                 tap.sink = None
     figures = _figures(stats)
     check = await _check_database(engine, before, figures, stats.interrupted)
+    check["read_model"] = await read_model.finish()
     summary = {**stats.as_dict(), **figures, "database_check": check}
     if not check["integrity"]["ok"]:
         err.print("[bold red]the database check failed: something was half written[/]")
@@ -347,6 +351,9 @@ async def _workload(
             + " commands"
         )
         return summary, 128 + signals.received
+    if not check["read_model"]["matches_events"]:
+        err.print("[bold red]the read model does not match the events[/]")
+        return summary, EXIT_FAILED
     if not (check["events_match"] and check["outbox_match"]):
         err.print("[bold red]the database does not match what the workload committed[/]")
         return summary, EXIT_FAILED

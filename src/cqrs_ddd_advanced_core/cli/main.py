@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from cqrs_ddd_advanced_core.cli.database import DEFAULT_DATABASE, dialect_of, redact
+from cqrs_ddd_advanced_core.cli.projections import add_projections_parser, run_projections
 from cqrs_ddd_core.version import __version__
 
 __all__ = ["build_parser", "main"]
@@ -195,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="give up on an unreachable database after this long (default: %(default)s)",
     )
+    add_projections_parser(commands, _database_url, _seconds)
     return parser
 
 
@@ -202,6 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the console script; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "projections":
+        return run_projections(args)
     if args.command != "demo":  # pragma: no cover - argparse refuses unknown commands
         parser.error(f"unknown command {args.command!r}")
     if (args.serve_after or args.keep_serving) and args.metrics_port is None:

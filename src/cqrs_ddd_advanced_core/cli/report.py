@@ -141,6 +141,17 @@ def print_table(summary: Mapping[str, Any], console: Console) -> None:
         }
         line.append(f" {json.dumps(problems)}")
     table.add_row("database check", line)
+    read_model = check.get("read_model")
+    if read_model:  # the customer_orders projection (cli/demo_read_model.py)
+        model = Text()
+        model.append_text(_check(read_model["matches_events"]))
+        model.append(
+            f" {read_model['projection']}: {read_model['customers']:,} customers, "
+            f"at position {read_model['checkpoint']:,} of {read_model['head']:,} "
+            f"({read_model['lag_at_end']:,} behind when the workload ended), "
+            + ("matches the events" if read_model["matches_events"] else "DIFFERS from the events")
+        )
+        table.add_row("read model", model)
     if summary.get("metrics_url"):
         table.add_row("metrics", summary["metrics_url"])
     console.print(table)

@@ -4,20 +4,24 @@ from __future__ import annotations
 
 from cqrs_ddd_advanced_core.domain.exceptions import (
     EventHandlerError,
+    EventSchemaVersionError,
     EventSourcedAggregateRequiredError,
     EventSourcingConfigurationError,
     InvalidEventHandlerError,
     MissingEventHandlerError,
+    ProjectionError,
     StrictValidationViolationError,
     UnroutableEventError,
 )
 
 __all__ = [
     "EventHandlerError",
+    "EventSchemaVersionError",
     "EventSourcedAggregateRequiredError",
     "EventSourcingConfigurationError",
     "InvalidEventHandlerError",
     "MissingEventHandlerError",
+    "ProjectionError",
     "StrictValidationViolationError",
     "UnroutableEventError",
 ]

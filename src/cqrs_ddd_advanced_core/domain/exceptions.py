@@ -6,6 +6,10 @@ catches everything. The subtree (core errors shown in brackets)::
     CqrsDddError
     ├── [ConfigurationError]
     │   └── EventSourcingConfigurationError     (orchestrator / mediator wired wrongly)
+    ├── EventSchemaVersionError                 (a stored event's schema version has no
+    │                                            upcaster path to the current one)
+    ├── ProjectionError                         (a projection's handler failed on an event;
+    │                                            its batch rolled back, checkpoint unmoved)
     └── EventHandlerError                       (an event could not be handled: applied
         │                                        to an aggregate, or persisted)
         ├── MissingEventHandlerError            (no ``apply_<Event>`` method, strict mode)
@@ -16,7 +20,7 @@ catches everything. The subtree (core errors shown in brackets)::
             ├── EventSourcedAggregateRequiredError  (strict mode: aggregate type not
             │                                        registered)
             └── UnroutableEventError            (an event without aggregate type or id,
-                                                 in every mode: never silently dropped)
+                                                     in every mode: never silently dropped)
 
 As in the seed (and the design it comes from), ``StrictValidationViolationError``
 is an :class:`EventHandlerError`: ``except EventHandlerError`` catches every
@@ -32,10 +36,12 @@ from cqrs_ddd_core.exceptions import ConfigurationError, CqrsDddError
 
 __all__ = [
     "EventHandlerError",
+    "EventSchemaVersionError",
     "EventSourcedAggregateRequiredError",
     "EventSourcingConfigurationError",
     "InvalidEventHandlerError",
     "MissingEventHandlerError",
+    "ProjectionError",
     "StrictValidationViolationError",
     "UnroutableEventError",
 ]
@@ -164,3 +170,69 @@ class UnroutableEventError(StrictValidationViolationError):
 
     Raised in strict and lenient mode alike: an event is never dropped silently.
     """
+
+
+class EventSchemaVersionError(CqrsDddError):
+    """A stored event's schema version cannot be brought to the current one.
+
+    Raised on a read path (repository load, ``read_all`` through an upcasting
+    store, a projection, the outbox relay) when the upcaster registry has no
+    chain of steps from the stored version to the version the code expects,
+    or when the stored version is newer than the code knows. The stored row
+    is never changed.
+
+    Attributes:
+        event_type: The stored type name.
+        stored_version: The schema version the row was written with.
+        current_version: The version the code expects (``None`` if unknown).
+        missing_step: The version for which no ``vN -> vN+1`` step exists
+            (``None`` when the stored version is newer than the current one).
+        event_id: The stored event's id, when known.
+    """
+
+    def __init__(
+        self,
+        *,
+        event_type: str,
+        stored_version: int,
+        current_version: int | None,
+        missing_step: int | None,
+        event_id: str | None = None,
+    ) -> None:
+        if missing_step is None:
+            why = f"it is newer than the current version {current_version}"
+        else:
+            why = (
+                f"no upcaster is registered from v{missing_step} to v{missing_step + 1} "
+                f"(current version {current_version})"
+            )
+        where = f" (event {event_id})" if event_id else ""
+        super().__init__(
+            f"{event_type} stored at schema v{stored_version}{where} cannot be read: {why}"
+        )
+        self.event_type = event_type
+        self.stored_version = stored_version
+        self.current_version = current_version
+        self.missing_step = missing_step
+        self.event_id = event_id
+
+
+class ProjectionError(CqrsDddError):
+    """A projection could not apply an event; its batch rolled back.
+
+    The checkpoint stays before the failing event, so a fixed projection
+    resumes there: nothing is skipped and nothing is applied twice.
+
+    Attributes:
+        projection: The projection's name.
+        position: The global position of the event that failed.
+        event_type: Its stored type name.
+    """
+
+    def __init__(self, reason: str, *, projection: str, position: int, event_type: str) -> None:
+        super().__init__(
+            f"projection {projection!r} failed on {event_type} at position {position}: {reason}"
+        )
+        self.projection = projection
+        self.position = position
+        self.event_type = event_type

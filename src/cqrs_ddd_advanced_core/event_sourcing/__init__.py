@@ -1,4 +1,5 @@
-"""Event-sourced persistence: the orchestrator, aggregates rebuilt from streams."""
+"""Event-sourced persistence: the orchestrator, aggregates rebuilt from streams,
+snapshots and versioned event schemas (upcasting)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,23 @@ from cqrs_ddd_advanced_core.event_sourcing.persistence_orchestrator import (
     EventSourcedPersistenceOrchestrator,
 )
 from cqrs_ddd_advanced_core.event_sourcing.repository import EventSourcedRepository, Upcaster
+from cqrs_ddd_advanced_core.event_sourcing.snapshots import EveryNEvents, SnapshotPolicy
+from cqrs_ddd_advanced_core.event_sourcing.upcasting import (
+    UpcasterRegistry,
+    UpcastingEventStore,
+    UpcastStep,
+)
 
 __all__ = [
     "AppendPlan",
     "EventSourcedAggregate",
     "EventSourcedPersistenceOrchestrator",
     "EventSourcedRepository",
+    "EveryNEvents",
+    "SnapshotPolicy",
+    "UpcastStep",
     "Upcaster",
+    "UpcasterRegistry",
+    "UpcastingEventStore",
     "apply_method_name",
 ]

@@ -89,9 +89,13 @@ class EventSourcedAggregate(AggregateRoot):
     Attributes:
         strict_apply: Raise :class:`MissingEventHandlerError` for an event
             without an ``apply_<EventName>`` method (``True``), or skip it.
+        snapshot_schema_version: The shape of this class's snapshots; bump it
+            when the fields change, so older snapshots are ignored (the
+            stream is replayed in full) instead of loaded in a stale shape.
     """
 
     strict_apply: ClassVar[bool] = True
+    snapshot_schema_version: ClassVar[int] = 1
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

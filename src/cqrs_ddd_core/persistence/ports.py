@@ -11,19 +11,29 @@ in as few round trips as the adapter can manage. A store method that takes
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from cqrs_ddd_core.domain.aggregate import AggregateRoot
 from cqrs_ddd_core.domain.messages import DomainEvent
 from cqrs_ddd_core.persistence.reading import DEFAULT_PAGE_SIZE, EventPages
-from cqrs_ddd_core.persistence.records import AuditRecord, OutboxMessage, StepTiming, StoredEvent
+from cqrs_ddd_core.persistence.records import (
+    AuditRecord,
+    OutboxMessage,
+    Snapshot,
+    StepTiming,
+    StoredEvent,
+)
 
 __all__ = [
     "AfterHook",
     "AuditStore",
     "EventStore",
     "OutboxStore",
+    "ProjectionSession",
+    "ProjectionStore",
+    "SnapshotStore",
     "StateRepository",
     "UnitOfWork",
     "UnitOfWorkFactory",
@@ -31,6 +41,7 @@ __all__ = [
 
 AfterHook = Callable[[], Awaitable[None]]
 TAggregate = TypeVar("TAggregate", bound=AggregateRoot)
+TTransaction = TypeVar("TTransaction")
 
 
 @runtime_checkable
@@ -200,4 +211,90 @@ class StateRepository(Protocol[TAggregate]):
     def save(self, aggregate: TAggregate, *, uow: UnitOfWork | None = None) -> None:
         """Stage the aggregate's state; at commit the stored version must still be
         the version it was loaded at, else ``ConcurrencyError``."""
+        ...
+
+
+class SnapshotStore(Protocol):
+    """The latest snapshot of each event-sourced aggregate.
+
+    Snapshots are written in a transaction of their own, after the events
+    they summarise have committed (they are a cache of the stream).
+    """
+
+    async def save(self, snapshot: Snapshot) -> bool:
+        """Keep ``snapshot`` unless a snapshot at a higher version is stored.
+
+        Returns:
+            Whether it was stored.
+        """
+        ...
+
+    async def latest(self, aggregate_type: str, aggregate_id: str) -> Snapshot | None:
+        """The stream's latest snapshot, or ``None``."""
+        ...
+
+    async def delete(self, aggregate_type: str, aggregate_id: str) -> None:
+        """Forget the stream's snapshot (the next load replays the stream)."""
+        ...
+
+
+class ProjectionSession(Protocol):
+    """A projection runner's hold on its projection, and its wake-up call.
+
+    On PostgreSQL one runner of a projection is active at a time (an
+    advisory lock held by the session's connection) and new events wake it
+    (``LISTEN``); elsewhere every runner is active and wakes by polling.
+    """
+
+    @property
+    def active(self) -> bool:
+        """True while this runner holds the projection (False once its hold is lost)."""
+        ...
+
+    async def acquire(self) -> None:
+        """Return once this runner is the projection's active one (waits in
+        short polls; cancel it to give up)."""
+        ...
+
+    async def wait_for_events(self, seconds: float) -> None:
+        """Return when new events may have been committed, or after ``seconds``."""
+        ...
+
+
+class ProjectionStore(Protocol[TTransaction]):
+    """Where projections keep their checkpoints, in their read model's transactions.
+
+    ``TTransaction`` is what a projection's handlers write through (a
+    SQLAlchemy ``AsyncConnection`` for the SQL store): the checkpoint is
+    moved in that same transaction, so an event's effects and the checkpoint
+    past it commit together or not at all.
+    """
+
+    def transaction(self) -> AbstractAsyncContextManager[TTransaction]:
+        """A transaction: committed when the block ends, rolled back if it raises."""
+        ...
+
+    async def checkpoint(self, name: str) -> int:
+        """The committed position of projection ``name`` (0 before its first batch)."""
+        ...
+
+    async def checkpoints(self) -> dict[str, int]:
+        """Every projection's committed position, by name."""
+        ...
+
+    async def advance(self, tx: TTransaction, name: str, *, expected: int, position: int) -> None:
+        """Move ``name``'s checkpoint from ``expected`` to ``position`` in ``tx``.
+
+        Raises:
+            ConcurrencyError: the checkpoint is no longer at ``expected``
+                (another runner moved it); ``tx`` must roll back.
+        """
+        ...
+
+    async def reset(self, tx: TTransaction, name: str) -> None:
+        """Set ``name``'s checkpoint back to 0 in ``tx`` (a rebuild)."""
+        ...
+
+    def session(self, name: str) -> AbstractAsyncContextManager[ProjectionSession]:
+        """A runner's session for projection ``name`` (see :class:`ProjectionSession`)."""
         ...

@@ -12,6 +12,7 @@ __all__ = [
     "DatabaseIdentity",
     "OutboxMessage",
     "OutboxStatus",
+    "Snapshot",
     "StepTiming",
     "StoredEvent",
     "stream_name",
@@ -140,3 +141,21 @@ class StepTiming:
     rows: int = 0  # rows written (read, for a SELECT); 0 for a failed step
     error_type: str | None = None  # ``error.type``: the qualified name of the error
     database: DatabaseIdentity | None = None  # else the unit of work's ``database``
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """An aggregate's state as it was at one version of its stream.
+
+    A snapshot is a cache: losing one costs a longer replay, never data.
+    ``schema_version`` is the aggregate class's ``snapshot_schema_version``
+    when it was taken; a load that finds another version replays the whole
+    stream instead of trusting a stale shape.
+    """
+
+    aggregate_type: str
+    aggregate_id: str
+    version: int
+    schema_version: int
+    state: dict[str, Any]
+    created_at: datetime

@@ -31,6 +31,9 @@ __all__ = [
     "ATTR_MESSAGE_KIND",
     "ATTR_MESSAGE_TYPE",
     "ATTR_OUTCOME",
+    "ATTR_PROJECTION_EVENTS",
+    "ATTR_PROJECTION_NAME",
+    "ATTR_PROJECTION_POSITION",
     "ATTR_REFUSAL_TYPE",
     "ATTR_SERVER_ADDRESS",
     "ATTR_SERVER_PORT",
@@ -39,12 +42,17 @@ __all__ = [
     "METRIC_EVENTS_STORED",
     "METRIC_OUTBOX_ENQUEUED",
     "METRIC_PERSISTENCE_DURATION",
+    "METRIC_PROJECTION_BATCH_DURATION",
+    "METRIC_PROJECTION_EVENTS_APPLIED",
+    "METRIC_PROJECTION_LAG",
+    "METRIC_PROJECTION_LAG_POSITIONS",
     "METRIC_QUERY_DURATION",
     "NO_AGGREGATE_TYPE",
     "OUTCOME_ERROR",
     "OUTCOME_REFUSED",
     "OUTCOME_SUCCESS",
     "SCOPE_NAME",
+    "SPAN_PROJECTION_BATCH",
 ]
 
 SCOPE_NAME: Final = "cqrs_ddd"
@@ -105,6 +113,24 @@ METRIC_EVENTS_STORED: Final = "cqrs.events.stored"
 """Events appended to an event store by committed units of work (``cqrs_events_stored_total``)."""
 METRIC_OUTBOX_ENQUEUED: Final = "cqrs.outbox.enqueued"
 """Messages written to an outbox by committed units of work (``cqrs_outbox_enqueued_total``)."""
+
+# -- projections ------------------------------------------------------------------
+SPAN_PROJECTION_BATCH: Final = "projection {projection}"
+"""The span of one projection batch (INTERNAL); ``{projection}`` is the projection's name."""
+ATTR_PROJECTION_NAME: Final = "cqrs.projection.name"
+ATTR_PROJECTION_EVENTS: Final = "cqrs.projection.events"
+"""On a batch span: the events the batch read (and applied, when it committed)."""
+ATTR_PROJECTION_POSITION: Final = "cqrs.projection.position"
+"""On a batch span: the checkpoint the batch moved to (or would have)."""
+METRIC_PROJECTION_EVENTS_APPLIED: Final = "cqrs.projection.events.applied"
+"""Counter: events whose batch committed, by projection."""
+METRIC_PROJECTION_LAG_POSITIONS: Final = "cqrs.projection.lag.positions"
+"""Gauge: the events store's head position minus the projection's checkpoint."""
+METRIC_PROJECTION_LAG: Final = "cqrs.projection.lag"
+"""Gauge, seconds: how old the last applied event is while the projection is behind
+the head, 0 when it has caught up."""
+METRIC_PROJECTION_BATCH_DURATION: Final = "cqrs.projection.batch.duration"
+"""Histogram, seconds: reading, applying and committing one batch."""
 
 DURATION_BUCKETS: Final[tuple[float, ...]] = (
     0.001,

@@ -29,8 +29,11 @@ with _translated("The SQLAlchemy adapter"):
     from cqrs_ddd_core.adapters.sqlalchemy.event_store import SQLAlchemyEventStore
     from cqrs_ddd_core.adapters.sqlalchemy.outbox import SQLAlchemyOutboxStore
     from cqrs_ddd_core.adapters.sqlalchemy.postgres import EVENTS_LOCK_KEY
+    from cqrs_ddd_core.adapters.sqlalchemy.projections import SQLAlchemyProjectionStore
     from cqrs_ddd_core.adapters.sqlalchemy.repository import SQLAlchemyStateRepository
+    from cqrs_ddd_core.adapters.sqlalchemy.snapshots import SQLAlchemySnapshotStore
     from cqrs_ddd_core.adapters.sqlalchemy.tables import (
+        EVENTS_CHANNEL,
         aggregate_state,
         audit_log,
         create_tables,
@@ -38,14 +41,19 @@ with _translated("The SQLAlchemy adapter"):
         events,
         metadata,
         outbox,
+        projection_checkpoints,
+        snapshots,
     )
     from cqrs_ddd_core.adapters.sqlalchemy.unit_of_work import SQLAlchemyUnitOfWork
 
 __all__ = [
+    "EVENTS_CHANNEL",
     "EVENTS_LOCK_KEY",
     "SQLAlchemyAuditStore",
     "SQLAlchemyEventStore",
     "SQLAlchemyOutboxStore",
+    "SQLAlchemyProjectionStore",
+    "SQLAlchemySnapshotStore",
     "SQLAlchemyStateRepository",
     "SQLAlchemyUnitOfWork",
     "SQLiteFlushMode",
@@ -58,4 +66,6 @@ __all__ = [
     "events",
     "metadata",
     "outbox",
+    "projection_checkpoints",
+    "snapshots",
 ]

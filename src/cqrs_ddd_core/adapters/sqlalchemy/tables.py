@@ -15,6 +15,7 @@ the binary conversion. Add a ``jsonb`` expression index if you query payloads.
 from __future__ import annotations
 
 from sqlalchemy import (
+    DDL,
     JSON,
     BigInteger,
     Column,
@@ -28,10 +29,12 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    event,
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 __all__ = [
+    "EVENTS_CHANNEL",
     "aggregate_state",
     "audit_log",
     "create_tables",
@@ -39,6 +42,8 @@ __all__ = [
     "events",
     "metadata",
     "outbox",
+    "projection_checkpoints",
+    "snapshots",
 ]
 
 # Constraint names are part of the contract: the adapters recognise a
@@ -141,6 +146,49 @@ aggregate_state = Table(
     Column("state", JSON, nullable=False),
     Column("updated_at", _Time, nullable=False),
 )
+
+
+# -- Event sourcing in depth: snapshots, projection checkpoints, live reads --
+
+# The latest snapshot of each stream (a cache of the stream: see
+# cqrs_ddd_core.adapters.sqlalchemy.snapshots). One row per stream, replaced
+# only by a snapshot at a higher version.
+snapshots = Table(
+    "snapshots",
+    metadata,
+    Column("aggregate_type", _Name, primary_key=True),
+    Column("aggregate_id", _Name, primary_key=True),
+    Column("version", BigInteger, nullable=False),
+    Column("schema_version", Integer, nullable=False),
+    Column("state", JSON, nullable=False),
+    Column("created_at", _Time, nullable=False),
+)
+
+# Each projection's position in the events, written in the same transaction
+# as the projection's own rows (cqrs_ddd_core.adapters.sqlalchemy.projections).
+projection_checkpoints = Table(
+    "projection_checkpoints",
+    metadata,
+    Column("name", _Name, primary_key=True),
+    Column("position", BigInteger, nullable=False),
+    Column("updated_at", _Time, nullable=False),
+)
+
+# PostgreSQL: every statement that inserts events notifies the channel
+# EVENTS_CHANNEL when its transaction commits, so projection runners that
+# LISTEN wake at once instead of polling. One notification per statement
+# (not per row); its payload is empty: a runner reads from its checkpoint.
+EVENTS_CHANNEL = "cqrs_events"
+_NOTIFY_FUNCTION = DDL(  # type: ignore[no-untyped-call]
+    "CREATE OR REPLACE FUNCTION cqrs_events_notify() RETURNS trigger LANGUAGE plpgsql AS "
+    f"$$ BEGIN PERFORM pg_notify('{EVENTS_CHANNEL}', ''); RETURN NULL; END $$"
+)
+_NOTIFY_TRIGGER = DDL(  # type: ignore[no-untyped-call]
+    "CREATE TRIGGER events_notify AFTER INSERT ON events "
+    "FOR EACH STATEMENT EXECUTE FUNCTION cqrs_events_notify()"
+)
+event.listen(events, "after_create", _NOTIFY_FUNCTION.execute_if(dialect="postgresql"))
+event.listen(events, "after_create", _NOTIFY_TRIGGER.execute_if(dialect="postgresql"))
 
 
 async def create_tables(engine: AsyncEngine) -> None:

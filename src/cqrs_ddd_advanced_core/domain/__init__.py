@@ -8,6 +8,9 @@ from cqrs_ddd_advanced_core.domain.exceptions import (
     EventSourcingConfigurationError,
     InvalidEventHandlerError,
     MissingEventHandlerError,
+    SagaDefinitionError,
+    SagaError,
+    SagaNotFoundError,
     StrictValidationViolationError,
     UnroutableEventError,
 )
@@ -18,6 +21,9 @@ __all__ = [
     "EventSourcingConfigurationError",
     "InvalidEventHandlerError",
     "MissingEventHandlerError",
+    "SagaDefinitionError",
+    "SagaError",
+    "SagaNotFoundError",
     "StrictValidationViolationError",
     "UnroutableEventError",
 ]

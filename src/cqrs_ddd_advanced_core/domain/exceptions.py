@@ -5,11 +5,15 @@ catches everything. The subtree (core errors shown in brackets)::
 
     CqrsDddError
     ├── [ConfigurationError]
-    │   └── EventSourcingConfigurationError     (orchestrator / mediator wired wrongly)
+    │   ├── EventSourcingConfigurationError     (orchestrator / mediator wired wrongly)
+    │   └── SagaDefinitionError                 (a saga that cannot be correlated,
+    │                                            completed or run, found when defined)
     ├── EventHandlerError                       (rebuilding an aggregate from its events)
     │   ├── MissingEventHandlerError            (no ``apply_<Event>`` method, strict mode)
     │   └── InvalidEventHandlerError            (an ``apply_<Event>`` that cannot be called
     │                                            with the event, or an unknown stored type)
+    ├── SagaError                               (a saga cannot do what was asked)
+    │   └── SagaNotFoundError                   (no saga with that id)
     └── StrictValidationViolationError          (events break the persistence rules;
         │                                        nothing of the command is persisted)
         ├── EventSourcedAggregateRequiredError  (strict mode: aggregate type not registered)
@@ -30,6 +34,9 @@ __all__ = [
     "EventSourcingConfigurationError",
     "InvalidEventHandlerError",
     "MissingEventHandlerError",
+    "SagaDefinitionError",
+    "SagaError",
+    "SagaNotFoundError",
     "StrictValidationViolationError",
     "UnroutableEventError",
 ]
@@ -155,3 +162,39 @@ class UnroutableEventError(StrictValidationViolationError):
 
     Raised in strict and lenient mode alike: an event is never dropped silently.
     """
+
+
+class SagaDefinitionError(ConfigurationError):
+    """A saga definition that could never run to an end, found when it is built.
+
+    Examples: no event starts it, an awaited event has no correlation key, no
+    steps, two steps with one name, a non-positive timeout.
+
+    Attributes:
+        saga_type: The saga's name.
+        reason: What is wrong with it.
+    """
+
+    def __init__(self, saga_type: str, reason: str) -> None:
+        super().__init__(f"Saga {saga_type!r} cannot be defined: {reason}")
+        self.saga_type = saga_type
+        self.reason = reason
+
+
+class SagaError(CqrsDddError):
+    """A saga could not do what was asked of it.
+
+    Attributes:
+        saga_id: The saga concerned.
+    """
+
+    def __init__(self, message: str, *, saga_id: str) -> None:
+        super().__init__(message)
+        self.saga_id = saga_id
+
+
+class SagaNotFoundError(SagaError):
+    """No saga is stored under this id."""
+
+    def __init__(self, saga_id: str) -> None:
+        super().__init__(f"No saga {saga_id!r} is stored", saga_id=saga_id)

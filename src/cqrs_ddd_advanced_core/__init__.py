@@ -4,6 +4,8 @@ The seed's front door (``EventSourcedMediator``, its factory, the
 orchestrator, ``@non_event_sourced`` and the errors) is built on middlewares
 a team can also list itself: ``EventPersistenceMiddleware``,
 ``OutboxMiddleware``, ``AuditMiddleware`` and ``EventDispatchMiddleware``.
+Sagas (:mod:`cqrs_ddd_advanced_core.sagas`) run long processes over the same
+mediator, with compensation, stored deadlines and recovery.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from cqrs_ddd_advanced_core.domain import (
     EventSourcingConfigurationError,
     InvalidEventHandlerError,
     MissingEventHandlerError,
+    SagaDefinitionError,
+    SagaError,
+    SagaNotFoundError,
     StrictValidationViolationError,
     UnroutableEventError,
 )
@@ -32,6 +37,15 @@ from cqrs_ddd_advanced_core.middleware import (
     OutboxMiddleware,
 )
 from cqrs_ddd_advanced_core.outbox import Backoff, OutboxService, OutboxWorker, Publisher
+from cqrs_ddd_advanced_core.sagas import (
+    SagaBuilder,
+    SagaDefinition,
+    SagaManager,
+    SagaState,
+    SagaStatus,
+    SagaStore,
+    SagaWorker,
+)
 
 __all__ = [
     "AuditMiddleware",
@@ -53,6 +67,16 @@ __all__ = [
     "OutboxService",
     "OutboxWorker",
     "Publisher",
+    "SagaBuilder",
+    "SagaDefinition",
+    "SagaDefinitionError",
+    "SagaError",
+    "SagaManager",
+    "SagaNotFoundError",
+    "SagaState",
+    "SagaStatus",
+    "SagaStore",
+    "SagaWorker",
     "StrictValidationViolationError",
     "UnroutableEventError",
     "is_non_event_sourced",

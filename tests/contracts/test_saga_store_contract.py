@@ -72,7 +72,8 @@ async def test_a_saga_saves_at_the_version_it_was_loaded_at(backend: Backend) ->
     await save(backend, moved, expected=1)
 
     found = await saga_store(backend).find("o1")
-    assert found is not None and (found.step, found.version) == (1, 2)
+    assert found is not None
+    assert (found.step, found.version) == (1, 2)
 
 
 async def test_a_stale_save_is_refused_and_takes_the_whole_unit_of_work_with_it(
@@ -90,7 +91,8 @@ async def test_a_stale_save_is_refused_and_takes_the_whole_unit_of_work_with_it(
     assert caught.value.stream == "cqrs.saga:o1"
     assert await backend.repository(Account).find("a1") is None
     found = await saga_store(backend).find("o1")
-    assert found is not None and found.step == 1
+    assert found is not None
+    assert found.step == 1
 
 
 async def test_starting_a_saga_that_exists_is_refused(backend: Backend) -> None:
@@ -100,7 +102,8 @@ async def test_starting_a_saga_that_exists_is_refused(backend: Backend) -> None:
         await save(backend, state("o1", step=5))
 
     found = await saga_store(backend).find("o1")
-    assert found is not None and found.step == 0
+    assert found is not None
+    assert found.step == 0
 
 
 async def test_two_saves_of_one_saga_in_one_unit_of_work_must_follow_on(backend: Backend) -> None:
@@ -110,7 +113,8 @@ async def test_two_saves_of_one_saga_in_one_unit_of_work_must_follow_on(backend:
     store.save(state("o1", step=1, version=2), expected_version=1, uow=uow)
     await uow.commit()
     found = await store.find("o1")
-    assert found is not None and (found.step, found.version) == (1, 2)
+    assert found is not None
+    assert (found.step, found.version) == (1, 2)
 
     uow = backend.uow_factory()
     store.save(state("o1", step=2, version=3), expected_version=2, uow=uow)
@@ -118,7 +122,8 @@ async def test_two_saves_of_one_saga_in_one_unit_of_work_must_follow_on(backend:
     with pytest.raises(ConcurrencyError):
         await uow.commit()
     found = await store.find("o1")
-    assert found is not None and found.version == 2
+    assert found is not None
+    assert found.version == 2
 
 
 async def test_a_save_needs_a_unit_of_work(backend: Backend) -> None:

@@ -25,18 +25,10 @@ from cqrs_ddd_advanced_core.sagas.commands import (
 from cqrs_ddd_advanced_core.sagas.definition import SagaBuilder, SagaDefinition, SagaStep
 from cqrs_ddd_advanced_core.sagas.manager import SagaManager
 from cqrs_ddd_advanced_core.sagas.ports import SagaStore
-from cqrs_ddd_advanced_core.sagas.state import (
-    OPEN_STATUSES,
-    TERMINAL_STATUSES,
-    SagaState,
-    SagaStatus,
-    saga_id_for,
-)
+from cqrs_ddd_advanced_core.sagas.state import SagaState, SagaStatus, saga_id_for
 from cqrs_ddd_advanced_core.sagas.worker import SagaWorker
 
 __all__ = [
-    "OPEN_STATUSES",
-    "TERMINAL_STATUSES",
     "AdvanceSaga",
     "DeliverSagaEvent",
     "FireSagaTimeout",

@@ -44,6 +44,7 @@ from cqrs_ddd_advanced_core.cli.database import (
     redact,
 )
 from cqrs_ddd_advanced_core.cli.report import finalise, print_json, print_table
+from cqrs_ddd_advanced_core.cli.sagas import attach_order_process, finish_order_process
 from cqrs_ddd_advanced_core.cli.telemetry import DemoTelemetry, start_telemetry
 from cqrs_ddd_advanced_core.demo.app import Shop
 from cqrs_ddd_advanced_core.demo.domain import EVENT_SOURCED_TYPES, UserPreferences
@@ -285,6 +286,7 @@ async def _workload(
         preferences=SQLAlchemyStateRepository(UserPreferences, engine),
         audit_store=SQLAlchemyAuditStore(engine),
     )
+    process = attach_order_process(shop, engine)  # every confirmed order starts a saga
     with _progress(options, err) as on_command:
         workload = Workload(
             shop,
@@ -305,9 +307,10 @@ async def _workload(
         finally:
             if tap is not None:
                 tap.sink = None
+    sagas = await finish_order_process(process)
     figures = _figures(stats)
     check = await _check_database(engine, before, figures, stats.interrupted)
-    summary = {**stats.as_dict(), **figures, "database_check": check}
+    summary = {**stats.as_dict(), **figures, "database_check": check, "sagas": sagas}
     if not check["integrity"]["ok"]:
         err.print("[bold red]the database check failed: something was half written[/]")
         return summary, EXIT_FAILED
@@ -317,6 +320,9 @@ async def _workload(
             f"[bold]{name}[/]: stopped after {stats.commands:,} of {options.commands:,} commands"
         )
         return summary, 128 + signals.received
+    if not sagas["ok"]:
+        err.print("[bold red]the order process left sagas unfinished or stock held[/]")
+        return summary, EXIT_FAILED
     if not (check["events_match"] and check["outbox_match"]):
         err.print("[bold red]the database does not match what the workload committed[/]")
         return summary, EXIT_FAILED

@@ -14,9 +14,9 @@ from cqrs_ddd_core.domain.messages import utc_now
 __all__ = [
     "OPEN_STATUSES",
     "SAGA_ROW_TYPE",
+    "TERMINAL_STATUSES",
     "SagaState",
     "SagaStatus",
-    "TERMINAL_STATUSES",
     "due_sagas",
     "saga_id_for",
     "select_sagas",

@@ -36,7 +36,14 @@ def test_every_confirmed_order_runs_its_saga_and_compensated_ones_hold_no_stock(
 ) -> None:
     database = tmp_path / "shop.db"
     completed = run_demo(
-        ["-n=400", "-c=4", f"--database-url=sqlite:///{database}", "--json", "--seed=5"],
+        [
+            "-n=400",
+            "-c=4",
+            f"--database-url=sqlite:///{database}",
+            "--json",
+            "--seed=5",
+            "--order-process=0.25",
+        ],
         cwd=tmp_path,
     )
     assert completed.returncode == 0, completed.stderr[-4000:]
@@ -61,3 +68,15 @@ def test_every_confirmed_order_runs_its_saga_and_compensated_ones_hold_no_stock(
             assert status == "completed", (order_id, status)
             assert reservations[order_id] == "reserved"
             assert order_id in shipped
+
+
+def test_without_the_option_the_demo_runs_no_saga(tmp_path: Path) -> None:
+    database = tmp_path / "shop.db"
+    completed = run_demo(
+        ["-n=100", "-c=2", f"--database-url=sqlite:///{database}", "--json", "--seed=5"],
+        cwd=tmp_path,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+
+    assert "sagas" not in json.loads(completed.stdout)
+    assert _read(database) == ({}, {}, set())

@@ -174,6 +174,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="give up on an unreachable database after this long (default: %(default)s)",
     )
+    demo.add_argument(
+        "--order-process",
+        type=_ratio,
+        nargs="?",
+        const=0.2,
+        default=None,
+        metavar="DECLINED",
+        dest="payment_failures",
+        help="run the order process saga for each confirmed order (reserve, pay, ship), "
+        "declining this share of payments (default when given: 0.2)",
+    )
     add_sagas_parser(commands, _database_url)
     return parser
 
@@ -223,6 +234,7 @@ def _demo(args: argparse.Namespace) -> int:
         query_ratio=args.query_ratio,
         sqlite_synchronous=args.sqlite_synchronous,
         connect_timeout=args.connect_timeout,
+        payment_failures=args.payment_failures,
     )
     try:
         return asyncio.run(run_demo(options))

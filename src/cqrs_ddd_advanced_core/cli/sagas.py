@@ -196,6 +196,7 @@ async def finish_order_process(process: OrderProcess) -> dict[str, Any]:
 
     await process.manager.drain()
     await process.manager.recover()
+    await process.manager.count_open()  # the cqrs.saga.open gauge, as the run leaves it
     return await order_process_summary(process)
 
 

@@ -4,7 +4,8 @@ Every step's handler appends what it did to the order's :class:`Ledger`, in
 the step's unit of work, so a test can see each effect and how often it
 committed. ``declined`` orders have their payment refused (a command that
 raises, or a ``PaymentDeclined`` event for the awaiting variant); ``silent``
-orders never hear back from the payment service (their step times out).
+orders never hear back from the payment service (their step times out);
+``unshippable`` orders fail at the last step (payment and stock are undone).
 """
 
 from __future__ import annotations
@@ -109,6 +110,7 @@ class OrderApp:
     declined: set[str] = field(default_factory=set)
     silent: set[str] = field(default_factory=set)
     failing_refunds: set[str] = field(default_factory=set)
+    unshippable: set[str] = field(default_factory=set)
 
     async def ledger(self, order_id: str) -> list[str]:
         found = await self.backend.repository(Ledger).find(order_id)
@@ -235,6 +237,8 @@ def order_app(
         await touch(cmd.order_id, "refund")
 
     async def ship(cmd: Ship) -> None:
+        if cmd.order_id in app.unshippable:
+            raise RuntimeError(f"no courier for {cmd.order_id}")
         await touch(cmd.order_id, "ship")
 
     registry.register_command_handler(PlaceOrder, place)

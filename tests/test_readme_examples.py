@@ -48,7 +48,7 @@ class Block:
 
 def documents() -> list[Path]:
     """README.md and docs/*.md, those with at least one block to run."""
-    candidates = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    candidates = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
     return [path for path in candidates if runnable_blocks(path.read_text())]
 
 

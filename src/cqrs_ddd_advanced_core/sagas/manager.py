@@ -57,7 +57,9 @@ class SagaManager:
 
     Creating the manager registers, on the mediator's registry, the handlers
     of its internal commands and an event handler for every event a saga
-    reacts to: the mediator then delivers them after each commit.
+    reacts to: the mediator then delivers them after each commit. One
+    manager per registry (a second one's registration is refused with
+    ``HandlerRegistrationError``): give it every definition at once.
 
     Args:
         mediator: The application's mediator (any pipeline with a unit of work).

@@ -13,30 +13,29 @@ workers racing on one saga cannot both apply a step.
 A step's command refused (its handler raised) is rolled back to before it
 and the saga turns to compensating in the same commit; the compensations of
 the started steps then run in reverse order, one per transition, each
-recorded with its effects, so each runs once.
+recorded with its effects, so each runs once. The handlers are in
+:mod:`.transitions`; this module decides which transitions to dispatch.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-import time
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from opentelemetry import trace
 
 from cqrs_ddd_advanced_core.domain.exceptions import SagaDefinitionError, SagaNotFoundError
 from cqrs_ddd_advanced_core.sagas import commands as c
 from cqrs_ddd_advanced_core.sagas import telemetry as t
-from cqrs_ddd_advanced_core.sagas.state import OPEN_STATUSES, SagaState, SagaStatus, saga_id_for
+from cqrs_ddd_advanced_core.sagas.state import OPEN_STATUSES, SagaState, saga_id_for
+from cqrs_ddd_advanced_core.sagas.transitions import SagaTransitions
 from cqrs_ddd_core.context import current_context, current_uow
 from cqrs_ddd_core.domain.messages import utc_now
 from cqrs_ddd_core.exceptions import CommitOutcomeUnknownError, ConcurrencyError
-from cqrs_ddd_core.telemetry.api import error_type
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
@@ -99,12 +98,13 @@ class SagaManager:
             tracer_provider=tracer_provider, meter_provider=meter_provider
         )
         self._tasks: set[asyncio.Task[None]] = set()
+        transitions = SagaTransitions(mediator, store, self._definitions, clock, self.telemetry)
         registry = mediator.registry
-        registry.register_command_handler(c.StartSaga, self._on_start)
-        registry.register_command_handler(c.AdvanceSaga, self._on_advance)
-        registry.register_command_handler(c.DeliverSagaEvent, self._on_deliver)
-        registry.register_command_handler(c.FireSagaTimeout, self._on_timeout)
-        registry.register_command_handler(c.ResumeSaga, self._on_resume)
+        registry.register_command_handler(c.StartSaga, transitions.start)
+        registry.register_command_handler(c.AdvanceSaga, transitions.advance)
+        registry.register_command_handler(c.DeliverSagaEvent, transitions.deliver)
+        registry.register_command_handler(c.FireSagaTimeout, transitions.timeout)
+        registry.register_command_handler(c.ResumeSaga, transitions.resume)
         for event_type in {e for d in definitions for e in d.event_types}:
             registry.register_event_handler(event_type, self.handle)
 
@@ -286,238 +286,3 @@ class SagaManager:
             _log.error("saga_run_failed", saga_id=saga_id, error_type=type(exc).__name__)
         finally:
             t.current_trigger.reset(token)
-
-    # -- transition handlers (run inside the dispatch's unit of work) -------
-
-    def _definition(self, state: SagaState) -> SagaDefinition[Any]:
-        definition = self._definitions.get(state.saga_type)
-        if definition is None:
-            raise SagaDefinitionError(state.saga_type, "no definition of this saga is registered")
-        return definition
-
-    async def _load(self, saga_id: str) -> SagaState:
-        state = await self.store.find(saga_id)
-        if state is None:
-            raise SagaNotFoundError(saga_id)
-        return state
-
-    def _save(self, old: SagaState | None, new: SagaState) -> None:
-        expected = 0 if old is None else old.version
-        new.version = expected + 1
-        new.updated_at = self.clock()
-        self.store.save(new, expected_version=expected)
-        if old is not None and old.status == new.status:
-            return
-        counter = {
-            SagaStatus.RUNNING: self.telemetry.started,
-            SagaStatus.COMPLETED: self.telemetry.completed,
-            SagaStatus.COMPENSATED: self.telemetry.compensated,
-            SagaStatus.FAILED: self.telemetry.failed,
-        }.get(new.status)
-        uow = current_uow()
-        if counter is not None and uow is not None and (old is None or new.status != "running"):
-            attributes = {t.ATTR_SAGA_TYPE: new.saga_type}
-
-            async def count() -> None:
-                counter.add(1, attributes)
-
-            uow.after_commit(count)
-
-    async def _on_start(self, command: c.StartSaga) -> bool:
-        definition = self._definitions.get(command.saga_type)
-        if definition is None:
-            raise SagaDefinitionError(command.saga_type, "no definition of this saga is registered")
-        event = command.event
-        key = definition.start_key(event)
-        saga_id = saga_id_for(definition.name, key)
-        if await self.store.find(saga_id) is not None:
-            return False  # started already (a redelivery, or a second start)
-        with self._span(saga_id, definition.name, "start", "start"):
-            data = definition.start_data(event)
-            state = SagaState(
-                saga_id=saga_id,
-                saga_type=definition.name,
-                key=key,
-                data=data.model_dump(mode="json"),
-                processed_event_ids=[event.event_id],
-                correlation_id=event.correlation_id,
-                created_at=self.clock(),
-            )
-            self._save(None, state)
-        return True
-
-    async def _on_advance(self, command: c.AdvanceSaga) -> bool:
-        old = await self._load(command.saga_id)
-        if old.status == SagaStatus.RUNNING and not old.waiting:
-            return await self._run_step(old)
-        if old.status == SagaStatus.COMPENSATING:
-            return await self._compensate_one(old)
-        return False
-
-    async def _run_step(self, old: SagaState) -> bool:
-        definition = self._definition(old)
-        step = definition.steps[old.step]
-        new = old.model_copy(deep=True)
-        with self._span(old.saga_id, old.saga_type, step.name, "run") as span:
-            data = definition.load_data(old.data)
-            try:
-                response = await self.mediator.send(step.send(data))
-            except Exception as exc:  # the step is refused: its writes were rolled back
-                span.set_attribute("error.type", error_type(exc))
-                new.status = SagaStatus.COMPENSATING
-                new.error = f"step {step.name!r} refused: {type(exc).__name__}: {exc}"
-                self._save(old, new)
-                return True
-            if step.on_result is not None:
-                data = step.on_result(data, response.result)
-            new.data = data.model_dump(mode="json")
-            new.started_steps.append(step.name)
-            if step.awaits:
-                new.waiting = True
-                if step.timeout is not None:
-                    new.deadline_at = self.clock() + step.timeout
-            else:
-                self._complete_step(new, step.name, len(definition.steps))
-            self._save(old, new)
-        return new.status == SagaStatus.RUNNING and not new.waiting
-
-    @staticmethod
-    def _complete_step(new: SagaState, name: str, steps: int) -> None:
-        new.completed_steps.append(name)
-        new.step += 1
-        new.waiting = False
-        new.deadline_at = None
-        if new.step >= steps:
-            new.status = SagaStatus.COMPLETED
-
-    async def _compensate_one(self, old: SagaState) -> bool:
-        definition = self._definition(old)
-        pending = [
-            name
-            for name in reversed(old.started_steps)
-            if name not in old.compensated_steps
-            and definition.step_named(name).compensate is not None
-        ]
-        new = old.model_copy(deep=True)
-        new.waiting, new.deadline_at = False, None
-        if not pending:
-            new.status = SagaStatus.COMPENSATED
-            self._save(old, new)
-            return False
-        step = definition.step_named(pending[0])
-        compensate = step.compensate
-        if compensate is None:  # pragma: no cover - filtered above
-            return False
-        with self._span(old.saga_id, old.saga_type, step.name, "compensate") as span:
-            try:
-                await self.mediator.send(compensate(definition.load_data(old.data)))
-            except Exception as exc:
-                span.set_attribute("error.type", error_type(exc))
-                new.status = SagaStatus.FAILED
-                new.error = f"compensation of {step.name!r} failed: {type(exc).__name__}: {exc}"
-                self._save(old, new)
-                return False
-            new.compensated_steps.append(step.name)
-            self._save(old, new)
-        return True
-
-    async def _on_deliver(self, command: c.DeliverSagaEvent) -> bool:
-        old = await self.store.find(command.saga_id)
-        event = command.event
-        if old is None or old.has_processed(event.event_id):
-            return False  # no such saga (yet), or a redelivery: nothing changes
-        if old.status != SagaStatus.RUNNING or not old.waiting:
-            return False  # not awaited now (late or early): nothing changes
-        definition = self._definition(old)
-        step = definition.steps[old.step]
-        new = old.model_copy(deep=True)
-        with self._span(old.saga_id, old.saga_type, step.name, "event"):
-            if type(event) in step.wait_for:
-                if step.on_event is not None:
-                    data = step.on_event(definition.load_data(old.data), event)
-                    new.data = data.model_dump(mode="json")
-                self._complete_step(new, step.name, len(definition.steps))
-            elif type(event) in step.fail_on:
-                new.status = SagaStatus.COMPENSATING
-                new.waiting, new.deadline_at = False, None
-                new.error = f"step {step.name!r} failed: {type(event).__name__}"
-            else:
-                return False
-            new.processed_event_ids.append(event.event_id)
-            self._save(old, new)
-        return True
-
-    async def _on_timeout(self, command: c.FireSagaTimeout) -> bool:
-        old = await self.store.find(command.saga_id)
-        if (
-            old is None
-            or old.status != SagaStatus.RUNNING
-            or not old.waiting
-            or old.deadline_at != command.deadline_at
-            or command.deadline_at > self.clock()
-        ):
-            return False  # the step moved on meanwhile, or it is not due
-        step = self._definition(old).steps[old.step]
-        new = old.model_copy(deep=True)
-        with self._span(old.saga_id, old.saga_type, step.name, "timeout"):
-            new.status = SagaStatus.COMPENSATING
-            new.waiting, new.deadline_at = False, None
-            new.error = f"step {step.name!r} timed out at {command.deadline_at.isoformat()}"
-            self._save(old, new)
-        return True
-
-    async def _on_resume(self, command: c.ResumeSaga) -> bool:
-        old = await self._load(command.saga_id)
-        if old.status != SagaStatus.FAILED:
-            return False
-        new = old.model_copy(deep=True)
-        new.status = SagaStatus.COMPENSATING
-        with self._span(old.saga_id, old.saga_type, "-", "resume"):
-            self._save(old, new)
-        return True
-
-    # -- telemetry ------------------------------------------------------------
-
-    def _span(self, saga_id: str, saga_type: str, step: str, action: str) -> _StepSpan:
-        return _StepSpan(self.telemetry, saga_id, saga_type, step, action)
-
-
-class _StepSpan:
-    """The ``saga.step`` span and the step-duration sample of one transition."""
-
-    __slots__ = ("_attributes", "_cm", "_span", "_start", "_telemetry")
-
-    def __init__(
-        self, telemetry: t.SagaTelemetry, saga_id: str, saga_type: str, step: str, action: str
-    ) -> None:
-        self._telemetry = telemetry
-        self._attributes = {t.ATTR_SAGA_TYPE: saga_type, t.ATTR_SAGA_STEP: step}
-        trigger = t.current_trigger.get()
-        attributes: dict[str, str] = {
-            **self._attributes,
-            t.ATTR_SAGA_ID: saga_id,
-            t.ATTR_SAGA_ACTION: action,
-        }
-        links = []
-        if trigger is not None:
-            if trigger.event_id is not None:
-                attributes[t.ATTR_SAGA_TRIGGER_EVENT_ID] = trigger.event_id
-            if trigger.link is not None:
-                links.append(trigger.link)
-        self._cm = telemetry.tracer.start_as_current_span(
-            t.SPAN_SAGA_STEP, kind=trace.SpanKind.INTERNAL, attributes=attributes, links=links
-        )
-        self._start = 0
-
-    def __enter__(self) -> trace.Span:
-        self._start = time.perf_counter_ns()
-        self._span = self._cm.__enter__()
-        return self._span
-
-    def __exit__(self, *exc_info: Any) -> None:
-        outcome = "error" if exc_info[0] is not None else "success"
-        self._telemetry.step_duration.record(
-            (time.perf_counter_ns() - self._start) / 1e9,
-            {**self._attributes, "cqrs.outcome": outcome},
-        )
-        self._cm.__exit__(*exc_info)

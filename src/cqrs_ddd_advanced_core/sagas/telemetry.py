@@ -19,15 +19,21 @@ Only the OpenTelemetry API is used.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from opentelemetry import propagate, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from cqrs_ddd_core.telemetry.api import get_meter, get_tracer
-from cqrs_ddd_core.telemetry.names import DURATION_BUCKETS
+from cqrs_ddd_core.telemetry.names import (
+    ATTR_OUTCOME,
+    DURATION_BUCKETS,
+    OUTCOME_ERROR,
+    OUTCOME_SUCCESS,
+)
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
@@ -49,7 +55,9 @@ __all__ = [
     "METRIC_SAGA_STEP_DURATION",
     "SPAN_SAGA_STEP",
     "SagaTelemetry",
+    "StepSpan",
     "Trigger",
+    "current_trigger",
 ]
 
 SPAN_SAGA_STEP: Final = "saga.step"
@@ -150,3 +158,52 @@ class SagaTelemetry:
         merged = dict.fromkeys(self.open_by_type, 0)
         merged.update(counts)
         self.open_by_type = merged
+
+
+class StepSpan:
+    """The ``saga.step`` span and the step-duration sample of one transition.
+
+    Args:
+        telemetry: The instruments and tracer.
+        saga_id: The saga.
+        saga_type: Its definition's name.
+        step: The step (``start`` or ``-`` for transitions of no step).
+        action: ``start``, ``run``, ``compensate``, ``event``, ``timeout`` or ``resume``.
+    """
+
+    __slots__ = ("_attributes", "_cm", "_span", "_start", "_telemetry")
+
+    def __init__(
+        self, telemetry: SagaTelemetry, saga_id: str, saga_type: str, step: str, action: str
+    ) -> None:
+        self._telemetry = telemetry
+        self._attributes = {ATTR_SAGA_TYPE: saga_type, ATTR_SAGA_STEP: step}
+        trigger = current_trigger.get()
+        attributes: dict[str, str] = {
+            **self._attributes,
+            ATTR_SAGA_ID: saga_id,
+            ATTR_SAGA_ACTION: action,
+        }
+        links = []
+        if trigger is not None:
+            if trigger.event_id is not None:
+                attributes[ATTR_SAGA_TRIGGER_EVENT_ID] = trigger.event_id
+            if trigger.link is not None:
+                links.append(trigger.link)
+        self._cm = telemetry.tracer.start_as_current_span(
+            SPAN_SAGA_STEP, kind=trace.SpanKind.INTERNAL, attributes=attributes, links=links
+        )
+        self._start = 0
+
+    def __enter__(self) -> trace.Span:
+        self._start = time.perf_counter_ns()
+        self._span = self._cm.__enter__()
+        return self._span
+
+    def __exit__(self, *exc_info: Any) -> None:
+        outcome = OUTCOME_ERROR if exc_info[0] is not None else OUTCOME_SUCCESS
+        self._telemetry.step_duration.record(
+            (time.perf_counter_ns() - self._start) / 1e9,
+            {**self._attributes, ATTR_OUTCOME: outcome},
+        )
+        self._cm.__exit__(*exc_info)

@@ -1,6 +1,6 @@
-"""The process the SIGKILL proof kills: it runs order sagas on a SQLite file.
+"""The process the SIGKILL proof kills: it runs order sagas on SQLite or PostgreSQL.
 
-Usage: ``python -m tests.support.saga_crash_child DATABASE N``
+Usage: ``python -m tests.support.saga_crash_child DATABASE_URL N``
 
 It first recovers what a previous (killed) run left open, prints ``ready``,
 then hands ``OrderPlaced`` for orders 0..N-1 to the saga manager from a few
@@ -40,8 +40,8 @@ def unshippable(number: int) -> bool:
     return number % 7 == 0 and not declined(number)
 
 
-async def main(database: str, total: int) -> None:
-    engine = create_engine(f"sqlite:///{database}")
+async def main(url: str, total: int) -> None:
+    engine = create_engine(url)
     try:
         await create_tables(engine)
         app = order_app(sql_backend(engine), sync_saga())

@@ -1,9 +1,10 @@
 """THE PROOF: sagas survive SIGKILL at random points.
 
 A child process runs 1,000 order sagas (reserve stock, take payment, ship) on a
-SQLite file; a fifth have their payment refused and some cannot be shipped. The
-test kills it with SIGKILL at random moments, restarts it (it recovers what was
-left open and carries on), and repeats until a run finishes. Then, reading the
+SQLite file or a PostgreSQL database; a fifth have their payment refused and
+some cannot be shipped. The test kills it with SIGKILL at random moments,
+restarts it (it recovers what was left open and carries on), and repeats until
+a run finishes. Then, reading the
 database: every saga is terminal, no step's effect was applied twice, and
 exactly the started steps of the failed sagas were compensated, in reverse.
 """
@@ -27,7 +28,10 @@ from cqrs_ddd_advanced_core.sagas import SagaStatus
 from cqrs_ddd_core.adapters.sqlalchemy import create_engine
 from tests.support.backends import sql_backend
 from tests.support.orders import SKU, Ledger, Stock
+from tests.support.postgres import empty_pg_engine, postgres_database_url
 from tests.support.saga_crash_child import declined, order_id, unshippable
+
+__all__ = ["postgres_database_url"]
 
 pytestmark = pytest.mark.slow
 
@@ -39,12 +43,12 @@ KILLS = 6
 class Child:
     """One run of the child; its stdout lines are collected by a thread."""
 
-    def __init__(self, database: Path) -> None:
+    def __init__(self, url: str) -> None:
         self.lines: list[str] = []
         self.ready = threading.Event()
         self.done = threading.Event()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.saga_crash_child", str(database), str(TOTAL)],
+            [sys.executable, "-m", "tests.support.saga_crash_child", url, str(TOTAL)],
             cwd=REPO,
             env={**os.environ, "PYTHONPATH": str(REPO)},
             stdout=subprocess.PIPE,
@@ -67,8 +71,8 @@ class Child:
         self.process.wait(timeout=30)
 
 
-async def _read_outcome(database: Path) -> tuple[dict[str, object], dict[str, list[str]], dict]:
-    engine = create_engine(f"sqlite:///{database}")
+async def _read_outcome(url: str) -> tuple[dict[str, object], dict[str, list[str]], dict]:
+    engine = create_engine(url)
     try:
         backend = sql_backend(engine)
         sagas = {s.key: s for s in await SQLAlchemySagaStore(engine).list_sagas(limit=10 * TOTAL)}
@@ -83,17 +87,30 @@ async def _read_outcome(database: Path) -> tuple[dict[str, object], dict[str, li
         await engine.dispose()
 
 
+async def _empty(url: str) -> None:
+    async with empty_pg_engine(url):
+        pass
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'sagas.db'}"
+    url: str = request.getfixturevalue("postgres_database_url")
+    asyncio.run(_empty(url))
+    return url
+
+
 @pytest.mark.timeout(300)
 def test_sagas_killed_at_random_points_all_end_and_compensate_exactly_once(
-    tmp_path: Path,
+    database_url: str,
 ) -> None:
-    database = tmp_path / "sagas.db"
     rng = random.Random(20261203)
     kills = 0
     deadline = time.monotonic() + 240
     while True:
         assert time.monotonic() < deadline, "the sagas did not finish in time"
-        child = Child(database)
+        child = Child(database_url)
         assert child.ready.wait(60), "the child did not start"
         if kills < KILLS:
             if child.done.wait(rng.uniform(0.2, 2.5)):
@@ -107,7 +124,7 @@ def test_sagas_killed_at_random_points_all_end_and_compensate_exactly_once(
         break
     assert kills >= 3, "the child must have been killed mid-run several times"
 
-    sagas, ledgers, reservations = asyncio.run(_read_outcome(database))
+    sagas, ledgers, reservations = asyncio.run(_read_outcome(database_url))
 
     assert len(sagas) == TOTAL
     statuses = {key: s.status for key, s in sagas.items()}  # type: ignore[attr-defined]

@@ -5,7 +5,9 @@ of work: it loads the saga, sends the step's command (a nested dispatch that
 joins the unit of work), and stages the saga's new state with the version it
 was loaded at. A refused step's writes are rolled back to before it (the
 unit-of-work middleware's savepoint) and the saga turns to compensating in
-the same commit.
+the same commit. A storage failure under a step (a ``PersistenceError``
+other than ``RecordNotFoundError``) is not a refusal: it aborts the
+transition, and the step is tried again later.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from cqrs_ddd_advanced_core.sagas import telemetry as t
 from cqrs_ddd_advanced_core.sagas.state import SagaState, SagaStatus, saga_id_for
 from cqrs_ddd_advanced_core.sagas.telemetry import StepSpan
 from cqrs_ddd_core.context import current_uow
+from cqrs_ddd_core.exceptions import PersistenceError, RecordNotFoundError
 from cqrs_ddd_core.telemetry.api import error_type
 
 if TYPE_CHECKING:
@@ -132,6 +135,7 @@ class SagaTransitions:
             try:
                 response = await self.mediator.send(step.send(data))
             except Exception as exc:  # the step is refused: its writes were rolled back
+                _reraise_if_transient(exc)
                 span.set_attribute("error.type", error_type(exc))
                 new.status = SagaStatus.COMPENSATING
                 new.error = f"step {step.name!r} refused: {type(exc).__name__}: {exc}"
@@ -181,6 +185,7 @@ class SagaTransitions:
             try:
                 await self.mediator.send(compensate(definition.load_data(old.data)))
             except Exception as exc:
+                _reraise_if_transient(exc)
                 span.set_attribute("error.type", error_type(exc))
                 new.status = SagaStatus.FAILED
                 new.error = f"compensation of {step.name!r} failed: {type(exc).__name__}: {exc}"
@@ -244,3 +249,16 @@ class SagaTransitions:
         with StepSpan(self.telemetry, old.saga_id, old.saga_type, "-", "resume"):
             self._save(old, new)
         return True
+
+
+def _reraise_if_transient(exc: Exception) -> None:
+    """Let a storage failure abort the transition instead of deciding the saga's fate.
+
+    A command refused by its handler (any error but a ``PersistenceError``, or a
+    ``RecordNotFoundError``) fails the step. The database failing under it
+    (unreachable, a conflict, a commit in doubt) says nothing about the step:
+    the transition rolls back, the saga stays where it was, and the next run
+    (the retry, or recovery) tries the step again.
+    """
+    if isinstance(exc, PersistenceError) and not isinstance(exc, RecordNotFoundError):
+        raise exc

@@ -153,3 +153,51 @@ def _advance(saga_id: str) -> object:
     from cqrs_ddd_advanced_core.sagas import AdvanceSaga
 
     return AdvanceSaga(saga_id=saga_id)
+
+
+async def test_a_storage_failure_under_a_step_is_retried_later_not_compensated(
+    backend: Backend,
+) -> None:
+    from cqrs_ddd_core.exceptions import PersistenceError
+    from tests.support.orders import TakePayment
+
+    app = order_app(backend, sync_saga())
+    registry = app.mediator.registry
+    take = registry._commands[TakePayment]
+
+    async def database_down(cmd: object) -> None:
+        raise PersistenceError("the payments database is unreachable")
+
+    registry._commands[TakePayment] = database_down
+
+    with pytest.raises(PersistenceError):
+        await app.manager.handle(OrderPlaced(order_id="o1"))
+
+    saga = await app.manager.store.find("order:o1")
+    assert saga is not None
+    assert (saga.status, saga.step, saga.started_steps) == (SagaStatus.RUNNING, 1, ["reserve"])
+
+    registry._commands[TakePayment] = take
+    assert await app.manager.recover() == 1
+    saga = await app.manager.store.find("order:o1")
+    assert saga is not None
+    assert saga.status is SagaStatus.COMPLETED
+    assert await app.ledger("o1") == ["reserve", "pay", "ship"]
+
+
+async def test_a_missing_record_under_a_step_is_a_refusal(backend: Backend) -> None:
+    from cqrs_ddd_core.exceptions import RecordNotFoundError
+    from tests.support.orders import TakePayment
+
+    app = order_app(backend, sync_saga())
+
+    async def no_account(cmd: object) -> None:
+        raise RecordNotFoundError("Account", "o1")
+
+    app.mediator.registry._commands[TakePayment] = no_account
+
+    await app.manager.handle(OrderPlaced(order_id="o1"))
+
+    saga = await app.manager.store.find("order:o1")
+    assert saga is not None
+    assert saga.status is SagaStatus.COMPENSATED

@@ -6,6 +6,8 @@ a team can also list itself: ``EventPersistenceMiddleware``,
 ``OutboxMiddleware``, ``AuditMiddleware`` and ``EventDispatchMiddleware``.
 Long-lived streams get snapshots (``EveryNEvents``), versioned event schemas
 (``UpcasterRegistry``) and projections (``Projection``, ``ProjectionRunner``).
+Sagas (:mod:`cqrs_ddd_advanced_core.sagas`) run long processes over the same
+mediator, with compensation, stored deadlines and recovery.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from cqrs_ddd_advanced_core.domain import (
     InvalidEventHandlerError,
     MissingEventHandlerError,
     ProjectionError,
+    SagaDefinitionError,
+    SagaError,
+    SagaNotFoundError,
     StrictValidationViolationError,
     UnroutableEventError,
 )
@@ -40,6 +45,15 @@ from cqrs_ddd_advanced_core.middleware import (
 )
 from cqrs_ddd_advanced_core.outbox import Backoff, OutboxService, OutboxWorker, Publisher
 from cqrs_ddd_advanced_core.projections import Projection, ProjectionRunner
+from cqrs_ddd_advanced_core.sagas import (
+    SagaBuilder,
+    SagaDefinition,
+    SagaManager,
+    SagaState,
+    SagaStatus,
+    SagaStore,
+    SagaWorker,
+)
 
 __all__ = [
     "AuditMiddleware",
@@ -66,6 +80,16 @@ __all__ = [
     "ProjectionError",
     "ProjectionRunner",
     "Publisher",
+    "SagaBuilder",
+    "SagaDefinition",
+    "SagaDefinitionError",
+    "SagaError",
+    "SagaManager",
+    "SagaNotFoundError",
+    "SagaState",
+    "SagaStatus",
+    "SagaStore",
+    "SagaWorker",
     "StrictValidationViolationError",
     "UnroutableEventError",
     "UpcasterRegistry",

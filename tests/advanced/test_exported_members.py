@@ -16,6 +16,9 @@ PACKAGES = [
     "cqrs_ddd_advanced_core.middleware",
     "cqrs_ddd_advanced_core.outbox",
     "cqrs_ddd_advanced_core.projections",
+    "cqrs_ddd_advanced_core.sagas",
+    "cqrs_ddd_advanced_core.adapters.memory",
+    "cqrs_ddd_advanced_core.adapters.sqlalchemy",
 ]
 
 SEED_ROOT_EXPORTS = {

@@ -44,6 +44,7 @@ from cqrs_ddd_advanced_core.cli.database import (
     redact,
 )
 from cqrs_ddd_advanced_core.cli.report import finalise, print_json, print_table
+from cqrs_ddd_advanced_core.cli.sagas import attach_order_process, finish_order_process
 from cqrs_ddd_advanced_core.cli.telemetry import DemoTelemetry, start_telemetry
 from cqrs_ddd_advanced_core.demo.app import Shop
 from cqrs_ddd_advanced_core.demo.domain import EVENT_SOURCED_TYPES, UserPreferences
@@ -72,6 +73,7 @@ class DemoOptions:
     connect_timeout: float
     duration: float | None = None
     rate: float | None = None
+    payment_failures: float | None = None  # the order process (sagas) with this ratio
 
 
 class DemoFailure(Exception):
@@ -313,6 +315,9 @@ async def _workload(
         preferences=SQLAlchemyStateRepository(UserPreferences, engine),
         audit_store=SQLAlchemyAuditStore(engine),
     )
+    process = None
+    if options.payment_failures is not None:  # every confirmed order starts a saga
+        process = attach_order_process(shop, engine, payment_failure_ratio=options.payment_failures)
     with _progress(options, err) as on_command:
         workload = Workload(
             shop,
@@ -336,10 +341,13 @@ async def _workload(
         finally:
             if tap is not None:
                 tap.sink = None
+    sagas = None if process is None else await finish_order_process(process)
     figures = _figures(stats)
     check = await _check_database(engine, before, figures, stats.interrupted)
     check["read_model"] = await read_model.finish()
     summary = {**stats.as_dict(), **figures, "database_check": check}
+    if sagas is not None:
+        summary["sagas"] = sagas
     if not check["integrity"]["ok"]:
         err.print("[bold red]the database check failed: something was half written[/]")
         return summary, EXIT_FAILED
@@ -353,6 +361,9 @@ async def _workload(
         return summary, 128 + signals.received
     if not check["read_model"]["matches_events"]:
         err.print("[bold red]the read model does not match the events[/]")
+        return summary, EXIT_FAILED
+    if sagas is not None and not sagas["ok"]:
+        err.print("[bold red]the order process left sagas unfinished or stock held[/]")
         return summary, EXIT_FAILED
     if not (check["events_match"] and check["outbox_match"]):
         err.print("[bold red]the database does not match what the workload committed[/]")

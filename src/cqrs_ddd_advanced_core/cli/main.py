@@ -2,7 +2,8 @@
 
 ``cqrs-ddd demo`` runs the shop's workload (:mod:`cqrs_ddd_advanced_core.demo`)
 through an ``EventSourcedMediator`` on a real database and prints a summary.
-See ``cqrs-ddd demo --help`` and ``docs/demo.md``.
+See ``cqrs-ddd demo --help`` and ``docs/demo.md``. ``cqrs-ddd sagas`` lists,
+inspects and resumes stored sagas (:mod:`cqrs_ddd_advanced_core.cli.sagas`).
 
 Exit codes: 0 done; 1 the database is unreachable, the metrics port is taken,
 or the database check failed; 2 bad arguments; 128 + signal number when
@@ -20,6 +21,7 @@ from typing import NoReturn
 
 from cqrs_ddd_advanced_core.cli.database import DEFAULT_DATABASE, dialect_of, redact
 from cqrs_ddd_advanced_core.cli.projections import add_projections_parser, run_projections
+from cqrs_ddd_advanced_core.cli.sagas import add_sagas_parser, run_sagas
 from cqrs_ddd_core.version import __version__
 
 __all__ = ["build_parser", "main"]
@@ -197,6 +199,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="give up on an unreachable database after this long (default: %(default)s)",
     )
     add_projections_parser(commands, _database_url, _seconds)
+    demo.add_argument(
+        "--order-process",
+        type=_ratio,
+        nargs="?",
+        const=0.2,
+        default=None,
+        metavar="DECLINED",
+        dest="payment_failures",
+        help="run the order process saga for each confirmed order (reserve, pay, ship), "
+        "declining this share of payments (default when given: 0.2)",
+    )
+    add_sagas_parser(commands, _database_url)
     return parser
 
 
@@ -206,6 +220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "projections":
         return run_projections(args)
+    if args.command == "sagas":
+        return run_sagas(args)
     if args.command != "demo":  # pragma: no cover - argparse refuses unknown commands
         parser.error(f"unknown command {args.command!r}")
     if (args.serve_after or args.keep_serving) and args.metrics_port is None:
@@ -231,6 +247,7 @@ def _demo(args: argparse.Namespace) -> int:
         from cqrs_ddd_advanced_core.cli.demo import DemoFailure, DemoOptions, run_demo
         from cqrs_ddd_advanced_core.cli.telemetry import configure_logging
         from cqrs_ddd_advanced_core.demo.domain import OrderClosedError
+        from cqrs_ddd_advanced_core.demo.sagas import PaymentDeclinedError
         from cqrs_ddd_core.exceptions import ConcurrencyError, ConfigurationError
         from cqrs_ddd_core.telemetry.api import error_type
     except ModuleNotFoundError as exc:
@@ -241,6 +258,7 @@ def _demo(args: argparse.Namespace) -> int:
     expected = [
         error_type(ConcurrencyError("-", 0, 0)),
         error_type(OrderClosedError("-", "-", "-")),
+        error_type(PaymentDeclinedError("-")),  # the order process's injected failures
         error_type(asyncio.CancelledError()),
     ]
     configure_logging(args.log_level, expected)
@@ -266,6 +284,7 @@ def _demo(args: argparse.Namespace) -> int:
         query_ratio=args.query_ratio,
         sqlite_synchronous=args.sqlite_synchronous,
         connect_timeout=args.connect_timeout,
+        payment_failures=args.payment_failures,
     )
     import threading
 

@@ -152,6 +152,17 @@ def print_table(summary: Mapping[str, Any], console: Console) -> None:
             + ("matches the events" if read_model["matches_events"] else "DIFFERS from the events")
         )
         table.add_row("read model", model)
+    sagas = summary.get("sagas")
+    if sagas:
+        saga_line = Text()
+        saga_line.append_text(_check(sagas["ok"]))
+        saga_line.append(
+            f" order process: {sagas['started']:,} sagas, {_counts(sagas['by_status'])}; "
+            "no compensated saga holds stock"
+            if sagas["ok"]
+            else f" order process: {json.dumps(sagas)}"
+        )
+        table.add_row("sagas", saga_line)
     if summary.get("metrics_url"):
         table.add_row("metrics", summary["metrics_url"])
     console.print(table)

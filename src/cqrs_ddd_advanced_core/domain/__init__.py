@@ -10,6 +10,9 @@ from cqrs_ddd_advanced_core.domain.exceptions import (
     InvalidEventHandlerError,
     MissingEventHandlerError,
     ProjectionError,
+    SagaDefinitionError,
+    SagaError,
+    SagaNotFoundError,
     StrictValidationViolationError,
     UnroutableEventError,
 )
@@ -22,6 +25,9 @@ __all__ = [
     "InvalidEventHandlerError",
     "MissingEventHandlerError",
     "ProjectionError",
+    "SagaDefinitionError",
+    "SagaError",
+    "SagaNotFoundError",
     "StrictValidationViolationError",
     "UnroutableEventError",
 ]

@@ -5,11 +5,15 @@ catches everything. The subtree (core errors shown in brackets)::
 
     CqrsDddError
     ├── [ConfigurationError]
-    │   └── EventSourcingConfigurationError     (orchestrator / mediator wired wrongly)
+    │   ├── EventSourcingConfigurationError     (orchestrator / mediator wired wrongly)
+    │   └── SagaDefinitionError                 (a saga that cannot be correlated,
+    │                                            completed or run, found when defined)
     ├── EventSchemaVersionError                 (a stored event's schema version has no
     │                                            upcaster path to the current one)
     ├── ProjectionError                         (a projection's handler failed on an event;
     │                                            its batch rolled back, checkpoint unmoved)
+    ├── SagaError                               (a saga cannot do what was asked)
+    │   └── SagaNotFoundError                   (no saga with that id)
     └── EventHandlerError                       (an event could not be handled: applied
         │                                        to an aggregate, or persisted)
         ├── MissingEventHandlerError            (no ``apply_<Event>`` method, strict mode)
@@ -42,6 +46,9 @@ __all__ = [
     "InvalidEventHandlerError",
     "MissingEventHandlerError",
     "ProjectionError",
+    "SagaDefinitionError",
+    "SagaError",
+    "SagaNotFoundError",
     "StrictValidationViolationError",
     "UnroutableEventError",
 ]
@@ -236,3 +243,39 @@ class ProjectionError(CqrsDddError):
         self.projection = projection
         self.position = position
         self.event_type = event_type
+
+
+class SagaDefinitionError(ConfigurationError):
+    """A saga definition that could never run to an end, found when it is built.
+
+    Examples: no event starts it, an awaited event has no correlation key, no
+    steps, two steps with one name, a non-positive timeout.
+
+    Attributes:
+        saga_type: The saga's name.
+        reason: What is wrong with it.
+    """
+
+    def __init__(self, saga_type: str, reason: str) -> None:
+        super().__init__(f"Saga {saga_type!r} cannot be defined: {reason}")
+        self.saga_type = saga_type
+        self.reason = reason
+
+
+class SagaError(CqrsDddError):
+    """A saga could not do what was asked of it.
+
+    Attributes:
+        saga_id: The saga concerned.
+    """
+
+    def __init__(self, message: str, *, saga_id: str) -> None:
+        super().__init__(message)
+        self.saga_id = saga_id
+
+
+class SagaNotFoundError(SagaError):
+    """No saga is stored under this id."""
+
+    def __init__(self, saga_id: str) -> None:
+        super().__init__(f"No saga {saga_id!r} is stored", saga_id=saga_id)

@@ -1,0 +1,1 @@
+"""Adapters of the advanced package: ``memory`` and ``sqlalchemy`` (imported explicitly)."""

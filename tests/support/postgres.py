@@ -53,7 +53,7 @@ __all__ = [
 ]
 
 ENV_URL = "CQRS_TEST_POSTGRES_URL"
-TABLES = ("events", "outbox", "audit_log", "aggregate_state")
+TABLES = ("events", "outbox", "audit_log", "aggregate_state", "inbox")
 
 
 def require_postgres(reason: str) -> None:

@@ -10,11 +10,13 @@ catches everything. The subtree (core errors shown in brackets)::
     │   ├── MissingEventHandlerError            (no ``apply_<Event>`` method, strict mode)
     │   └── InvalidEventHandlerError            (an ``apply_<Event>`` that cannot be called
     │                                            with the event, or an unknown stored type)
-    └── StrictValidationViolationError          (events break the persistence rules;
-        │                                        nothing of the command is persisted)
-        ├── EventSourcedAggregateRequiredError  (strict mode: aggregate type not registered)
-        └── UnroutableEventError                (an event without aggregate type or id,
-                                                 in every mode: never silently dropped)
+    ├── StrictValidationViolationError          (events break the persistence rules;
+    │   │                                        nothing of the command is persisted)
+    │   ├── EventSourcedAggregateRequiredError  (strict mode: aggregate type not registered)
+    │   └── UnroutableEventError                (an event without aggregate type or id,
+    │                                            in every mode: never silently dropped)
+    └── MessagingError                          (events leaving the process)
+        └── PublishError                        (the broker did not confirm a message)
 
 Every error carries its context as attributes (``aggregate_type``,
 ``event_type``, ...), so handlers and logs need not parse messages.
@@ -29,7 +31,9 @@ __all__ = [
     "EventSourcedAggregateRequiredError",
     "EventSourcingConfigurationError",
     "InvalidEventHandlerError",
+    "MessagingError",
     "MissingEventHandlerError",
+    "PublishError",
     "StrictValidationViolationError",
     "UnroutableEventError",
 ]
@@ -154,4 +158,18 @@ class UnroutableEventError(StrictValidationViolationError):
     """An event has no aggregate type or id, so no stream can hold it.
 
     Raised in strict and lenient mode alike: an event is never dropped silently.
+    """
+
+
+# -- messaging ------------------------------------------------------------------
+
+
+class MessagingError(CqrsDddError):
+    """Events could not be carried to or from a broker."""
+
+
+class PublishError(MessagingError):
+    """The broker did not confirm a message: unreachable, a nack, or no confirm in time.
+
+    The outbox row stays unpublished; the relay retries it after a backoff.
     """

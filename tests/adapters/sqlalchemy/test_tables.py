@@ -11,7 +11,7 @@ from cqrs_ddd_core.adapters.sqlalchemy import create_tables, metadata
 
 
 def test_one_metadata_holds_every_table() -> None:
-    assert set(metadata.tables) == {"events", "outbox", "audit_log", "aggregate_state"}
+    assert set(metadata.tables) == {"events", "outbox", "audit_log", "aggregate_state", "inbox"}
 
 
 def test_the_events_table_has_the_constraints_the_adapters_rely_on() -> None:

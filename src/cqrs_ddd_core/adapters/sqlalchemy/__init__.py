@@ -22,7 +22,9 @@ from cqrs_ddd_core.adapters.sqlalchemy.engine import (
     create_engine,
 )
 from cqrs_ddd_core.adapters.sqlalchemy.event_store import SQLAlchemyEventStore
+from cqrs_ddd_core.adapters.sqlalchemy.inbox import SQLAlchemyInboxStore
 from cqrs_ddd_core.adapters.sqlalchemy.outbox import SQLAlchemyOutboxStore
+from cqrs_ddd_core.adapters.sqlalchemy.outbox_listen import OutboxListener
 from cqrs_ddd_core.adapters.sqlalchemy.postgres import EVENTS_LOCK_KEY
 from cqrs_ddd_core.adapters.sqlalchemy.repository import SQLAlchemyStateRepository
 from cqrs_ddd_core.adapters.sqlalchemy.tables import (
@@ -31,6 +33,7 @@ from cqrs_ddd_core.adapters.sqlalchemy.tables import (
     create_tables,
     drop_tables,
     events,
+    inbox,
     metadata,
     outbox,
 )
@@ -38,8 +41,10 @@ from cqrs_ddd_core.adapters.sqlalchemy.unit_of_work import SQLAlchemyUnitOfWork
 
 __all__ = [
     "EVENTS_LOCK_KEY",
+    "OutboxListener",
     "SQLAlchemyAuditStore",
     "SQLAlchemyEventStore",
+    "SQLAlchemyInboxStore",
     "SQLAlchemyOutboxStore",
     "SQLAlchemyStateRepository",
     "SQLAlchemyUnitOfWork",
@@ -51,6 +56,7 @@ __all__ = [
     "create_tables",
     "drop_tables",
     "events",
+    "inbox",
     "metadata",
     "outbox",
 ]

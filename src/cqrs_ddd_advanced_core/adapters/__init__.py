@@ -1,0 +1,1 @@
+"""Broker adapters of the advanced package (``rabbitmq``); import them explicitly."""

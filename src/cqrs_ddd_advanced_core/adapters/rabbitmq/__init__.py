@@ -1,0 +1,25 @@
+"""RabbitMQ (aio-pika): the relay's publisher and the consumers' subscriber.
+
+Needs the ``rabbitmq`` extra (``pip install "cqrs-ddd-advanced-core[rabbitmq]"``)
+and, for per-aggregate order with several consumers, RabbitMQ's
+``rabbitmq_consistent_hash_exchange`` plugin (shipped with RabbitMQ; enable it
+with ``rabbitmq-plugins enable rabbitmq_consistent_hash_exchange``).
+"""
+
+from __future__ import annotations
+
+from cqrs_ddd_advanced_core.adapters.rabbitmq.publisher import RabbitMQPublisher
+from cqrs_ddd_advanced_core.adapters.rabbitmq.subscriber import RabbitMQSubscriber
+from cqrs_ddd_advanced_core.adapters.rabbitmq.topology import (
+    DEFAULT_EXCHANGE,
+    ConsumerTopology,
+    declare_exchange,
+)
+
+__all__ = [
+    "DEFAULT_EXCHANGE",
+    "ConsumerTopology",
+    "RabbitMQPublisher",
+    "RabbitMQSubscriber",
+    "declare_exchange",
+]

@@ -1,0 +1,120 @@
+"""The RabbitMQ topology, declared idempotently by whoever needs it.
+
+Producers (the relay's publisher) declare one durable **topic exchange**
+(``cqrs.events`` by default) and publish each message with the routing key
+``<aggregate type>.<event type>``.
+
+A consuming service ``S`` with ``P`` partitions declares::
+
+    cqrs.events (topic) --[binding keys, e.g. "Order.*"]--> S.hash (x-consistent-hash,
+        hash-header = cqrs-stream) --[weight 1 each]--> S.0 ... S.<P-1>
+    S.0 ... (durable, x-single-active-consumer, dead letters -> S.dlx) ; S.dlx (fanout) -> S.dead
+
+**Per-aggregate order with several consumers**: the consistent-hash exchange
+sends every message of one stream (same ``cqrs-stream`` header) to the same
+partition queue; each queue is *single active consumer*, so however many
+consumer processes run, one of them at a time takes a partition's messages,
+in queue order; it processes them one after the other (the subscriber never
+runs two deliveries of one queue at once). If it dies, RabbitMQ hands the
+queue, unacknowledged messages first, to the next consumer. More processes
+give failover and spread partitions, not more parallelism than ``P``.
+
+Re-declaring with the same arguments is a no-op; declaring a queue with
+other arguments than it has fails (``PRECONDITION_FAILED``): the partition
+count and dead-letter settings of a service are fixed once declared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import aio_pika
+
+from cqrs_ddd_advanced_core.messaging.headers import STREAM
+
+if TYPE_CHECKING:
+    from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
+
+__all__ = ["DEFAULT_EXCHANGE", "ConsumerTopology", "declare_exchange"]
+
+DEFAULT_EXCHANGE = "cqrs.events"
+
+
+async def declare_exchange(
+    channel: AbstractChannel, name: str = DEFAULT_EXCHANGE
+) -> AbstractExchange:
+    """Declare (idempotently) the durable topic exchange events are published to."""
+    return await channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC, durable=True)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerTopology:
+    """The exchanges and queues of one consuming service.
+
+    Attributes:
+        service: The service's name; prefixes its exchanges and queues.
+        partitions: Partition queues (the most consumers working at once).
+        bindings: Topic patterns of the routing keys it wants (``#``: all).
+        exchange: The events exchange it binds to.
+    """
+
+    service: str
+    partitions: int = 4
+    bindings: tuple[str, ...] = ("#",)
+    exchange: str = DEFAULT_EXCHANGE
+
+    def __post_init__(self) -> None:
+        if not self.service:
+            raise ValueError("ConsumerTopology needs a service name")
+        if not 1 <= self.partitions <= 1024:
+            raise ValueError(f"partitions must be between 1 and 1024, got {self.partitions}")
+        if not self.bindings:
+            raise ValueError("ConsumerTopology needs at least one binding pattern")
+
+    @property
+    def hash_exchange(self) -> str:
+        return f"{self.service}.hash"
+
+    @property
+    def dead_letter_exchange(self) -> str:
+        return f"{self.service}.dlx"
+
+    @property
+    def dead_letter_queue(self) -> str:
+        return f"{self.service}.dead"
+
+    @property
+    def queues(self) -> tuple[str, ...]:
+        """The partition queues, ``<service>.0`` ...."""
+        return tuple(f"{self.service}.{i}" for i in range(self.partitions))
+
+    async def declare(self, channel: AbstractChannel) -> list[AbstractQueue]:
+        """Declare everything (idempotently); returns the partition queues."""
+        events = await declare_exchange(channel, self.exchange)
+        hashing = await channel.declare_exchange(
+            self.hash_exchange,
+            aio_pika.ExchangeType.X_CONSISTENT_HASH,
+            durable=True,
+            arguments={"hash-header": STREAM},
+        )
+        for pattern in self.bindings:
+            await hashing.bind(events, pattern)
+        dlx = await channel.declare_exchange(
+            self.dead_letter_exchange, aio_pika.ExchangeType.FANOUT, durable=True
+        )
+        dead = await channel.declare_queue(self.dead_letter_queue, durable=True)
+        await dead.bind(dlx)
+        queues = []
+        for name in self.queues:
+            queue = await channel.declare_queue(
+                name,
+                durable=True,
+                arguments={
+                    "x-single-active-consumer": True,
+                    "x-dead-letter-exchange": self.dead_letter_exchange,
+                },
+            )
+            await queue.bind(hashing, "1")  # the weight of this partition
+            queues.append(queue)
+        return queues

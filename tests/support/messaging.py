@@ -25,7 +25,7 @@ from cqrs_ddd_core.cqrs import HandlerRegistry
 from cqrs_ddd_core.persistence import InboxTransaction
 from tests.advanced.domain import AddItem, Order, PlaceOrder, World
 
-__all__ = ["Billing", "Shop", "charges", "create_billing_tables"]
+__all__ = ["Billing", "Shop", "charges", "create_billing_tables", "until"]
 
 billing_metadata = MetaData()
 charges = Table(
@@ -137,3 +137,10 @@ class Billing:
         async with self.engine.connect() as conn:
             rows = await conn.execute(select(charges.c.order_id, charges.c.version))
             return [(row[0], row[1]) for row in rows]
+
+
+async def until(predicate: Callable[[], bool], seconds: float = 30.0) -> None:
+    """Wait (bounded) for a condition that no event announces, such as a metric's value."""
+    async with asyncio.timeout(seconds):
+        while not predicate():  # noqa: ASYNC110 (there is no event to wait on)
+            await asyncio.sleep(0.02)

@@ -29,7 +29,9 @@ class Inbox:
         if connection is None:
             tx.after_commit(lambda: self.memory_effects.append((consumer, message_id)))  # type: ignore[attr-defined]
         else:
-            await connection.execute(insert(charges).values(message_id=message_id, consumer=consumer))
+            await connection.execute(
+                insert(charges).values(message_id=message_id, consumer=consumer)
+            )
 
     async def effects(self) -> int:
         if isinstance(self.store, InMemoryInboxStore):

@@ -207,8 +207,8 @@ class OutboxRelay:
         self._lag = 0.0 if oldest is None else max((self._clock() - oldest).total_seconds(), 0.0)
 
     async def run(self, stop_event: asyncio.Event) -> None:
-        """Publish until ``stop_event`` is set: full batches back to back, then wait
-        for a commit (or ``poll_interval``)."""
+        """Publish until ``stop_event`` is set: batches back to back while they publish
+        anything, then wait for a commit (or ``poll_interval``)."""
         remove = self._store.add_commit_listener(self.wake)
         try:
             while not stop_event.is_set():
@@ -220,7 +220,10 @@ class OutboxRelay:
                     _log.error("outbox_relay_batch_failed", error_type=type(exc).__name__)
                     result = BatchResult()
                     await self._sleep(stop_event)  # the store is failing: do not spin
-                if result.processed < self._batch_size:
+                # After publishing, look again at once: messages another relay
+                # gave back because this one held their predecessor are due
+                # now, and no commit will announce them.
+                if not result.published:
                     await self._sleep(stop_event)
         finally:
             remove()

@@ -18,6 +18,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
+from cqrs_ddd_advanced_core.cli import outbox as outbox_cli
+from cqrs_ddd_advanced_core.cli import relay as relay_cli
 from cqrs_ddd_advanced_core.cli.database import DEFAULT_DATABASE, dialect_of, redact
 from cqrs_ddd_core.version import __version__
 
@@ -172,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="give up on an unreachable database after this long (default: %(default)s)",
     )
+    relay_cli.add_parser(commands, _database_url, _seconds, _bounded_int)
+    outbox_cli.add_parser(commands, _database_url, _bounded_int)
     return parser
 
 
@@ -179,6 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the console script; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "run", None) is not None:  # commands in modules of their own
+        return int(args.run(args))
     if args.command != "demo":  # pragma: no cover - argparse refuses unknown commands
         parser.error(f"unknown command {args.command!r}")
     if (args.serve_after or args.keep_serving) and args.metrics_port is None:

@@ -7,7 +7,9 @@ from cqrs_ddd_advanced_core.domain.exceptions import (
     EventSourcedAggregateRequiredError,
     EventSourcingConfigurationError,
     InvalidEventHandlerError,
+    MessagingError,
     MissingEventHandlerError,
+    PublishError,
     StrictValidationViolationError,
     UnroutableEventError,
 )
@@ -17,7 +19,9 @@ __all__ = [
     "EventSourcedAggregateRequiredError",
     "EventSourcingConfigurationError",
     "InvalidEventHandlerError",
+    "MessagingError",
     "MissingEventHandlerError",
+    "PublishError",
     "StrictValidationViolationError",
     "UnroutableEventError",
 ]

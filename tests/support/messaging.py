@@ -4,7 +4,7 @@ outbox) and a billing service that consumes them into its own table through its 
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cqrs_ddd_advanced_core.cqrs import EventSourcedMediator
 from cqrs_ddd_advanced_core.event_sourcing import EventSourcedPersistenceOrchestrator
-from cqrs_ddd_advanced_core.messaging import IncomingMessage, MessageConsumer
+from cqrs_ddd_advanced_core.messaging import IncomingMessage, MessageConsumer, Outcome
 from cqrs_ddd_core.adapters.sqlalchemy import (
     SQLAlchemyEventStore,
     SQLAlchemyInboxStore,
@@ -87,6 +87,8 @@ class Billing:
     meter_provider: Any = None
     fail: Callable[[IncomingMessage], bool] = lambda message: False
     handled: list[tuple[str, int]] = field(default_factory=list)  # (order, version), committed
+    handled_ids: list[str] = field(default_factory=list)
+    outcomes: Counter[str] = field(default_factory=Counter)
     attempts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     def __post_init__(self) -> None:
@@ -116,10 +118,17 @@ class Billing:
             )
         )
         key = (message.aggregate_id, message.aggregate_version)
-        tx.after_commit(lambda: self._committed(key))
+        tx.after_commit(lambda: self._committed(key, message.message_id))
 
-    def _committed(self, key: tuple[str, int]) -> None:
+    async def process(self, message: IncomingMessage) -> Outcome:
+        """The consumer's ``process``, counting outcomes (give it to the subscriber)."""
+        outcome = await self.consumer.process(message)
+        self.outcomes[outcome.value] += 1
+        return outcome
+
+    def _committed(self, key: tuple[str, int], message_id: str) -> None:
         self.handled.append(key)
+        self.handled_ids.append(message_id)
         for count, event in self._waiters:
             if len(self.handled) >= count:
                 event.set()

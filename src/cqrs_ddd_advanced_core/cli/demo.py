@@ -19,7 +19,7 @@ import contextlib
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,6 +70,8 @@ class DemoOptions:
     query_ratio: float
     sqlite_synchronous: str
     connect_timeout: float
+    broker_url: str | None = None  # with it: the relay and billing run too (demo_messaging)
+    billing_database_url: str | None = None
 
 
 class DemoFailure(Exception):
@@ -257,12 +259,41 @@ async def _run(
             print_json(summary, sys.stdout)
         else:
             print_table(summary, out)
+            if "messaging" in summary:
+                from cqrs_ddd_advanced_core.cli.demo_messaging import print_messaging
+
+                print_messaging(summary, out)
         if code == EXIT_OK and metrics_url is not None:
             with _Signals() as signals:
                 await _serve(options, signals, metrics_url, err)
         return code
     finally:
         await engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def _messaging(options: DemoOptions, engine: Engine) -> AsyncIterator[Any]:
+    """With ``--broker-url``: the relay and billing beside the workload (else None).
+
+    Their metrics go to the global meter provider, which serves the demo's.
+    """
+    if options.broker_url is None:
+        yield None
+        return
+    from cqrs_ddd_advanced_core.cli.demo_messaging import messaging
+    from cqrs_ddd_advanced_core.domain.exceptions import PublishError
+
+    try:
+        async with messaging(
+            options.broker_url,
+            engine,
+            options.database_url,
+            billing_url=options.billing_database_url,
+            fresh=options.fresh_database,
+        ) as run:
+            yield run
+    except (PublishError, DatabaseError) as exc:  # the broker or billing's database at start
+        raise DemoFailure(str(exc)) from exc
 
 
 async def _workload(
@@ -285,29 +316,36 @@ async def _workload(
         preferences=SQLAlchemyStateRepository(UserPreferences, engine),
         audit_store=SQLAlchemyAuditStore(engine),
     )
-    with _progress(options, err) as on_command:
-        workload = Workload(
-            shop,
-            commands=options.commands,
-            concurrency=options.concurrency,
-            seed=options.seed,
-            query_ratio=options.query_ratio,
-            measure_dispatches=tap is None,
-            stats=stats,
-            on_command=on_command,
-        )
-        if tap is not None:
-            tap.sink = stats.record_dispatch
-        try:
-            with _Signals() as signals:
-                signals.on_signal(workload.stop)
-                await workload.run()
-        finally:
+    async with _messaging(options, engine) as messaging_run:
+        with _progress(options, err) as on_command:
+            workload = Workload(
+                shop,
+                commands=options.commands,
+                concurrency=options.concurrency,
+                seed=options.seed,
+                query_ratio=options.query_ratio,
+                measure_dispatches=tap is None,
+                stats=stats,
+                on_command=on_command,
+            )
             if tap is not None:
-                tap.sink = None
+                tap.sink = stats.record_dispatch
+            try:
+                with _Signals() as signals:
+                    signals.on_signal(workload.stop)
+                    await workload.run()
+            finally:
+                if tap is not None:
+                    tap.sink = None
+        messaging_summary = None if messaging_run is None else await messaging_run.drain()
     figures = _figures(stats)
     check = await _check_database(engine, before, figures, stats.interrupted)
     summary = {**stats.as_dict(), **figures, "database_check": check}
+    if messaging_summary is not None:
+        summary["messaging"] = messaging_summary
+        if not messaging_summary["ok"]:
+            err.print("[bold red]messaging: not everything reached billing exactly once[/]")
+            return summary, EXIT_FAILED
     if not check["integrity"]["ok"]:
         err.print("[bold red]the database check failed: something was half written[/]")
         return summary, EXIT_FAILED

@@ -176,6 +176,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     relay_cli.add_parser(commands, _database_url, _seconds, _bounded_int)
     outbox_cli.add_parser(commands, _database_url, _bounded_int)
+    demo.add_argument(
+        "--broker-url",
+        default=None,
+        metavar="URL",
+        help=(
+            "amqp://...: also run the outbox relay to RabbitMQ and a billing service "
+            "consuming the order and invoice events into its own database"
+        ),
+    )
+    demo.add_argument(
+        "--billing-database-url",
+        type=_database_url,
+        default=None,
+        metavar="URL",
+        help="with --broker-url: billing's database (default: billing.db beside the SQLite "
+        "file, or the same PostgreSQL database)",
+    )
     return parser
 
 
@@ -222,6 +239,8 @@ def _demo(args: argparse.Namespace) -> int:
         query_ratio=args.query_ratio,
         sqlite_synchronous=args.sqlite_synchronous,
         connect_timeout=args.connect_timeout,
+        broker_url=args.broker_url,
+        billing_database_url=args.billing_database_url,
     )
     try:
         return asyncio.run(run_demo(options))

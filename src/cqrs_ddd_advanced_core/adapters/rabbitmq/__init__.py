@@ -14,6 +14,7 @@ from cqrs_ddd_advanced_core.adapters.rabbitmq.topology import (
     DEFAULT_EXCHANGE,
     ConsumerTopology,
     declare_exchange,
+    queue_depths,
 )
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "RabbitMQPublisher",
     "RabbitMQSubscriber",
     "declare_exchange",
+    "queue_depths",
 ]

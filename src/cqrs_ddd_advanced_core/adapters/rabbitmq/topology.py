@@ -26,6 +26,7 @@ count and dead-letter settings of a service are fixed once declared.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -36,7 +37,7 @@ from cqrs_ddd_advanced_core.messaging.headers import STREAM
 if TYPE_CHECKING:
     from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
 
-__all__ = ["DEFAULT_EXCHANGE", "ConsumerTopology", "declare_exchange"]
+__all__ = ["DEFAULT_EXCHANGE", "ConsumerTopology", "declare_exchange", "queue_depths"]
 
 DEFAULT_EXCHANGE = "cqrs.events"
 
@@ -118,3 +119,20 @@ class ConsumerTopology:
             await queue.bind(hashing, "1")  # the weight of this partition
             queues.append(queue)
         return queues
+
+
+async def queue_depths(
+    url: str, names: Sequence[str], *, connect_timeout: float = 10.0
+) -> dict[str, int]:
+    """How many messages wait in each of the queues ``names`` (which must exist).
+
+    For checks and dashboards-by-hand: a passive declare per queue.
+    """
+    connection = await aio_pika.connect(url, timeout=connect_timeout)
+    async with connection:
+        channel = await connection.channel()
+        depths = {}
+        for name in names:
+            queue = await channel.declare_queue(name, passive=True)
+            depths[name] = int(queue.declaration_result.message_count or 0)
+        return depths

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import signal
 import sys
+from datetime import timedelta
 from typing import Any
 
 __all__ = ["add_parser", "run"]
@@ -58,6 +59,22 @@ def add_parser(commands: Any, database_url: Any, seconds: Any, count: Any) -> No
         help="look at the outbox this often when no commit woke the relay (%(default)s)",
     )
     relay.add_argument(
+        "--claim-timeout",
+        type=seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long a claimed batch is hidden from other relays; a relay that dies "
+        "holds its batch this long (default: %(default)s)",
+    )
+    relay.add_argument(
+        "--backoff-max",
+        type=seconds,
+        default=300.0,
+        metavar="SECONDS",
+        help="longest wait before retrying a failed publish (doubling from 1 s; "
+        "default: %(default)s)",
+    )
+    relay.add_argument(
         "--metrics-port",
         type=count(0, 65535),
         default=None,
@@ -77,6 +94,9 @@ def run(args: argparse.Namespace) -> int:
     """Run the relay until SIGINT/SIGTERM; returns the exit code."""
     from cqrs_ddd_advanced_core.cli.telemetry import configure_logging
 
+    if args.claim_timeout <= 0:
+        print("cqrs-ddd relay: error: --claim-timeout must be above 0", file=sys.stderr)
+        return 2
     configure_logging(args.log_level)
     try:
         return asyncio.run(_relay(args))
@@ -96,6 +116,7 @@ async def _relay(args: argparse.Namespace) -> int:
     from cqrs_ddd_advanced_core.cli.database import DatabaseError, open_database
     from cqrs_ddd_advanced_core.domain.exceptions import PublishError
     from cqrs_ddd_advanced_core.messaging import OutboxRelay
+    from cqrs_ddd_advanced_core.outbox import Backoff
     from cqrs_ddd_core.adapters.sqlalchemy import OutboxListener, SQLAlchemyOutboxStore
     from cqrs_ddd_core.telemetry.setup import setup_telemetry
 
@@ -125,9 +146,14 @@ async def _relay(args: argparse.Namespace) -> int:
             await publisher.__aenter__()
         except PublishError as exc:
             raise _StartError(str(exc)) from exc
+        initial = min(1.0, args.backoff_max) or 0.001
         relay = OutboxRelay(
-            SQLAlchemyOutboxStore(engine),
+            SQLAlchemyOutboxStore(engine, claim_timeout=timedelta(seconds=args.claim_timeout)),
             publisher,
+            backoff=Backoff(
+                initial=timedelta(seconds=initial),
+                maximum=timedelta(seconds=max(args.backoff_max, initial)),
+            ),
             batch_size=args.batch_size,
             max_attempts=args.max_attempts,
             poll_interval=args.poll_interval,

@@ -40,6 +40,7 @@ WORKLOADS: dict[str, str] = {
     "sqlite": "sqlite",
     "postgres": "postgres",
     "memory": "memory",
+    "messaging": "messaging",
 }
 
 
@@ -71,6 +72,7 @@ def _versions() -> dict[str, str | None]:
         "aiosqlite",
         "asyncpg",
         "psycopg",
+        "aio-pika",
         "opentelemetry-sdk",
         "structlog",
         "pydantic",

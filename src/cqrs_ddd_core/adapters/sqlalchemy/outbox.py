@@ -16,7 +16,7 @@ from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import DBAPIError
 
 from cqrs_ddd_core.adapters.sqlalchemy.errors import persistence_error
-from cqrs_ddd_core.adapters.sqlalchemy.outbox_claim import claim
+from cqrs_ddd_core.adapters.sqlalchemy.outbox_claim import UNPUBLISHED, claim
 from cqrs_ddd_core.adapters.sqlalchemy.plan import as_utc
 from cqrs_ddd_core.adapters.sqlalchemy.reads import Query, aware, fetch
 from cqrs_ddd_core.adapters.sqlalchemy.tables import outbox
@@ -216,7 +216,7 @@ class SQLAlchemyOutboxStore:
             update(outbox)
             .where(
                 outbox.c.message_id.in_(list(message_ids)),
-                outbox.c.status != OutboxStatus.PUBLISHED.value,
+                outbox.c.status.in_(UNPUBLISHED),
             )
             .values(next_attempt_at=None)
         )
@@ -262,9 +262,7 @@ class SQLAlchemyOutboxStore:
 
     async def oldest_unpublished_at(self) -> datetime | None:
         """When the oldest unpublished message (dead letters included) was written."""
-        statement = select(func.min(outbox.c.created_at)).where(
-            outbox.c.status != OutboxStatus.PUBLISHED.value
-        )
+        statement = select(func.min(outbox.c.created_at)).where(outbox.c.status.in_(UNPUBLISHED))
         rows = await self._read(statement)
         return aware(rows[0][0]) if rows else None
 

@@ -21,6 +21,7 @@ from cqrs_ddd_advanced_core.adapters.rabbitmq import (
     RabbitMQPublisher,
     RabbitMQSubscriber,
 )
+from cqrs_ddd_advanced_core.domain.exceptions import PublishError
 from cqrs_ddd_advanced_core.messaging import OutboxRelay
 from cqrs_ddd_advanced_core.outbox import Backoff
 from cqrs_ddd_core.persistence import OutboxStatus
@@ -232,3 +233,60 @@ async def test_an_unreachable_broker_fails_publishes_and_the_relay_retries_then_
     assert [m.message_id for m in await shop.outbox.dead_letters()] == [message_id]
     assert relay.lag is not None
     assert relay.lag > 0
+
+
+async def test_a_message_the_broker_refuses_raises_publish_error_and_stays_unpublished(
+    services: tuple[Shop, Billing, SpanCapture, MetricCapture], rabbitmq_url: str
+) -> None:
+    shop, _, spans, _ = services
+    exchange = unique_name("events")
+    connection = await aio_pika.connect(rabbitmq_url)
+    async with connection:  # a full queue that refuses new messages: RabbitMQ nacks them
+        channel = await connection.channel()
+        queue = await channel.declare_queue(
+            unique_name("full"),
+            exclusive=True,
+            arguments={"x-max-length": 0, "x-overflow": "reject-publish"},
+        )
+        events = await channel.declare_exchange(exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+        await queue.bind(events, "#")
+        await shop.place("o-1")
+        async with RabbitMQPublisher(
+            rabbitmq_url, exchange=exchange, tracer_provider=spans.tracer_provider
+        ) as publisher:
+            (message,) = await shop.outbox.claim_batch(10)
+            with pytest.raises(PublishError, match="did not"):
+                await publisher.publish(message)
+            await shop.outbox.release([message.message_id])
+            result = await OutboxRelay(shop.outbox, publisher).run_once()
+    assert result.failed == [message.message_id]
+    stored = await shop.outbox.get(message.message_id)
+    assert stored is not None
+    assert stored.status is OutboxStatus.FAILED
+    assert (stored.last_error or "").startswith("PublishError")
+    producers = [s for s in spans.spans if s.kind is trace.SpanKind.PRODUCER]
+    assert len(producers) == 2
+    assert all(s.status.status_code is trace.StatusCode.ERROR for s in producers)
+    assert producers[0].attributes["error.type"].endswith("PublishError")
+
+
+async def test_an_undecodable_message_is_dead_lettered_at_once(
+    services: tuple[Shop, Billing, SpanCapture, MetricCapture], rabbitmq_url: str
+) -> None:
+    _, billing, _, _ = services
+    exchange = unique_name("events")
+    topology = ConsumerTopology(unique_name("billing"), partitions=1, exchange=exchange)
+    subscriber = RabbitMQSubscriber(rabbitmq_url, topology, backoff=FAST)
+    await subscriber.declare()
+    connection = await aio_pika.connect(rabbitmq_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        events = await channel.get_exchange(exchange)
+        await events.publish(
+            aio_pika.Message(b"not json", message_id="m-bad", headers={"cqrs-stream": "x"}),
+            "Order.OrderPlaced",
+        )
+    async with running(lambda stop: subscriber.run(billing.consumer.process, stop)):
+        dead = await _get_one(rabbitmq_url, topology.dead_letter_queue)
+    assert dead.message_id == "m-bad"
+    assert billing.attempts == {}  # never reached the handler

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 from cqrs_ddd_advanced_core.messaging import OutboxRelay
 from cqrs_ddd_advanced_core.outbox import Backoff
 from cqrs_ddd_core.adapters.memory import InMemoryOutboxStore, InMemoryUnitOfWork
+from cqrs_ddd_core.exceptions import PersistenceError
 from cqrs_ddd_core.persistence import OutboxMessage, OutboxStatus
 from cqrs_ddd_core.testing import MetricCapture
 
@@ -166,3 +168,34 @@ def test_bad_settings_are_refused(option: str, value: float) -> None:
 def test_a_publisher_without_publish_is_refused() -> None:
     with pytest.raises(TypeError, match="publish"):
         OutboxRelay(InMemoryOutboxStore(), object())  # type: ignore[arg-type]
+
+
+class FlakyStore(InMemoryOutboxStore):
+    """An outbox whose first claims fail, as a database that went away for a moment."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    async def claim_batch(self, limit: int = 100, *, now: datetime | None = None) -> Any:
+        if self.failures > 0:
+            self.failures -= 1
+            raise PersistenceError("Outbox claim failed: connection refused")
+        return await super().claim_batch(limit, now=now)
+
+
+async def test_the_relay_outlives_a_failing_outbox_and_publishes_once_it_is_back() -> None:
+    store, broker = FlakyStore(failures=2), Broker()
+    await commit(store, "a")
+    relay = OutboxRelay(store, broker, poll_interval=0.01)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        async with asyncio.timeout(10):
+            await broker.published.wait()
+    finally:
+        stop.set()
+        async with asyncio.timeout(10):
+            await task
+    assert store.failures == 0
+    assert broker.ids == ["a-0"]

@@ -50,6 +50,8 @@ __all__ = ["OutboxRelay", "Upcaster"]
 
 _log = structlog.get_logger("cqrs_ddd_advanced_core.messaging")
 
+_LAG_EVERY = 1.0  # seconds between two lag measurements while batches run back to back
+
 Upcaster = Callable[["OutboxMessage"], "OutboxMessage"]
 """Brings an outbox message's payload to the current schema before it is published."""
 
@@ -114,6 +116,7 @@ class OutboxRelay:
         meter = get_meter(meter_provider)
         self._instruments = MessagingInstruments(meter)
         self._lag: float | None = None
+        self._lag_measured = float("-inf")
         observe_lag(meter, lambda: self._lag)
         self._wake = asyncio.Event()
 
@@ -127,7 +130,8 @@ class OutboxRelay:
         self._wake.set()
 
     async def run_once(self) -> BatchResult:
-        """Claim one batch and publish it; measure the lag."""
+        """Claim one batch and publish it; measure the lag (after an empty claim, or a
+        second after the last measurement)."""
         batch = await self._store.claim_batch(self._batch_size, now=self._clock())
         result = BatchResult()
         if batch:
@@ -148,6 +152,8 @@ class OutboxRelay:
                 await self._store.mark_published(result.published, at=self._clock())
             if given_back:
                 await self._store.release(given_back)
+        else:
+            self._lag_measured = float("-inf")  # nothing claimed: measure now
         await self._measure_lag()
         return result
 
@@ -203,6 +209,11 @@ class OutboxRelay:
         )
 
     async def _measure_lag(self) -> None:
+        # At most once a second (a query), and whenever the outbox looked empty.
+        now = time.monotonic()
+        if self._lag is not None and now - self._lag_measured < _LAG_EVERY:
+            return
+        self._lag_measured = now
         oldest = await self._store.oldest_unpublished_at()
         self._lag = 0.0 if oldest is None else max((self._clock() - oldest).total_seconds(), 0.0)
 

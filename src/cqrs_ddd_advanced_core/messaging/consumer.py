@@ -111,6 +111,7 @@ class MessageConsumer:
 
     @property
     def instruments(self) -> MessagingInstruments:
+        """The consumer's metric instruments."""
         return self._instruments
 
     def subscribe(self, message_type: str, handler: MessageHandler) -> None:

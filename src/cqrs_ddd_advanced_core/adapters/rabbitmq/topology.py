@@ -75,14 +75,17 @@ class ConsumerTopology:
 
     @property
     def hash_exchange(self) -> str:
+        """The consistent-hash exchange that spreads streams over the partitions."""
         return f"{self.service}.hash"
 
     @property
     def dead_letter_exchange(self) -> str:
+        """Where rejected deliveries go."""
         return f"{self.service}.dlx"
 
     @property
     def dead_letter_queue(self) -> str:
+        """The queue that keeps them."""
         return f"{self.service}.dead"
 
     @property

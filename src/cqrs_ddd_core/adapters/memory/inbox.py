@@ -21,6 +21,7 @@ class InMemoryInboxTransaction:
         self._open = True
 
     async def record(self, consumer: str, message_id: str, message_type: str) -> bool:
+        """Note the message for this transaction; False if ``consumer`` handled it already."""
         key = (consumer, message_id)
         if key in self._store.handled:
             return False
@@ -28,9 +29,11 @@ class InMemoryInboxTransaction:
         return True
 
     def after_commit(self, hook: Callable[[], None]) -> None:
+        """Run ``hook()`` once the transaction has committed."""
         self._hooks.append(hook)
 
     async def commit(self) -> None:
+        """Keep the message id and run the hooks (the effects)."""
         if not self._open:
             raise PersistenceError("The inbox transaction is closed")
         self._open = False
@@ -42,6 +45,7 @@ class InMemoryInboxTransaction:
             hook()
 
     async def rollback(self) -> None:
+        """Forget everything."""
         self._open = False
 
 
@@ -52,9 +56,11 @@ class InMemoryInboxStore:
         self.handled: set[tuple[str, str]] = set()
 
     async def begin(self) -> InMemoryInboxTransaction:
+        """Open a transaction for one delivery."""
         return InMemoryInboxTransaction(self)
 
     async def has_handled(self, consumer: str, message_id: str) -> bool:
+        """Whether ``consumer`` committed the handling of ``message_id``."""
         return (consumer, message_id) in self.handled
 
     def __repr__(self) -> str:

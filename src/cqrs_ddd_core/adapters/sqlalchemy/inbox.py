@@ -62,6 +62,7 @@ class SQLAlchemyInboxTransaction:
         return bool(result.rowcount)
 
     def after_commit(self, hook: Callable[[], None]) -> None:
+        """Run ``hook()`` once the transaction has committed."""
         self._hooks.append(hook)
 
     async def commit(self) -> None:
@@ -93,6 +94,7 @@ class SQLAlchemyInboxTransaction:
             hook()
 
     async def rollback(self) -> None:
+        """Discard the inbox row and the effects (a no-op once closed)."""
         if not self._open:
             return
         self._open = False
@@ -122,6 +124,7 @@ class SQLAlchemyInboxStore:
 
     @property
     def engine(self) -> AsyncEngine:
+        """The consuming service's database."""
         return self._engine
 
     async def begin(self) -> SQLAlchemyInboxTransaction:
@@ -140,6 +143,7 @@ class SQLAlchemyInboxStore:
         return SQLAlchemyInboxTransaction(connection, transaction)
 
     async def has_handled(self, consumer: str, message_id: str) -> bool:
+        """Whether ``consumer`` committed the handling of ``message_id``."""
         statement = select(inbox.c.message_id).where(
             inbox.c.consumer == consumer, inbox.c.message_id == message_id
         )

@@ -111,6 +111,7 @@ class SQLAlchemyOutboxStore:
 
     @property
     def claim_timeout(self) -> timedelta:
+        """How long a claimed message is hidden from other relays."""
         return self._claim_timeout
 
     def add_commit_listener(self, listener: Callable[[], None]) -> Callable[[], None]:

@@ -37,7 +37,7 @@ from cqrs_ddd_core.persistence import UnitOfWork
 
 __all__ = ["Backend", "empty_tables", "memory_backend", "sql_backend", "sqlite_engine"]
 
-TABLES = ("events", "outbox", "audit_log", "aggregate_state", "inbox")
+TABLES = ("events", "outbox", "audit_log", "aggregate_state")
 
 
 @dataclass

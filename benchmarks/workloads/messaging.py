@@ -224,7 +224,7 @@ async def run(cfg: Config) -> WorkloadResult:
     from cqrs_ddd_core.adapters.sqlalchemy import create_engine
 
     configure_filtered()
-    rounds = 2 if cfg.quick else max(cfg.rounds // 3, 5)
+    rounds = cfg.rounds if cfg.quick else max(cfg.rounds // 3, 5)
     k = 200 if cfg.quick else 2000
     seconds = 1.0 if cfg.quick else 6.0
     async with database() as db, broker() as (url, where):

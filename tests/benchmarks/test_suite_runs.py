@@ -19,7 +19,15 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-WORKLOADS = ("dispatch", "default_pipeline", "observability", "sqlite", "postgres", "memory")
+WORKLOADS = (
+    "dispatch",
+    "default_pipeline",
+    "observability",
+    "sqlite",
+    "postgres",
+    "memory",
+    "messaging",
+)
 
 # What each workload needs beyond the project itself (the bench extra).
 NEEDS = {
@@ -29,6 +37,7 @@ NEEDS = {
     "sqlite": ("sqlalchemy", "aiosqlite", "eventsourcing"),
     "postgres": ("sqlalchemy", "asyncpg", "eventsourcing", "psycopg"),
     "memory": ("sqlalchemy", "aiosqlite", "opentelemetry.sdk"),
+    "messaging": ("sqlalchemy", "asyncpg", "aio_pika"),
 }
 
 
@@ -47,9 +56,19 @@ def _postgres_available() -> bool:
     return find_bindir() is not None
 
 
+def _rabbitmq_available() -> bool:
+    if os.environ.get("CQRS_BENCH_RABBITMQ_URL"):
+        return True
+    from tests.support.rabbitmq import SERVER
+
+    return SERVER.is_file()
+
+
 def _expected_to_run(name: str) -> bool:
     if not all(_installed(m) for m in NEEDS[name]):
         return False
+    if name == "messaging":
+        return _postgres_available() and _rabbitmq_available()
     return name != "postgres" or _postgres_available()
 
 

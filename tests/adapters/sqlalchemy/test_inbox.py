@@ -11,7 +11,7 @@ from sqlalchemy import Column, MetaData, String, Table, func, insert, select
 
 from cqrs_ddd_core.adapters.memory import InMemoryInboxStore
 from cqrs_ddd_core.adapters.sqlalchemy import SQLAlchemyInboxStore
-from cqrs_ddd_core.exceptions import PersistenceError
+from cqrs_ddd_core.exceptions import CommitOutcomeUnknownError, PersistenceError
 from tests.support.backends import sqlite_engine
 from tests.support.postgres import empty_pg_engine
 
@@ -123,4 +123,28 @@ async def test_two_concurrent_deliveries_of_one_message_apply_it_once_on_postgre
         await first.commit()
         async with asyncio.timeout(30):
             assert await second is False
+        assert await box.effects() == 1
+
+
+@pytest.mark.postgres
+async def test_a_connection_killed_before_the_commit_is_an_unknown_outcome_settled_by_lookup(
+    postgres_database_url: str,
+) -> None:
+    async with empty_pg_engine(postgres_database_url) as engine:
+        async with engine.begin() as conn:
+            await conn.run_sync(app.drop_all)
+            await conn.run_sync(app.create_all)
+        box = Inbox(SQLAlchemyInboxStore(engine))
+        tx = await box.store.begin()  # type: ignore[attr-defined]
+        assert await tx.record("billing", "m1", "OrderPlaced")
+        await box.apply(tx, "billing", "m1")
+        pid = (await tx.connection.exec_driver_sql("SELECT pg_backend_pid()")).scalar()
+        async with engine.connect() as killer:  # the server drops the connection
+            await killer.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
+        with pytest.raises(CommitOutcomeUnknownError) as caught:
+            await tx.commit()
+        assert caught.value.message_id == "m1"
+        # Looking the id up settles it: not handled, so the redelivery applies it once.
+        assert not await box.store.has_handled("billing", "m1")  # type: ignore[attr-defined]
+        assert await handle(box, "billing", "m1") is True
         assert await box.effects() == 1

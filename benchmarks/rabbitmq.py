@@ -2,7 +2,7 @@
 
 Without the variable the suite starts the test suite's throwaway node
 (``tests/support/rabbitmq.py``: Debian's ``rabbitmq-server`` on 127.0.0.1 and
-free ports, with the consistent-hash exchange plugin), and stops it afterwards.
+free ports), and stops it afterwards.
 """
 
 from __future__ import annotations

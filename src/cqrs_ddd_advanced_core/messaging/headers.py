@@ -7,7 +7,7 @@ id, persistent delivery), a message carries:
 ``cqrs-aggregate-type``    the aggregate type
 ``cqrs-aggregate-id``      the aggregate id
 ``cqrs-aggregate-version`` the event's version in its stream
-``cqrs-stream``            ``<type>:<id>``, what partitioning hashes on
+``cqrs-stream``            ``<type>:<id>`` (its bucket ends the routing key)
 ``cqrs-causation-id``      the id of the message that caused the event
 ``cqrs-correlation-id``    the business flow's id
 ``traceparent`` ...        the producer span's W3C trace context
@@ -17,6 +17,7 @@ id, persistent delivery), a message carries:
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,10 +28,12 @@ __all__ = [
     "AGGREGATE_ID",
     "AGGREGATE_TYPE",
     "AGGREGATE_VERSION",
+    "BUCKETS",
     "CAUSATION_ID",
     "CORRELATION_ID",
     "MESSAGE_TYPE",
     "STREAM",
+    "bucket",
     "decode",
     "encode_headers",
     "routing_key",
@@ -44,23 +47,38 @@ CAUSATION_ID = "cqrs-causation-id"
 CORRELATION_ID = "cqrs-correlation-id"
 MESSAGE_TYPE = "cqrs-message-type"
 _NO_AGGREGATE = "_"
+BUCKETS = 256
+"""Streams are spread over this many buckets; a consumer's partitions each take a share."""
+
+
+def bucket(stream: str) -> int:
+    """The bucket of a stream (CRC-32 of its name): the same in every process, for ever."""
+    return zlib.crc32(stream.encode()) % BUCKETS
+
+
+def _stream(message: OutboxMessage) -> str:
+    if message.aggregate_id is None:
+        return message.message_id  # no stream: spread by message id
+    return stream_name(message.aggregate_type or "", message.aggregate_id)
 
 
 def routing_key(message: OutboxMessage) -> str:
-    """``<aggregate type>.<event type>`` (``_`` for no aggregate): bind with topic patterns
-    such as ``Order.*`` or ``*.OrderPlaced``."""
-    return f"{message.aggregate_type or _NO_AGGREGATE}.{message.message_type}"
+    """``<aggregate type>.<event type>.<bucket>`` (``_`` for no aggregate).
+
+    Bind with topic patterns such as ``Order.*.*`` or ``*.OrderPlaced.*``; the
+    bucket (:func:`bucket` of the stream) lets a consumer route each stream to
+    one partition by static bindings, which stay the same across broker restarts.
+    """
+    stream = _stream(message)
+    return f"{message.aggregate_type or _NO_AGGREGATE}.{message.message_type}.{bucket(stream)}"
 
 
 def encode_headers(message: OutboxMessage, trace_context: Mapping[str, str]) -> dict[str, Any]:
     """The headers of ``message``; ``trace_context`` is the producer span's."""
-    headers: dict[str, Any] = {MESSAGE_TYPE: message.message_type}
+    headers: dict[str, Any] = {MESSAGE_TYPE: message.message_type, STREAM: _stream(message)}
     if message.aggregate_id is not None:
         headers[AGGREGATE_TYPE] = message.aggregate_type or ""
         headers[AGGREGATE_ID] = message.aggregate_id
-        headers[STREAM] = stream_name(message.aggregate_type or "", message.aggregate_id)
-    else:  # no stream: spread by message id
-        headers[STREAM] = message.message_id
     if message.aggregate_version is not None:
         headers[AGGREGATE_VERSION] = message.aggregate_version
     if message.correlation_id is not None:

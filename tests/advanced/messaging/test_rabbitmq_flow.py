@@ -284,7 +284,7 @@ async def test_an_undecodable_message_is_dead_lettered_at_once(
         events = await channel.get_exchange(exchange)
         await events.publish(
             aio_pika.Message(b"not json", message_id="m-bad", headers={"cqrs-stream": "x"}),
-            "Order.OrderPlaced",
+            "Order.OrderPlaced.0",
         )
     async with running(lambda stop: subscriber.run(billing.consumer.process, stop)):
         dead = await _get_one(rabbitmq_url, topology.dead_letter_queue)

@@ -1,9 +1,7 @@
 """RabbitMQ (aio-pika): the relay's publisher and the consumers' subscriber.
 
-Needs the ``rabbitmq`` extra (``pip install "cqrs-ddd-advanced-core[rabbitmq]"``)
-and, for per-aggregate order with several consumers, RabbitMQ's
-``rabbitmq_consistent_hash_exchange`` plugin (shipped with RabbitMQ; enable it
-with ``rabbitmq-plugins enable rabbitmq_consistent_hash_exchange``).
+Needs the ``rabbitmq`` extra (``pip install "cqrs-ddd-advanced-core[rabbitmq]"``);
+no broker plugin (see :mod:`.topology` for the exchanges and queues).
 """
 
 from __future__ import annotations

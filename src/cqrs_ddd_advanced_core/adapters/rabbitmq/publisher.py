@@ -76,6 +76,7 @@ class RabbitMQPublisher:
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
         self._lock = asyncio.Lock()
+        self._closing: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> RabbitMQPublisher:
         await self._ready()
@@ -163,8 +164,26 @@ class RabbitMQPublisher:
             raise PublishError(
                 f"RabbitMQ did not confirm {message.message_id}: {type(exc).__name__}: {exc}"
             ) from exc
+        except asyncio.CancelledError:
+            # Cancelled mid-publish (the caller's deadline): the channel may hold half
+            # a message or count confirms differently from the broker. Drop it; the
+            # next publish opens a new one (publishes in flight on it fail and retry).
+            self._discard()
+            raise
         if not isinstance(confirm, Basic.Ack):
             raise PublishError(f"RabbitMQ did not accept {message.message_id}: {confirm!r}")
+
+    def _discard(self) -> None:
+        connection = self._connection
+        self._connection, self._channel, self._exchange = None, None, None
+        if connection is not None and not connection.is_closed:
+            task = asyncio.get_running_loop().create_task(self._close_quietly(connection))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    async def _close_quietly(self, connection: AbstractConnection) -> None:
+        with contextlib.suppress(TimeoutError, AMQPError, OSError, RuntimeError):
+            await asyncio.wait_for(connection.close(), self._connect_timeout)
 
     async def close(self) -> None:
         """Close the connection (the next publish opens a new one)."""

@@ -2,17 +2,21 @@
 
 Producers (the relay's publisher) declare one durable **topic exchange**
 (``cqrs.events`` by default) and publish each message with the routing key
-``<aggregate type>.<event type>``.
+``<aggregate type>.<event type>.<bucket>``, the bucket being a CRC-32 of the
+stream name modulo 256 (:func:`~cqrs_ddd_advanced_core.messaging.headers.bucket`).
 
 A consuming service ``S`` with ``P`` partitions declares::
 
-    cqrs.events (topic) --[binding keys, e.g. "Order.*"]--> S.hash (x-consistent-hash,
-        hash-header = cqrs-stream) --[weight 1 each]--> S.0 ... S.<P-1>
+    cqrs.events (topic) --[its patterns + ".*", e.g. "Order.*.*"]--> S.route (topic)
+        --[*.*.<b> for the buckets b with b % P == i]--> S.i   (i = 0 .. P-1)
     S.0 ... (durable, x-single-active-consumer, dead letters -> S.dlx) ; S.dlx (fanout) -> S.dead
 
-**Per-aggregate order with several consumers**: the consistent-hash exchange
-sends every message of one stream (same ``cqrs-stream`` header) to the same
-partition queue; each queue is *single active consumer*, so however many
+**Per-aggregate order with several consumers**: every message of one stream
+has the same bucket, and each bucket is bound to exactly one partition queue
+by static bindings (stored with the queues, the same after a broker restart;
+RabbitMQ's consistent-hash exchange was tried first and dropped because its
+ring can change when the node restarts, which reordered streams across the
+restart). Each queue is *single active consumer*, so however many
 consumer processes run, one of them at a time takes a partition's messages,
 in queue order; it processes them one after the other (the subscriber never
 runs two deliveries of one queue at once). If it dies, RabbitMQ hands the
@@ -32,7 +36,7 @@ from typing import TYPE_CHECKING
 
 import aio_pika
 
-from cqrs_ddd_advanced_core.messaging.headers import STREAM
+from cqrs_ddd_advanced_core.messaging.headers import BUCKETS
 
 if TYPE_CHECKING:
     from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
@@ -56,7 +60,8 @@ class ConsumerTopology:
     Attributes:
         service: The service's name; prefixes its exchanges and queues.
         partitions: Partition queues (the most consumers working at once).
-        bindings: Topic patterns of the routing keys it wants (``#``: all).
+        bindings: Topic patterns of ``<aggregate type>.<event type>`` it wants
+            (``Order.*``; ``#``: all); the bucket part is added.
         exchange: The events exchange it binds to.
     """
 
@@ -68,15 +73,15 @@ class ConsumerTopology:
     def __post_init__(self) -> None:
         if not self.service:
             raise ValueError("ConsumerTopology needs a service name")
-        if not 1 <= self.partitions <= 1024:
-            raise ValueError(f"partitions must be between 1 and 1024, got {self.partitions}")
+        if not 1 <= self.partitions <= BUCKETS:
+            raise ValueError(f"partitions must be between 1 and {BUCKETS}, got {self.partitions}")
         if not self.bindings:
             raise ValueError("ConsumerTopology needs at least one binding pattern")
 
     @property
-    def hash_exchange(self) -> str:
-        """The consistent-hash exchange that spreads streams over the partitions."""
-        return f"{self.service}.hash"
+    def router_exchange(self) -> str:
+        """The topic exchange that routes each bucket (so each stream) to one partition."""
+        return f"{self.service}.route"
 
     @property
     def dead_letter_exchange(self) -> str:
@@ -96,21 +101,18 @@ class ConsumerTopology:
     async def declare(self, channel: AbstractChannel) -> list[AbstractQueue]:
         """Declare everything (idempotently); returns the partition queues."""
         events = await declare_exchange(channel, self.exchange)
-        hashing = await channel.declare_exchange(
-            self.hash_exchange,
-            aio_pika.ExchangeType.X_CONSISTENT_HASH,
-            durable=True,
-            arguments={"hash-header": STREAM},
+        router = await channel.declare_exchange(
+            self.router_exchange, aio_pika.ExchangeType.TOPIC, durable=True
         )
         for pattern in self.bindings:
-            await hashing.bind(events, pattern)
+            await router.bind(events, pattern if pattern == "#" else f"{pattern}.*")
         dlx = await channel.declare_exchange(
             self.dead_letter_exchange, aio_pika.ExchangeType.FANOUT, durable=True
         )
         dead = await channel.declare_queue(self.dead_letter_queue, durable=True)
         await dead.bind(dlx)
         queues = []
-        for name in self.queues:
+        for index, name in enumerate(self.queues):
             queue = await channel.declare_queue(
                 name,
                 durable=True,
@@ -119,7 +121,8 @@ class ConsumerTopology:
                     "x-dead-letter-exchange": self.dead_letter_exchange,
                 },
             )
-            await queue.bind(hashing, "1")  # the weight of this partition
+            for bucket in range(index, BUCKETS, self.partitions):
+                await queue.bind(router, f"*.*.{bucket}")
             queues.append(queue)
         return queues
 

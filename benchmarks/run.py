@@ -41,6 +41,7 @@ WORKLOADS: dict[str, str] = {
     "postgres": "postgres",
     "memory": "memory",
     "snapshots": "snapshots",
+    "messaging": "messaging",
 }
 
 
@@ -72,6 +73,7 @@ def _versions() -> dict[str, str | None]:
         "aiosqlite",
         "asyncpg",
         "psycopg",
+        "aio-pika",
         "opentelemetry-sdk",
         "structlog",
         "pydantic",

@@ -108,6 +108,7 @@ FORBIDDEN_ON_IMPORT = (
     "psycopg",
     "opentelemetry.sdk",
     "opentelemetry.exporter",
+    "aio_pika",
 )
 
 

@@ -56,6 +56,20 @@ VIOLATIONS = {
         },
         "cqrs_ddd_advanced_core.cli.planted -> sqlalchemy",
     ),
+    "the relay imports aio-pika directly": Violation(
+        "sdk-and-drivers",
+        {"cqrs_ddd_advanced_core/messaging/relay.py": "import aio_pika\n"},
+        "cqrs_ddd_advanced_core.messaging.relay -> aio_pika",
+    ),
+    "messaging code imports the RabbitMQ adapter": Violation(
+        "no-adapters-in-domain",
+        {
+            "cqrs_ddd_advanced_core/messaging/consumer.py": (
+                "import cqrs_ddd_advanced_core.adapters.rabbitmq\n"
+            )
+        },
+        "cqrs_ddd_advanced_core.messaging.consumer -> cqrs_ddd_advanced_core.adapters.rabbitmq",
+    ),
     "the root package pulls in the SDK through the allowed setup helper": Violation(
         "lean-root-import",
         {

@@ -12,6 +12,7 @@ Rules, per Markdown file:
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -19,6 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.support.rabbitmq import rabbitmq_url
+
+__all__ = ["rabbitmq_url"]  # the fixture, for the pages that need a broker
 
 ROOT = Path(__file__).resolve().parents[1]
 FENCE = re.compile(r"^```(?P<info>[^\n`]*)\n(?P<body>.*?)^```[ \t]*$", re.M | re.S)
@@ -93,8 +98,14 @@ def test_the_quick_start_is_exactly_two_commands_that_exist() -> None:
 
 
 @pytest.mark.parametrize("document", documents(), ids=lambda p: p.relative_to(ROOT).as_posix())
-def test_the_python_examples_of_a_document_run_and_print_what_it_shows(document: Path) -> None:
-    blocks = runnable_blocks(document.read_text())
+def test_the_python_examples_of_a_document_run_and_print_what_it_shows(
+    document: Path, request: pytest.FixtureRequest
+) -> None:
+    text = document.read_text()
+    blocks = runnable_blocks(text)
+    env = dict(os.environ)
+    if "AMQP_URL" in text:  # a page whose examples need RabbitMQ gets the test broker
+        env["AMQP_URL"] = request.getfixturevalue("rabbitmq_url")
     payload = [
         {"line": b.line, "code": b.code, "path": str(document.relative_to(ROOT))} for b in blocks
     ]
@@ -106,6 +117,7 @@ def test_the_python_examples_of_a_document_run_and_print_what_it_shows(document:
         capture_output=True,
         text=True,
         timeout=120,
+        env=env,
     )
 
     assert completed.returncode == 0, completed.stderr

@@ -14,6 +14,7 @@ PACKAGES = [
     "cqrs_ddd_advanced_core.domain",
     "cqrs_ddd_advanced_core.event_sourcing",
     "cqrs_ddd_advanced_core.middleware",
+    "cqrs_ddd_advanced_core.messaging",
     "cqrs_ddd_advanced_core.outbox",
     "cqrs_ddd_advanced_core.projections",
     "cqrs_ddd_advanced_core.sagas",

@@ -27,6 +27,7 @@ WORKLOADS = (
     "postgres",
     "memory",
     "snapshots",
+    "messaging",
 )
 
 # What each workload needs beyond the project itself (the bench extra).
@@ -38,6 +39,7 @@ NEEDS = {
     "postgres": ("sqlalchemy", "asyncpg", "eventsourcing", "psycopg"),
     "memory": ("sqlalchemy", "aiosqlite", "opentelemetry.sdk"),
     "snapshots": ("sqlalchemy", "aiosqlite"),
+    "messaging": ("sqlalchemy", "asyncpg", "aio_pika"),
 }
 
 
@@ -56,9 +58,19 @@ def _postgres_available() -> bool:
     return find_bindir() is not None
 
 
+def _rabbitmq_available() -> bool:
+    if os.environ.get("CQRS_BENCH_RABBITMQ_URL"):
+        return True
+    from tests.support.rabbitmq import SERVER
+
+    return SERVER.is_file()
+
+
 def _expected_to_run(name: str) -> bool:
     if not all(_installed(m) for m in NEEDS[name]):
         return False
+    if name == "messaging":
+        return _postgres_available() and _rabbitmq_available()
     return name != "postgres" or _postgres_available()
 
 

@@ -1,7 +1,9 @@
-"""Fixtures for the CLI tests: the session's PostgreSQL (skipped without one, failing in CI)."""
+"""Fixtures for the CLI tests: the session's PostgreSQL and RabbitMQ (skipped without
+them, failing in CI)."""
 
 from __future__ import annotations
 
 from tests.support.postgres import pg_engine, postgres_database_url
+from tests.support.rabbitmq import rabbitmq_url
 
-__all__ = ["pg_engine", "postgres_database_url"]
+__all__ = ["pg_engine", "postgres_database_url", "rabbitmq_url"]

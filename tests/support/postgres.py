@@ -60,6 +60,7 @@ TABLES = (
     "aggregate_state",
     "snapshots",
     "projection_checkpoints",
+    "inbox",
 )
 
 

@@ -1,1 +1,2 @@
-"""Adapters of the advanced package: ``memory`` and ``sqlalchemy`` (imported explicitly)."""
+"""Adapters of the advanced package: ``memory`` and ``sqlalchemy`` (saga stores) and
+``rabbitmq`` (the broker); import them explicitly."""

@@ -19,7 +19,7 @@ import contextlib
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,6 +74,8 @@ class DemoOptions:
     duration: float | None = None
     rate: float | None = None
     payment_failures: float | None = None  # the order process (sagas) with this ratio
+    broker_url: str | None = None  # with it: the relay and billing run too (demo_messaging)
+    billing_database_url: str | None = None
 
 
 class DemoFailure(Exception):
@@ -284,12 +286,41 @@ async def _run(
             print_json(summary, sys.stdout)
         else:
             print_table(summary, out)
+            if "messaging" in summary:
+                from cqrs_ddd_advanced_core.cli.demo_messaging import print_messaging
+
+                print_messaging(summary, out)
         if code == EXIT_OK and metrics_url is not None:
             with _Signals() as signals:
                 await _serve(options, signals, metrics_url, err)
         return code
     finally:
         await engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def _messaging(options: DemoOptions, engine: Engine) -> AsyncIterator[Any]:
+    """With ``--broker-url``: the relay and billing beside the workload (else None).
+
+    Their metrics go to the global meter provider, which serves the demo's.
+    """
+    if options.broker_url is None:
+        yield None
+        return
+    from cqrs_ddd_advanced_core.cli.demo_messaging import messaging
+    from cqrs_ddd_advanced_core.domain.exceptions import PublishError
+
+    try:
+        async with messaging(
+            options.broker_url,
+            engine,
+            options.database_url,
+            billing_url=options.billing_database_url,
+            fresh=options.fresh_database,
+        ) as run:
+            yield run
+    except (PublishError, DatabaseError) as exc:  # the broker or billing's database at start
+        raise DemoFailure(str(exc)) from exc
 
 
 async def _workload(
@@ -318,36 +349,43 @@ async def _workload(
     process = None
     if options.payment_failures is not None:  # every confirmed order starts a saga
         process = attach_order_process(shop, engine, payment_failure_ratio=options.payment_failures)
-    with _progress(options, err) as on_command:
-        workload = Workload(
-            shop,
-            commands=options.commands,
-            concurrency=options.concurrency,
-            duration=options.duration,
-            rate=options.rate,
-            seed=options.seed,
-            query_ratio=options.query_ratio,
-            measure_dispatches=tap is None,
-            stats=stats,
-            on_command=on_command,
-        )
-        if tap is not None:
-            tap.sink = stats.record_dispatch
-        try:
-            with _Signals() as signals:
-                signals.on_signal(lambda: _stop_until_done(workload, running))
-                running = asyncio.ensure_future(workload.run())
-                await running
-        finally:
+    async with _messaging(options, engine) as messaging_run:
+        with _progress(options, err) as on_command:
+            workload = Workload(
+                shop,
+                commands=options.commands,
+                concurrency=options.concurrency,
+                duration=options.duration,
+                rate=options.rate,
+                seed=options.seed,
+                query_ratio=options.query_ratio,
+                measure_dispatches=tap is None,
+                stats=stats,
+                on_command=on_command,
+            )
             if tap is not None:
-                tap.sink = None
-    sagas = None if process is None else await finish_order_process(process)
+                tap.sink = stats.record_dispatch
+            try:
+                with _Signals() as signals:
+                    signals.on_signal(lambda: _stop_until_done(workload, running))
+                    running = asyncio.ensure_future(workload.run())
+                    await running
+            finally:
+                if tap is not None:
+                    tap.sink = None
+        sagas = None if process is None else await finish_order_process(process)
+        messaging_summary = None if messaging_run is None else await messaging_run.drain()
     figures = _figures(stats)
     check = await _check_database(engine, before, figures, stats.interrupted)
     check["read_model"] = await read_model.finish()
     summary = {**stats.as_dict(), **figures, "database_check": check}
     if sagas is not None:
         summary["sagas"] = sagas
+    if messaging_summary is not None:
+        summary["messaging"] = messaging_summary
+        if not messaging_summary["ok"]:
+            err.print("[bold red]messaging: not everything reached billing exactly once[/]")
+            return summary, EXIT_FAILED
     if not check["integrity"]["ok"]:
         err.print("[bold red]the database check failed: something was half written[/]")
         return summary, EXIT_FAILED

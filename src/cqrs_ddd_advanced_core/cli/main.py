@@ -19,6 +19,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
+from cqrs_ddd_advanced_core.cli import outbox as outbox_cli
+from cqrs_ddd_advanced_core.cli import relay as relay_cli
 from cqrs_ddd_advanced_core.cli.database import DEFAULT_DATABASE, dialect_of, redact
 from cqrs_ddd_advanced_core.cli.projections import add_projections_parser, run_projections
 from cqrs_ddd_advanced_core.cli.sagas import add_sagas_parser, run_sagas
@@ -211,6 +213,25 @@ def build_parser() -> argparse.ArgumentParser:
         "declining this share of payments (default when given: 0.2)",
     )
     add_sagas_parser(commands, _database_url)
+    relay_cli.add_parser(commands, _database_url, _seconds, _bounded_int)
+    outbox_cli.add_parser(commands, _database_url, _bounded_int)
+    demo.add_argument(
+        "--broker-url",
+        default=None,
+        metavar="URL",
+        help=(
+            "amqp://...: also run the outbox relay to RabbitMQ and a billing service "
+            "consuming the order and invoice events into its own database"
+        ),
+    )
+    demo.add_argument(
+        "--billing-database-url",
+        type=_database_url,
+        default=None,
+        metavar="URL",
+        help="with --broker-url: billing's database (default: billing.db beside the SQLite "
+        "file, or the same PostgreSQL database)",
+    )
     return parser
 
 
@@ -222,6 +243,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_projections(args)
     if args.command == "sagas":
         return run_sagas(args)
+    if getattr(args, "run", None) is not None:  # commands in modules of their own
+        return int(args.run(args))
     if args.command != "demo":  # pragma: no cover - argparse refuses unknown commands
         parser.error(f"unknown command {args.command!r}")
     if (args.serve_after or args.keep_serving) and args.metrics_port is None:
@@ -285,6 +308,8 @@ def _demo(args: argparse.Namespace) -> int:
         sqlite_synchronous=args.sqlite_synchronous,
         connect_timeout=args.connect_timeout,
         payment_failures=args.payment_failures,
+        broker_url=args.broker_url,
+        billing_database_url=args.billing_database_url,
     )
     import threading
 

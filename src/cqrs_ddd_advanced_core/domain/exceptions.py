@@ -12,6 +12,8 @@ catches everything. The subtree (core errors shown in brackets)::
     │                                            upcaster path to the current one)
     ├── ProjectionError                         (a projection's handler failed on an event;
     │                                            its batch rolled back, checkpoint unmoved)
+    ├── MessagingError                          (events leaving the process)
+    │   └── PublishError                        (the broker did not confirm a message)
     ├── SagaError                               (a saga cannot do what was asked)
     │   └── SagaNotFoundError                   (no saga with that id)
     └── EventHandlerError                       (an event could not be handled: applied
@@ -44,8 +46,10 @@ __all__ = [
     "EventSourcedAggregateRequiredError",
     "EventSourcingConfigurationError",
     "InvalidEventHandlerError",
+    "MessagingError",
     "MissingEventHandlerError",
     "ProjectionError",
+    "PublishError",
     "SagaDefinitionError",
     "SagaError",
     "SagaNotFoundError",
@@ -279,3 +283,17 @@ class SagaNotFoundError(SagaError):
 
     def __init__(self, saga_id: str) -> None:
         super().__init__(f"No saga {saga_id!r} is stored", saga_id=saga_id)
+
+
+# -- messaging ------------------------------------------------------------------
+
+
+class MessagingError(CqrsDddError):
+    """Events could not be carried to or from a broker."""
+
+
+class PublishError(MessagingError):
+    """The broker did not confirm a message: unreachable, a nack, or no confirm in time.
+
+    The outbox row stays unpublished; the relay retries it after a backoff.
+    """

@@ -50,6 +50,7 @@ def message_from_event(
         created_at=utc_now() if created_at is None else created_at,
         aggregate_type=event.aggregate_type,
         aggregate_id=event.aggregate_id,
+        aggregate_version=event.aggregate_version,
         correlation_id=event.correlation_id,
         causation_id=event.causation_id,
         trace_context=dict(trace_context) if trace_context else {},

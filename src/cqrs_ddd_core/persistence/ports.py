@@ -30,6 +30,8 @@ __all__ = [
     "AfterHook",
     "AuditStore",
     "EventStore",
+    "InboxStore",
+    "InboxTransaction",
     "OutboxStore",
     "ProjectionSession",
     "ProjectionStore",
@@ -176,8 +178,75 @@ class OutboxStore(Protocol):
         """Record a failed attempt; the message is retried at ``next_attempt_at``."""
         ...
 
+    async def release(self, message_ids: Sequence[str]) -> None:
+        """Give claimed messages back unpublished (due again at once)."""
+        ...
+
+    async def mark_dead(self, message_id: str, error: str) -> None:
+        """Record a last failed attempt: the message becomes a dead letter
+        (kept, not retried, its stream's later messages held back)."""
+        ...
+
+    async def dead_letters(self, *, limit: int = 100) -> list[OutboxMessage]:
+        """Dead letters, oldest first."""
+        ...
+
+    async def requeue(self, message_ids: Sequence[str] | None = None) -> int:
+        """Make dead letters pending again (all when ``message_ids`` is None); returns how many."""
+        ...
+
+    async def oldest_unpublished_at(self) -> datetime | None:
+        """When the oldest unpublished message was written (the outbox lag's start)."""
+        ...
+
+    def add_commit_listener(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener()`` after each commit in this process that wrote messages;
+        returns a function that removes it."""
+        ...
+
     async def get(self, message_id: str) -> OutboxMessage | None:
         """One message by id, whatever its status."""
+        ...
+
+
+class InboxTransaction(Protocol):
+    """One consumer transaction: the inbox row and the handler's effects commit together.
+
+    Attributes:
+        connection: What the handler writes its effects with, in this
+            transaction: for the SQLAlchemy adapter an ``AsyncConnection``;
+            ``None`` in memory (use :meth:`after_commit`).
+    """
+
+    connection: Any
+
+    async def record(self, consumer: str, message_id: str, message_type: str) -> bool:
+        """Record that ``consumer`` handles ``message_id``; False if it already did
+        (a redelivery: the caller rolls back and acknowledges)."""
+        ...
+
+    def after_commit(self, hook: Callable[[], None]) -> None:
+        """Run ``hook()`` once the transaction has committed."""
+        ...
+
+    async def commit(self) -> None:
+        """Commit the inbox row and the effects; raises if the outcome is not committed."""
+        ...
+
+    async def rollback(self) -> None:
+        """Discard everything (a no-op once committed or rolled back)."""
+        ...
+
+
+class InboxStore(Protocol):
+    """Which messages each consumer has handled (effects exactly once under redelivery)."""
+
+    async def begin(self) -> InboxTransaction:
+        """Open a transaction for one delivery."""
+        ...
+
+    async def has_handled(self, consumer: str, message_id: str) -> bool:
+        """Whether ``consumer`` committed the handling of ``message_id``."""
         ...
 
 

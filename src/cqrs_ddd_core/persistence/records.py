@@ -51,9 +51,17 @@ class StoredEvent:
 
 
 class OutboxStatus(StrEnum):
+    """Where an outbox message stands.
+
+    ``DEAD``: the relay gave up after its configured number of attempts; the
+    message stays in the outbox (a dead letter) until it is requeued, and the
+    later messages of its stream wait behind it (order is kept).
+    """
+
     PENDING = "pending"
     PUBLISHED = "published"
     FAILED = "failed"
+    DEAD = "dead"
 
 
 @dataclass(slots=True)
@@ -61,7 +69,8 @@ class OutboxMessage:
     """One message waiting in the outbox to reach the broker.
 
     ``message_id`` is the id of the event it carries, so a consumer can
-    deduplicate. ``trace_context`` holds the W3C ``traceparent`` (and
+    deduplicate. ``aggregate_version`` is the event's version in its stream
+    (``None`` for a message of no aggregate). ``trace_context`` holds the W3C ``traceparent`` (and
     ``tracestate``) of the command that created it.
 
     ``payload_json`` is ``payload`` as JSON text, when whoever made the
@@ -85,6 +94,7 @@ class OutboxMessage:
     last_error: str | None = None
     published_at: datetime | None = None
     payload_json: str | None = field(default=None, repr=False, compare=False)
+    aggregate_version: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

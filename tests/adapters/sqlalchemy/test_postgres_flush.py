@@ -31,7 +31,23 @@ from tests.support.accounts import Account, Opened
 pytestmark = pytest.mark.postgres
 
 NOW = datetime(2024, 1, 1, tzinfo=UTC)
-OUTBOX_ROW = ("m1", "T", "{}", None, None, "pending", 0, None, None, NOW, None, None, None, "{}")
+OUTBOX_ROW = (
+    "m1",
+    "T",
+    "{}",
+    None,
+    None,
+    "pending",
+    0,
+    None,
+    None,
+    NOW,
+    None,
+    None,
+    None,
+    "{}",
+    None,
+)
 
 
 @pytest.fixture

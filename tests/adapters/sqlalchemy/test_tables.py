@@ -18,6 +18,7 @@ def test_one_metadata_holds_every_table() -> None:
         "aggregate_state",
         "snapshots",
         "projection_checkpoints",
+        "inbox",
     }
 
 

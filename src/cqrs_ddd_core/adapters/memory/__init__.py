@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from cqrs_ddd_core.adapters.memory.audit import InMemoryAuditStore
 from cqrs_ddd_core.adapters.memory.event_store import InMemoryEventStore
+from cqrs_ddd_core.adapters.memory.inbox import InMemoryInboxStore
 from cqrs_ddd_core.adapters.memory.outbox import InMemoryOutboxStore
 from cqrs_ddd_core.adapters.memory.projections import (
     InMemoryProjectionSession,
@@ -17,6 +18,7 @@ from cqrs_ddd_core.adapters.memory.unit_of_work import InMemoryUnitOfWork, Memor
 __all__ = [
     "InMemoryAuditStore",
     "InMemoryEventStore",
+    "InMemoryInboxStore",
     "InMemoryOutboxStore",
     "InMemoryProjectionSession",
     "InMemoryProjectionStore",

@@ -27,7 +27,9 @@ with _translated("The SQLAlchemy adapter"):
         create_engine,
     )
     from cqrs_ddd_core.adapters.sqlalchemy.event_store import SQLAlchemyEventStore
+    from cqrs_ddd_core.adapters.sqlalchemy.inbox import SQLAlchemyInboxStore
     from cqrs_ddd_core.adapters.sqlalchemy.outbox import SQLAlchemyOutboxStore
+    from cqrs_ddd_core.adapters.sqlalchemy.outbox_listen import OutboxListener
     from cqrs_ddd_core.adapters.sqlalchemy.postgres import EVENTS_LOCK_KEY
     from cqrs_ddd_core.adapters.sqlalchemy.projections import SQLAlchemyProjectionStore
     from cqrs_ddd_core.adapters.sqlalchemy.repository import SQLAlchemyStateRepository
@@ -39,6 +41,7 @@ with _translated("The SQLAlchemy adapter"):
         create_tables,
         drop_tables,
         events,
+        inbox,
         metadata,
         outbox,
         projection_checkpoints,
@@ -49,8 +52,10 @@ with _translated("The SQLAlchemy adapter"):
 __all__ = [
     "EVENTS_CHANNEL",
     "EVENTS_LOCK_KEY",
+    "OutboxListener",
     "SQLAlchemyAuditStore",
     "SQLAlchemyEventStore",
+    "SQLAlchemyInboxStore",
     "SQLAlchemyOutboxStore",
     "SQLAlchemyProjectionStore",
     "SQLAlchemySnapshotStore",
@@ -64,6 +69,7 @@ __all__ = [
     "create_tables",
     "drop_tables",
     "events",
+    "inbox",
     "metadata",
     "outbox",
     "projection_checkpoints",

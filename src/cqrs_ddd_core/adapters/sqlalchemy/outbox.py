@@ -1,16 +1,22 @@
-"""The SQL outbox: messages written with the command's transaction, published after it."""
+"""The SQL outbox: messages written with the command's transaction, published after it.
+
+Claims keep each stream's order (see :func:`~.outbox_claim.claim`); a message
+that keeps failing becomes a dead letter, listed by :meth:`dead_letters` and
+sent again by :meth:`requeue`.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import DBAPIError
 
 from cqrs_ddd_core.adapters.sqlalchemy.errors import persistence_error
+from cqrs_ddd_core.adapters.sqlalchemy.outbox_claim import UNPUBLISHED, claim
 from cqrs_ddd_core.adapters.sqlalchemy.plan import as_utc
 from cqrs_ddd_core.adapters.sqlalchemy.reads import Query, aware, fetch
 from cqrs_ddd_core.adapters.sqlalchemy.tables import outbox
@@ -44,6 +50,7 @@ _COLUMNS = (
     outbox.c.last_error,
     outbox.c.published_at,
     outbox.c.id,
+    outbox.c.aggregate_version,
 )
 
 
@@ -70,6 +77,7 @@ def _message(row: Any) -> OutboxMessage:
         next_attempt_at=aware(row[11]),
         last_error=row[12],
         published_at=aware(row[13]),
+        aggregate_version=row[15],
     )
 
 
@@ -78,13 +86,15 @@ class SQLAlchemyOutboxStore:
 
     :meth:`enqueue` stages messages on the unit of work (payloads are
     serialised then, so a bad one fails the command before anything is
-    written). The worker's calls (:meth:`claim_batch`, :meth:`mark_published`,
-    :meth:`mark_failed`) run in transactions of their own.
+    written). The relay's calls (:meth:`claim_batch`, :meth:`mark_published`,
+    :meth:`mark_failed`, :meth:`mark_dead`) and the operator's
+    (:meth:`dead_letters`, :meth:`requeue`) run in transactions of their own.
 
     Args:
         engine: The database (the unit of work must use the same one).
         claim_timeout: How long a claimed message is hidden from other
-            workers; if its worker dies, the message is due again after it.
+            relays; if its relay dies, the message is due again after it.
+            A relay must finish publishing a batch well within it.
     """
 
     collection = "outbox"
@@ -94,10 +104,29 @@ class SQLAlchemyOutboxStore:
             raise ValueError(f"claim_timeout must be positive, got {claim_timeout!r}")
         self._engine = engine
         self._claim_timeout = claim_timeout
+        self._listeners: list[Callable[[], None]] = []
 
     @property
     def engine(self) -> AsyncEngine:
         return self._engine
+
+    @property
+    def claim_timeout(self) -> timedelta:
+        """How long a claimed message is hidden from other relays."""
+        return self._claim_timeout
+
+    def add_commit_listener(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener()`` after each commit in this process that wrote messages.
+
+        A relay in the same process wakes on it (other processes wake on
+        PostgreSQL's ``NOTIFY``). Returns a function that removes the listener.
+        """
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    async def _notify(self) -> None:
+        for listener in tuple(self._listeners):
+            listener()
 
     async def enqueue(
         self, messages: Sequence[OutboxMessage], *, uow: UnitOfWork | None = None
@@ -119,6 +148,7 @@ class SQLAlchemyOutboxStore:
                 m.correlation_id,
                 m.causation_id,
                 dumps(m.trace_context, m.message_type) if m.trace_context else "{}",
+                m.aggregate_version,
             )
             for m in messages
         ]
@@ -126,6 +156,8 @@ class SQLAlchemyOutboxStore:
             check_outbox_message(message, row[2])
         for row in rows:  # every message serialised and checked before any is staged
             uow.stage(self, row)
+        if self._listeners and rows:
+            uow.after_commit(self._notify)
 
     def add_to_plan(self, plan: FlushPlan, records: list[tuple[Any, ...]]) -> None:
         plan.outbox.extend(records)
@@ -139,32 +171,25 @@ class SQLAlchemyOutboxStore:
     async def claim_batch(
         self, limit: int = 100, *, now: datetime | None = None
     ) -> list[OutboxMessage]:
-        """Claim up to ``limit`` due messages, oldest first.
+        """Claim up to ``limit`` due messages, oldest first, keeping each stream's order.
 
         A claimed message is not due again for ``claim_timeout``, so
-        concurrent workers never claim the same message (on PostgreSQL they
+        concurrent relays never claim the same message (on PostgreSQL they
         skip each other's rows instead of waiting: ``FOR UPDATE SKIP LOCKED``).
+        A message is not claimed while an earlier message of its stream is
+        unpublished and not claimed with it (held by another relay, waiting
+        for a retry, or dead).
         """
-        now = as_utc(now or utc_now())
-        due = (
-            select(outbox.c.id)
-            .where(
-                outbox.c.status != OutboxStatus.PUBLISHED.value,
-                or_(outbox.c.next_attempt_at.is_(None), outbox.c.next_attempt_at <= now),
-            )
-            .order_by(outbox.c.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-            .scalar_subquery()
-        )
-        statement = (
-            update(outbox)
-            .where(outbox.c.id.in_(due))
-            .values(next_attempt_at=now + self._claim_timeout)
-            .returning(*_COLUMNS)
-        )
-        rows = await self._write(statement)
-        return [_message(row) for row in sorted(rows, key=lambda row: row[-1])]
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        try:
+            async with self._engine.begin() as conn:
+                rows = await claim(
+                    conn, _COLUMNS, limit, as_utc(now or utc_now()), self._claim_timeout
+                )
+        except DBAPIError as exc:
+            raise persistence_error(exc.orig or exc, "Outbox claim failed") from exc
+        return [_message(row) for row in rows]
 
     async def mark_published(
         self, message_ids: Sequence[str], *, at: datetime | None = None
@@ -174,7 +199,11 @@ class SQLAlchemyOutboxStore:
         await self._write(
             update(outbox)
             .where(outbox.c.message_id.in_(list(message_ids)))
-            .values(status=OutboxStatus.PUBLISHED.value, published_at=as_utc(at or utc_now()))
+            .values(
+                status=OutboxStatus.PUBLISHED.value,
+                published_at=as_utc(at or utc_now()),
+                next_attempt_at=None,
+            )
         )
 
     async def mark_failed(self, message_id: str, error: str, *, next_attempt_at: datetime) -> None:
@@ -189,9 +218,74 @@ class SQLAlchemyOutboxStore:
             )
         )
 
+    async def release(self, message_ids: Sequence[str]) -> None:
+        """Give claimed messages back unpublished: they are due again at once."""
+        if not message_ids:
+            return
+        await self._write(
+            update(outbox)
+            .where(
+                outbox.c.message_id.in_(list(message_ids)),
+                outbox.c.status.in_(UNPUBLISHED),
+            )
+            .values(next_attempt_at=None)
+        )
+
+    async def mark_dead(self, message_id: str, error: str) -> None:
+        """Record a last failed attempt: the message becomes a dead letter."""
+        await self._write(
+            update(outbox)
+            .where(outbox.c.message_id == message_id)
+            .values(
+                status=OutboxStatus.DEAD.value,
+                attempts=outbox.c.attempts + 1,
+                last_error=error,
+                next_attempt_at=None,
+            )
+        )
+
+    async def dead_letters(self, *, limit: int = 100) -> list[OutboxMessage]:
+        """Dead letters, oldest first."""
+        statement = (
+            select(*_COLUMNS)
+            .where(outbox.c.status == OutboxStatus.DEAD.value)
+            .order_by(outbox.c.id)
+            .limit(limit)
+        )
+        return [_message(row) for row in await self._read(statement)]
+
+    async def requeue(self, message_ids: Sequence[str] | None = None) -> int:
+        """Make dead letters pending again (all of them when ``message_ids`` is None).
+
+        Returns:
+            How many were requeued (ids that are not dead letters are ignored).
+        """
+        statement = update(outbox).where(outbox.c.status == OutboxStatus.DEAD.value)
+        if message_ids is not None:
+            if not message_ids:
+                return 0
+            statement = statement.where(outbox.c.message_id.in_(list(message_ids)))
+        statement = statement.values(
+            status=OutboxStatus.PENDING.value, attempts=0, next_attempt_at=None
+        ).returning(outbox.c.id)
+        return len(await self._write(statement))
+
+    async def oldest_unpublished_at(self) -> datetime | None:
+        """When the oldest unpublished message (dead letters included) was written."""
+        statement = select(func.min(outbox.c.created_at)).where(outbox.c.status.in_(UNPUBLISHED))
+        rows = await self._read(statement)
+        return aware(rows[0][0]) if rows else None
+
     async def get(self, message_id: str) -> OutboxMessage | None:
         rows = await fetch(self._engine, _GET, message_id=message_id)
         return _message(rows[0]) if rows else None
+
+    async def _read(self, statement: Any) -> list[Any]:
+        try:
+            async with self._engine.connect() as conn:
+                return list((await conn.execute(statement)).all())
+        except DBAPIError as exc:
+            raise persistence_error(exc.orig or exc, "Outbox read failed") from exc
 
     async def _write(self, statement: Any) -> list[Any]:
         try:

@@ -50,6 +50,7 @@ OUTBOX_COLUMNS = (
     "correlation_id",
     "causation_id",
     "trace_context",
+    "aggregate_version",
 )
 """The order of the values in an outbox row of the plan (JSON already as text)."""
 

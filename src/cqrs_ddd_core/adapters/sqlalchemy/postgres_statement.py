@@ -59,6 +59,7 @@ _OUTBOX_COLUMNS: tuple[tuple[str, str], ...] = (
     ("correlation_id", "text"),
     ("causation_id", "text"),
     ("trace_context", "text"),
+    ("aggregate_version", "int8"),
 )
 _AUDIT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("audit_id", "text"),

@@ -35,11 +35,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 __all__ = [
     "EVENTS_CHANNEL",
+    "OUTBOX_NOTIFY_CHANNEL",
+    "OUTBOX_NOTIFY_DDL",
     "aggregate_state",
     "audit_log",
     "create_tables",
     "drop_tables",
     "events",
+    "inbox",
     "metadata",
     "outbox",
     "projection_checkpoints",
@@ -112,6 +115,8 @@ outbox = Table(
     Column("correlation_id", _Id),
     Column("causation_id", _Id),
     Column("trace_context", JSON, nullable=False),
+    # The event's version in its stream (broker headers); NULL without an aggregate.
+    Column("aggregate_version", BigInteger),
     # claim_batch: unpublished messages that are due.
     Index(None, "status", "next_attempt_at"),
     sqlite_autoincrement=True,
@@ -189,6 +194,39 @@ _NOTIFY_TRIGGER = DDL(  # type: ignore[no-untyped-call]
 )
 event.listen(events, "after_create", _NOTIFY_FUNCTION.execute_if(dialect="postgresql"))
 event.listen(events, "after_create", _NOTIFY_TRIGGER.execute_if(dialect="postgresql"))
+# -- messaging: the consumers' inbox and the relay's wake-up -------------------
+# (cqrs_ddd_core.adapters.sqlalchemy.inbox, cqrs_ddd_advanced_core.messaging)
+
+OUTBOX_NOTIFY_CHANNEL = "cqrs_outbox"
+"""The PostgreSQL ``NOTIFY`` channel on which a commit that wrote outbox rows wakes relays."""
+
+inbox = Table(
+    "inbox",
+    metadata,
+    # Who consumed (one inbox serves several consumers) and which message:
+    # the primary key is what makes a redelivered message a no-op.
+    Column("consumer", _Name, primary_key=True),
+    Column("message_id", _Id, primary_key=True),
+    Column("message_type", _Name, nullable=False),
+    Column("received_at", _Time, nullable=False),
+)
+
+# One NOTIFY per statement that inserted outbox rows: PostgreSQL delivers it
+# when (and only if) the transaction commits, and folds duplicates within one
+# transaction. Created with the table (metadata.create_all); migrations take
+# the same two statements from OUTBOX_NOTIFY_DDL.
+OUTBOX_NOTIFY_DDL = (
+    f"CREATE OR REPLACE FUNCTION cqrs_outbox_notify() RETURNS trigger LANGUAGE plpgsql AS "
+    f"$$ BEGIN PERFORM pg_notify('{OUTBOX_NOTIFY_CHANNEL}', ''); RETURN NULL; END $$",
+    "CREATE TRIGGER cqrs_outbox_notify AFTER INSERT ON outbox "
+    "FOR EACH STATEMENT EXECUTE FUNCTION cqrs_outbox_notify()",
+)
+for _statement in OUTBOX_NOTIFY_DDL:
+    event.listen(
+        outbox,
+        "after_create",
+        DDL(_statement).execute_if(dialect="postgresql"),  # type: ignore[no-untyped-call]
+    )
 
 
 async def create_tables(engine: AsyncEngine) -> None:

@@ -1,0 +1,270 @@
+"""Workload 7: events leaving the process, on PostgreSQL and RabbitMQ.
+
+**Relay throughput.** Per round, ``K`` outbox rows (one event each, distinct
+aggregates) are committed and the table analysed, untimed; then the timed part: an ``OutboxRelay``
+drains them to RabbitMQ with publisher confirms (claims, publishes, marks them
+published, measures the lag: everything a relay does). The baseline, in the
+same round: raw aio-pika publishing the same ``K`` messages (same bodies and
+headers) with confirms on one channel, ``batch_size`` at a time concurrently,
+as the relay does with distinct streams. Rounds alternate which goes first.
+
+**Commit-to-consumer latency.** Commands are sent at a fixed rate (500/s, open
+loop) through the persisted command's pipeline; a relay
+(``cqrs-ddd relay``, a process of its own: only PostgreSQL's ``NOTIFY`` wakes
+it; it polls once a second) publishes them, and a consumer process
+(``benchmarks.latency_consumer``: a ``MessageConsumer`` with its inbox on
+PostgreSQL behind a ``RabbitMQSubscriber``) commits each one's effect. The
+latency of an event is the time from its command's return (committed) to the
+commit of its effect (wall clocks of one machine).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import statistics
+import sys
+import time
+from typing import Any
+
+from benchmarks.harness import (
+    CaseStats,
+    Config,
+    RatioStats,
+    Target,
+    WorkloadResult,
+    summarize,
+)
+from benchmarks.logs import configure_filtered
+
+NAME = "messaging"
+TITLE = "7. Messaging: relay vs raw aio-pika (confirms), commit-to-consumer latency"
+
+BATCH = 200
+RATE = 500.0  # commands per second for the latency run
+
+TARGETS = [
+    Target(
+        "relay_vs_raw_aio_pika",
+        "relay_throughput_vs_raw",
+        ">=",
+        0.7,
+        "relay throughput (PostgreSQL outbox -> RabbitMQ, confirms) >= 0.7x raw aio-pika's",
+    ),
+    Target(
+        "commit_to_consumer_p50",
+        "commit_to_consumer_p50_ms",
+        "<=",
+        20.0,
+        "commit-to-consumer latency p50 < 20 ms on PostgreSQL at 500 commands/s",
+    ),
+]
+
+
+async def _fill(persisted: Any, k: int) -> None:
+    send, make = persisted.mediator.send, persisted.command
+
+    async def worker(share: int) -> None:
+        for _ in range(share):
+            await send(make())
+
+    await asyncio.gather(*(worker(k // 8 + (1 if i < k % 8 else 0)) for i in range(8)))
+    await _analyze(persisted.engine)
+
+
+async def _analyze(engine: Any) -> None:
+    # A table that grew from nothing has no statistics yet, and the planner then
+    # scans it whole for `message_id IN (...)`; a production outbox has them.
+    async with engine.begin() as conn:
+        await conn.exec_driver_sql("ANALYZE outbox")
+
+
+async def _relay_vs_raw(persisted: Any, url: str, rounds: int, k: int) -> list[CaseStats]:
+    import aio_pika
+
+    from cqrs_ddd_advanced_core.adapters.rabbitmq import (
+        ConsumerTopology,
+        RabbitMQPublisher,
+        declare_exchange,
+    )
+    from cqrs_ddd_advanced_core.messaging import OutboxRelay
+    from cqrs_ddd_advanced_core.messaging.headers import encode_headers, routing_key
+    from cqrs_ddd_core.adapters.sqlalchemy import SQLAlchemyOutboxStore
+
+    exchange_name = f"bench-{time.time_ns()}"
+    topology = ConsumerTopology(
+        f"bench-sink-{time.time_ns()}", partitions=2, exchange=exchange_name
+    )
+    store = SQLAlchemyOutboxStore(persisted.engine)
+    relay_ns: list[float] = []
+    raw_ns: list[float] = []
+    connection = await aio_pika.connect(url)
+    async with connection, RabbitMQPublisher(url, exchange=exchange_name) as publisher:
+        channel = await connection.channel(publisher_confirms=True)
+        await topology.declare(channel)  # queues to receive (and keep) what is published
+        exchange = await declare_exchange(channel, exchange_name)
+        relay = OutboxRelay(store, publisher, batch_size=BATCH)
+        for r in range(rounds):
+            await _fill(persisted, k)
+            messages = await store.claim_batch(k)  # the same messages, for the raw case
+            await store.release([m.message_id for m in messages])
+
+            async def raw(messages: list[Any] = messages) -> None:
+                for start in range(0, k, BATCH):
+                    await asyncio.gather(
+                        *(
+                            exchange.publish(
+                                aio_pika.Message(
+                                    (m.payload_json or "{}").encode(),
+                                    headers=encode_headers(m, {}),
+                                    message_id=m.message_id,
+                                    type=m.message_type,
+                                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                                ),
+                                routing_key(m),
+                                mandatory=False,
+                            )
+                            for m in messages[start : start + BATCH]
+                        )
+                    )
+
+            async def relayed() -> None:
+                published = 0
+                while published < k:
+                    result = await relay.run_once()
+                    published += len(result.published)
+                    if not result.processed:
+                        raise RuntimeError("the relay found nothing to publish")
+
+            order = [("raw", raw), ("relay", relayed)]
+            for name, case in order if r % 2 == 0 else order[::-1]:
+                start = time.perf_counter_ns()
+                await case()
+                (raw_ns if name == "raw" else relay_ns).append((time.perf_counter_ns() - start) / k)
+            for queue in topology.queues:  # keep the broker's disk small
+                await (await channel.get_queue(queue)).purge()
+    return [
+        CaseStats("relay", "OutboxRelay: PostgreSQL outbox -> RabbitMQ", k, relay_ns, "message"),
+        CaseStats("raw_aio_pika", "raw aio-pika, same messages, confirms", k, raw_ns, "message"),
+    ]
+
+
+async def _latency(persisted: Any, db_url: str, url: str, seconds: float) -> dict[str, Any]:
+    """The relay and the consumer in processes of their own, as deployed."""
+    from cqrs_ddd_advanced_core.adapters.rabbitmq import ConsumerTopology, RabbitMQSubscriber
+
+    exchange = f"bench-latency-{time.time_ns()}"
+    service = f"bench-latency-{time.time_ns()}"
+    await RabbitMQSubscriber(
+        url, ConsumerTopology(service, partitions=16, exchange=exchange)
+    ).declare()
+    relay = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cqrs_ddd_advanced_core.cli.main", "relay",
+        f"--database-url={db_url}", f"--broker-url={url}", f"--exchange={exchange}",
+        "--poll-interval=1", "--log-level=error",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    consumer = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "benchmarks.latency_consumer", f"--database-url={db_url}",
+        f"--broker-url={url}", f"--service={service}", f"--exchange={exchange}",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    assert consumer.stdout is not None
+    committed: dict[str, float] = {}
+    consumed: dict[str, float] = {}
+    try:
+        assert relay.stderr is not None
+        async with asyncio.timeout(60):
+            while (await consumer.stdout.readline()).strip() != b"ready":
+                pass
+            while b"running" not in await relay.stderr.readline():
+                pass
+        await asyncio.sleep(0.5)  # its first look at the outbox: it listens now
+        send = persisted.mediator.send
+
+        async def one() -> None:
+            command = persisted.command()
+            await send(command)
+            committed[command.account_id] = time.time()
+
+        n = int(RATE * seconds)
+        start = time.perf_counter()
+        senders = []
+        for i in range(n):  # open loop: a command every 1/RATE s, whatever the others do
+            delay = start + i / RATE - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            senders.append(asyncio.create_task(one()))
+        await asyncio.gather(*senders)
+        sent_rate = n / (time.perf_counter() - start)
+        async with asyncio.timeout(120):
+            while len(consumed) < n:
+                line = (await consumer.stdout.readline()).split()
+                if not line:
+                    break
+                consumed[line[0].decode()] = float(line[1])
+    finally:
+        for process in (relay, consumer):
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+        for process in (relay, consumer):
+            try:
+                await asyncio.wait_for(process.wait(), 30)
+            except TimeoutError:
+                process.kill()
+    latencies = sorted(consumed[k] - committed[k] for k in committed if k in consumed)
+    quantile = statistics.quantiles(latencies, n=100, method="inclusive")
+    return {
+        "commands": n,
+        "sent_per_s": round(sent_rate, 1),
+        "consumed": len(latencies),
+        "p50_ms": round(quantile[49] * 1000, 2),
+        "p99_ms": round(quantile[98] * 1000, 2),
+        "max_ms": round(latencies[-1] * 1000, 2),
+        "relay_and_consumer": "own processes: cqrs-ddd relay, benchmarks.latency_consumer",
+    }
+
+
+async def run(cfg: Config) -> WorkloadResult:
+    from benchmarks.persisted import build_persisted
+    from benchmarks.pg import database, server_settings
+    from benchmarks.rabbitmq import broker
+    from cqrs_ddd_core.adapters.sqlalchemy import create_engine
+
+    configure_filtered()
+    rounds = cfg.rounds if cfg.quick else max(cfg.rounds // 3, 5)
+    k = 200 if cfg.quick else 2000
+    seconds = 1.0 if cfg.quick else 6.0
+    async with database() as db, broker() as (url, where):
+        settings: dict[str, Any] = {
+            "postgres": {"server": db.server, **await server_settings(db.url)},
+            "rabbitmq": where,
+            "batch_size": BATCH,
+            "messages_per_round": k,
+            "latency_rate_per_s": RATE,
+        }
+        engine = create_engine(db.url, pool_size=12)
+        try:
+            persisted = build_persisted(engine, "msg")
+            cases = await _relay_vs_raw(persisted, url, rounds, k)
+            await _analyze(engine)
+            latency = await _latency(build_persisted(engine, "lat"), db.url, url, seconds)
+        finally:
+            await engine.dispose()
+    result = WorkloadResult(NAME, TITLE, cases=cases, settings=settings)
+    relay, raw = cases
+    result.ratios = [
+        RatioStats(
+            "relay_throughput_vs_raw",
+            "raw_aio_pika",
+            "relay",
+            [a / b for a, b in zip(raw.per_op_ns, relay.per_op_ns, strict=True)],
+            "relay throughput / raw aio-pika's (same round)",
+        )
+    ]
+    result.figures = {
+        "commit_to_consumer_p50_ms": latency["p50_ms"],
+        "commit_to_consumer_p99_ms": latency["p99_ms"],
+        "latency_run": latency,
+    }
+    return summarize(result, TARGETS)

@@ -1,0 +1,204 @@
+"""Publishing outbox messages to RabbitMQ with publisher confirms."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING
+
+import aio_pika
+from aiormq.exceptions import AMQPError
+from opentelemetry import propagate, trace
+from pamqp.commands import Basic
+
+from cqrs_ddd_advanced_core.adapters.rabbitmq.topology import DEFAULT_EXCHANGE, declare_exchange
+from cqrs_ddd_advanced_core.domain.exceptions import PublishError
+from cqrs_ddd_advanced_core.messaging.headers import encode_headers, routing_key
+from cqrs_ddd_advanced_core.messaging.telemetry import (
+    ATTR_CONVERSATION_ID,
+    ATTR_DESTINATION,
+    ATTR_MESSAGE_ID,
+    ATTR_OPERATION_NAME,
+    ATTR_OPERATION_TYPE,
+    ATTR_ROUTING_KEY,
+    ATTR_SYSTEM,
+)
+from cqrs_ddd_core.telemetry.api import error_type, get_tracer
+from cqrs_ddd_core.telemetry.names import ATTR_ERROR_TYPE, ATTR_MESSAGE_TYPE
+
+if TYPE_CHECKING:
+    from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
+    from opentelemetry.trace import TracerProvider
+
+    from cqrs_ddd_core.persistence.records import OutboxMessage
+
+__all__ = ["RabbitMQPublisher"]
+
+
+class RabbitMQPublisher:
+    """Publishes outbox messages, persistent, and returns once RabbitMQ confirmed each.
+
+    Each message: ``message_id`` = the event id, ``type`` = the event type,
+    ``correlation_id``, JSON body (the payload), the headers of
+    :mod:`cqrs_ddd_advanced_core.messaging.headers` and the PRODUCER span's
+    ``traceparent``; routing key ``<aggregate type>.<event type>``.
+
+    The connection is opened on first use and again after it was lost; a
+    publish that cannot be confirmed raises :class:`PublishError` (the relay
+    retries it later). Use as ``async with RabbitMQPublisher(url) as publisher``
+    or call :meth:`close`.
+
+    Args:
+        url: ``amqp://user:password@host:port/vhost``.
+        exchange: The topic exchange (declared if missing).
+        connect_timeout: Seconds to wait for a connection.
+        confirm_timeout: Seconds to wait for one confirm.
+        tracer_provider: Spans go there (default: the global provider).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        exchange: str = DEFAULT_EXCHANGE,
+        connect_timeout: float = 10.0,
+        confirm_timeout: float = 10.0,
+        tracer_provider: TracerProvider | None = None,
+    ) -> None:
+        if connect_timeout <= 0 or confirm_timeout <= 0:
+            raise ValueError("connect_timeout and confirm_timeout must be positive")
+        self._url = url
+        self._exchange_name = exchange
+        self._connect_timeout = connect_timeout
+        self._confirm_timeout = confirm_timeout
+        self._tracer = get_tracer(tracer_provider)
+        self._connection: AbstractConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._exchange: AbstractExchange | None = None
+        self._lock = asyncio.Lock()
+        self._closing: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> RabbitMQPublisher:
+        await self._ready()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    async def _ready(self) -> AbstractExchange:
+        exchange, channel = self._exchange, self._channel
+        if exchange is not None and channel is not None and not channel.is_closed:
+            return exchange
+        async with self._lock:  # one reconnect for all the publishes waiting on it
+            if self._exchange is not None and self._channel and not self._channel.is_closed:
+                return self._exchange
+            await self.close()
+            try:
+                self._connection = await aio_pika.connect(self._url, timeout=self._connect_timeout)
+                self._channel = await self._connection.channel(publisher_confirms=True)
+                self._exchange = await declare_exchange(self._channel, self._exchange_name)
+            except (TimeoutError, AMQPError, OSError) as exc:
+                await self.close()
+                raise PublishError(f"RabbitMQ is unreachable: {type(exc).__name__}: {exc}") from exc
+            return self._exchange
+
+    async def publish(self, message: OutboxMessage) -> None:
+        """Publish ``message`` and wait for RabbitMQ's confirm.
+
+        Raises:
+            PublishError: no connection, a nack, or no confirm in time.
+        """
+        key = routing_key(message)
+        attributes = {
+            ATTR_SYSTEM: "rabbitmq",
+            ATTR_OPERATION_NAME: "publish",
+            ATTR_OPERATION_TYPE: "send",
+            ATTR_DESTINATION: self._exchange_name,
+            ATTR_ROUTING_KEY: key,
+            ATTR_MESSAGE_ID: message.message_id,
+            ATTR_MESSAGE_TYPE: message.message_type,
+        }
+        if message.correlation_id:
+            attributes[ATTR_CONVERSATION_ID] = message.correlation_id
+        command = propagate.extract(message.trace_context) if message.trace_context else None
+        command_span = trace.get_current_span(command).get_span_context() if command else None
+        links = [trace.Link(command_span)] if command_span and command_span.is_valid else []
+        with self._tracer.start_as_current_span(
+            f"publish {self._exchange_name}",
+            context=command,
+            kind=trace.SpanKind.PRODUCER,
+            attributes=attributes,
+            links=links,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+            try:
+                await self._publish(message, key, carrier)
+            except PublishError as exc:
+                span.set_status(trace.StatusCode.ERROR, type(exc).__name__)
+                span.set_attribute(ATTR_ERROR_TYPE, error_type(exc))
+                raise
+
+    async def _publish(self, message: OutboxMessage, key: str, carrier: dict[str, str]) -> None:
+        exchange = await self._ready()
+        body = (message.payload_json or _dumps(message.payload)).encode()
+        amqp_message = aio_pika.Message(
+            body,
+            headers=encode_headers(message, carrier),
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=message.message_id,
+            correlation_id=message.correlation_id,
+            type=message.message_type,
+            timestamp=message.created_at,
+        )
+        try:
+            confirm = await exchange.publish(
+                amqp_message, key, mandatory=False, timeout=self._confirm_timeout
+            )
+        except (TimeoutError, AMQPError, OSError, RuntimeError) as exc:
+            # RuntimeError: aio-pika's "channel closed" while the connection dies.
+            await self.close()
+            raise PublishError(
+                f"RabbitMQ did not confirm {message.message_id}: {type(exc).__name__}: {exc}"
+            ) from exc
+        except asyncio.CancelledError:
+            # Cancelled mid-publish (the caller's deadline): the channel may hold half
+            # a message or count confirms differently from the broker. Drop it; the
+            # next publish opens a new one (publishes in flight on it fail and retry).
+            self._discard()
+            raise
+        if not isinstance(confirm, Basic.Ack):
+            raise PublishError(f"RabbitMQ did not accept {message.message_id}: {confirm!r}")
+
+    def _discard(self) -> None:
+        connection = self._connection
+        self._connection, self._channel, self._exchange = None, None, None
+        if connection is not None and not connection.is_closed:
+            task = asyncio.get_running_loop().create_task(self._close_quietly(connection))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    async def _close_quietly(self, connection: AbstractConnection) -> None:
+        with contextlib.suppress(TimeoutError, AMQPError, OSError, RuntimeError):
+            await asyncio.wait_for(connection.close(), self._connect_timeout)
+
+    async def close(self) -> None:
+        """Close the connection (the next publish opens a new one)."""
+        connection = self._connection
+        self._connection, self._channel, self._exchange = None, None, None
+        if connection is not None and not connection.is_closed:
+            # It is gone either way.
+            with contextlib.suppress(TimeoutError, AMQPError, OSError, RuntimeError):
+                await asyncio.wait_for(connection.close(), self._connect_timeout)
+
+    def __repr__(self) -> str:
+        return f"RabbitMQPublisher(exchange={self._exchange_name!r})"
+
+
+def _dumps(payload: object) -> str:
+    from cqrs_ddd_core.persistence.serialization import dumps
+
+    return dumps(payload, "payload")

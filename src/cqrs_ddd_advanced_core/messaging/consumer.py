@@ -1,0 +1,258 @@
+"""Consumers: each delivery goes through a pipeline, like a command.
+
+::
+
+    delivery -> tracing (CONSUMER span) -> logging -> metrics -> inbox
+             (one transaction: inbox row + handler's effects) -> handler
+    <- outcome (handled / duplicate / ignored); the subscriber acks after it
+
+The pipeline is built once, first listed = outermost, like the command
+pipeline: a middleware is ``async def mw(message, context, call_next)`` with
+``await call_next(message, context)`` inside. The inbox step is the unit of
+work: it opens the transaction, records the message id (a redelivered message
+stops there as ``DUPLICATE``, no second effect), runs the handler with the
+transaction, and commits. The subscriber acknowledges only once
+:meth:`MessageConsumer.process` returned, i.e. after the commit.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from opentelemetry import propagate, trace
+
+from cqrs_ddd_advanced_core.messaging.ports import IncomingMessage, MessageHandler, Outcome
+from cqrs_ddd_advanced_core.messaging.telemetry import (
+    ATTR_CONSUMER_GROUP,
+    ATTR_CONVERSATION_ID,
+    ATTR_DESTINATION,
+    ATTR_MESSAGE_ID,
+    ATTR_OPERATION_NAME,
+    ATTR_OPERATION_TYPE,
+    ATTR_SYSTEM,
+    MessagingInstruments,
+)
+from cqrs_ddd_core.context import correlation_scope
+from cqrs_ddd_core.exceptions import ConfigurationError
+from cqrs_ddd_core.telemetry.api import error_type, get_meter, get_tracer
+from cqrs_ddd_core.telemetry.names import ATTR_ERROR_TYPE, ATTR_MESSAGE_TYPE, ATTR_OUTCOME
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
+
+    from cqrs_ddd_core.persistence.ports import InboxStore, InboxTransaction
+
+__all__ = ["ConsumeContext", "ConsumerMiddleware", "MessageConsumer"]
+
+_log = structlog.get_logger("cqrs_ddd_advanced_core.messaging")
+
+ConsumeNext = Callable[[IncomingMessage, "ConsumeContext"], Awaitable[Outcome]]
+ConsumerMiddleware = Callable[[IncomingMessage, "ConsumeContext", ConsumeNext], Awaitable[Outcome]]
+"""``async def mw(message, context, call_next) -> Outcome``."""
+
+
+@dataclass(slots=True)
+class ConsumeContext:
+    """What travels with one delivery through the consumer pipeline.
+
+    Attributes:
+        consumer: The consumer's name (its inbox key, its queue group).
+        transaction: The inbox transaction, once the inbox step opened it.
+        metadata: Free-form values the middlewares and the handler share.
+    """
+
+    consumer: str
+    transaction: InboxTransaction | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class MessageConsumer:
+    """Dispatches deliveries to the handlers subscribed to their type, through a pipeline.
+
+    Args:
+        name: The consuming service's name (inbox key and consumer group).
+        inbox: Where handled message ids are recorded, with the effects.
+        middlewares: Extra steps, placed between metrics and the inbox (listed
+            order, first = outermost).
+        system: ``messaging.system`` on spans (the broker adapter's name).
+        tracer_provider: Spans go there (default: the global provider).
+        meter_provider: Metrics go there (default: the global provider).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        inbox: InboxStore,
+        *,
+        middlewares: Sequence[ConsumerMiddleware] = (),
+        system: str = "rabbitmq",
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
+    ) -> None:
+        if not name:
+            raise ConfigurationError("A consumer needs a name (its inbox key)")
+        self.name = name
+        self._inbox = inbox
+        self._handlers: dict[str, list[MessageHandler]] = {}
+        self._system = system
+        self._tracer = get_tracer(tracer_provider)
+        self._instruments = MessagingInstruments(get_meter(meter_provider))
+        steps: list[ConsumerMiddleware] = [self._trace, self._logging, self._metrics]
+        steps.extend(middlewares)
+        steps.append(self._unit_of_work)
+        self._steps = tuple(steps)
+        self._chain = self._build(self._steps)
+        self._frozen = False
+
+    @property
+    def instruments(self) -> MessagingInstruments:
+        """The consumer's metric instruments."""
+        return self._instruments
+
+    def subscribe(self, message_type: str, handler: MessageHandler) -> None:
+        """Run ``handler`` for every delivery of ``message_type`` (before the first delivery).
+
+        Raises:
+            ConfigurationError: the consumer has processed a delivery already.
+        """
+        if self._frozen:
+            raise ConfigurationError(f"{self!r} is running: subscribe before it starts")
+        self._handlers.setdefault(message_type, []).append(handler)
+
+    @property
+    def message_types(self) -> tuple[str, ...]:
+        """The types with a handler."""
+        return tuple(self._handlers)
+
+    def describe(self) -> str:
+        """The pipeline's order, outermost first."""
+        names = [getattr(s, "__name__", type(s).__name__).lstrip("_") for s in self._steps]
+        return " -> ".join([*names, "handler"])
+
+    async def process(self, message: IncomingMessage) -> Outcome:
+        """Process one delivery; returns once its effects committed (or it was skipped).
+
+        Raises:
+            Exception: whatever the handler or the commit raised (nothing was kept).
+        """
+        self._frozen = True
+        return await self._chain(message, ConsumeContext(self.name))
+
+    def _build(self, steps: Sequence[ConsumerMiddleware]) -> ConsumeNext:
+        async def terminal(message: IncomingMessage, context: ConsumeContext) -> Outcome:
+            return await self._handle(message, context)
+
+        chain: ConsumeNext = terminal
+        for step in reversed(steps):
+            chain = _link(step, chain)
+        return chain
+
+    async def _trace(
+        self, message: IncomingMessage, context: ConsumeContext, call_next: ConsumeNext
+    ) -> Outcome:
+        parent = propagate.extract(dict(message.trace_context))
+        attributes = {
+            ATTR_SYSTEM: self._system,
+            ATTR_OPERATION_NAME: "process",
+            ATTR_OPERATION_TYPE: "process",
+            ATTR_DESTINATION: message.destination,
+            ATTR_MESSAGE_ID: message.message_id,
+            ATTR_CONSUMER_GROUP: self.name,
+            ATTR_MESSAGE_TYPE: message.message_type,
+        }
+        if message.correlation_id:
+            attributes[ATTR_CONVERSATION_ID] = message.correlation_id
+        with self._tracer.start_as_current_span(
+            f"process {message.destination}".rstrip(),
+            context=parent,
+            kind=trace.SpanKind.CONSUMER,
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                outcome = await call_next(message, context)
+            except Exception as exc:
+                span.set_status(trace.StatusCode.ERROR, type(exc).__name__)
+                span.set_attribute(ATTR_ERROR_TYPE, error_type(exc))
+                raise
+            span.set_attribute(ATTR_OUTCOME, outcome.value)
+            return outcome
+
+    async def _logging(
+        self, message: IncomingMessage, context: ConsumeContext, call_next: ConsumeNext
+    ) -> Outcome:
+        log = _log.bind(
+            consumer=self.name,
+            message_id=message.message_id,
+            message_type=message.message_type,
+            attempt=message.attempt,
+        )
+        try:
+            outcome = await call_next(message, context)
+        except Exception as exc:
+            log.warning("message_processing_failed", error_type=type(exc).__name__)
+            raise
+        log.debug("message_processed", outcome=outcome.value)
+        return outcome
+
+    async def _metrics(
+        self, message: IncomingMessage, context: ConsumeContext, call_next: ConsumeNext
+    ) -> Outcome:
+        start = time.perf_counter()
+        attributes = {ATTR_CONSUMER_GROUP: self.name, ATTR_MESSAGE_TYPE: message.message_type}
+        try:
+            outcome = await call_next(message, context)
+        except Exception as exc:
+            self._instruments.consumed.add(1, {**attributes, ATTR_OUTCOME: "error"})
+            self._instruments.process_duration.record(
+                time.perf_counter() - start, {**attributes, ATTR_ERROR_TYPE: error_type(exc)}
+            )
+            raise
+        self._instruments.consumed.add(1, {**attributes, ATTR_OUTCOME: outcome.value})
+        self._instruments.process_duration.record(time.perf_counter() - start, attributes)
+        return outcome
+
+    async def _unit_of_work(
+        self, message: IncomingMessage, context: ConsumeContext, call_next: ConsumeNext
+    ) -> Outcome:
+        if message.message_type not in self._handlers:
+            return Outcome.IGNORED
+        tx = await self._inbox.begin()
+        context.transaction = tx
+        try:
+            if not await tx.record(self.name, message.message_id, message.message_type):
+                await tx.rollback()
+                return Outcome.DUPLICATE
+            with correlation_scope(
+                message.correlation_id or message.message_id, message.message_id
+            ):
+                outcome = await call_next(message, context)
+        except BaseException:
+            await tx.rollback()
+            raise
+        await tx.commit()
+        return outcome
+
+    async def _handle(self, message: IncomingMessage, context: ConsumeContext) -> Outcome:
+        tx = context.transaction
+        if tx is None:
+            raise ConfigurationError("The consumer pipeline lost its inbox transaction")
+        for handler in self._handlers[message.message_type]:
+            await handler(message, tx)
+        return Outcome.HANDLED
+
+    def __repr__(self) -> str:
+        return f"MessageConsumer({self.name!r}, types={sorted(self._handlers)})"
+
+
+def _link(step: ConsumerMiddleware, call_next: ConsumeNext) -> ConsumeNext:
+    def run(message: IncomingMessage, context: ConsumeContext) -> Awaitable[Outcome]:
+        return step(message, context, call_next)
+
+    return run

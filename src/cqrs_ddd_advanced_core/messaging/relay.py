@@ -1,0 +1,267 @@
+"""The outbox relay: carries committed outbox messages to the broker, stream by stream.
+
+::
+
+    commit -> outbox row -> relay (wakes on commit, claims a batch, publishes
+    each stream's messages in order, each confirmed) -> broker
+
+* **Wakes on commit**: after a commit in this process (the store's commit
+  listeners), on PostgreSQL ``NOTIFY`` from any process (a
+  :class:`~.ports.CommitListener`), and otherwise every ``poll_interval``.
+* **Order**: the store's claim never hands out a message while an earlier one
+  of its stream is unpublished; within a batch one stream's messages are
+  published one after the other, each awaited until the broker confirmed it,
+  while different streams go concurrently. If one fails, the rest of its
+  stream is given back and waits behind it.
+* **Several relays** on one PostgreSQL database claim disjoint batches
+  (``FOR UPDATE SKIP LOCKED``); a batch is published well within the claim
+  timeout (``publish_deadline``), so no other relay takes it over meanwhile.
+  Delivery is at least once: a relay killed between the confirm and marking
+  the message published publishes it again; consumers deduplicate (inbox).
+* **Failures**: a failed publish is retried after an exponential backoff;
+  after ``max_attempts`` the message becomes a dead letter (see
+  ``cqrs-ddd outbox dead-letters`` / ``requeue``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import structlog
+
+from cqrs_ddd_advanced_core.messaging.telemetry import MessagingInstruments, observe_lag
+from cqrs_ddd_advanced_core.outbox.service import Backoff, BatchResult
+from cqrs_ddd_core.domain.messages import utc_now
+from cqrs_ddd_core.telemetry.api import get_meter
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import MeterProvider
+
+    from cqrs_ddd_advanced_core.messaging.ports import CommitListener, Publisher
+    from cqrs_ddd_core.persistence.ports import OutboxStore
+    from cqrs_ddd_core.persistence.records import OutboxMessage
+
+__all__ = ["OutboxRelay", "Upcaster"]
+
+_log = structlog.get_logger("cqrs_ddd_advanced_core.messaging")
+
+_LAG_EVERY = 1.0  # seconds between two lag measurements while batches run back to back
+
+Upcaster = Callable[["OutboxMessage"], "OutboxMessage"]
+"""Brings an outbox message's payload to the current schema before it is published."""
+
+
+class OutboxRelay:
+    """Publishes the outbox to a broker.
+
+    Args:
+        outbox_store: The outbox (its claims keep each stream's order).
+        publisher: The broker (``await publish(message)`` returns once confirmed).
+        batch_size: Messages claimed per batch.
+        max_attempts: Failed publishes before a message becomes a dead letter.
+        backoff: Delay before retrying a failed message.
+        poll_interval: Seconds between looks at the outbox when nothing woke the relay.
+        listener: Wakes the relay on commits of other processes (PostgreSQL ``LISTEN``).
+        publish_deadline: Seconds a batch may take before its unpublished rest is
+            given back; default: a third of the store's claim timeout.
+        upcaster: Applied to every message before it is published: the one
+            place where event-schema upcasting plugs into the relay.
+        meter_provider: Metrics go there (default: the global provider).
+        clock: The current time.
+    """
+
+    def __init__(
+        self,
+        outbox_store: OutboxStore,
+        publisher: Publisher,
+        *,
+        batch_size: int = 200,
+        max_attempts: int = 10,
+        backoff: Backoff | None = None,
+        poll_interval: float = 1.0,
+        listener: CommitListener | None = None,
+        publish_deadline: float | None = None,
+        upcaster: Upcaster | None = None,
+        meter_provider: MeterProvider | None = None,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
+        if poll_interval <= 0:
+            raise ValueError(f"poll_interval must be positive, got {poll_interval}")
+        if not callable(getattr(publisher, "publish", None)):
+            raise TypeError(f"publisher must have an async publish(message), got {publisher!r}")
+        claim_timeout = getattr(outbox_store, "claim_timeout", None)
+        if publish_deadline is None:
+            publish_deadline = 10.0 if claim_timeout is None else claim_timeout.total_seconds() / 3
+        if publish_deadline <= 0:
+            raise ValueError(f"publish_deadline must be positive, got {publish_deadline}")
+        self._store = outbox_store
+        self._publisher = publisher
+        self._batch_size = batch_size
+        self._max_attempts = max_attempts
+        self._backoff = Backoff() if backoff is None else backoff
+        self._poll_interval = poll_interval
+        self._listener = listener
+        self._deadline = publish_deadline
+        self._upcaster = upcaster
+        self._clock = clock
+        meter = get_meter(meter_provider)
+        self._instruments = MessagingInstruments(meter)
+        self._lag: float | None = None
+        self._lag_measured = float("-inf")
+        observe_lag(meter, lambda: self._lag)
+        self._wake = asyncio.Event()
+
+    @property
+    def lag(self) -> float | None:
+        """The outbox lag in seconds as last measured (None before the first batch)."""
+        return self._lag
+
+    def wake(self) -> None:
+        """Look at the outbox now (called on commit)."""
+        self._wake.set()
+
+    async def run_once(self) -> BatchResult:
+        """Claim one batch and publish it; measure the lag (after an empty claim, or a
+        second after the last measurement)."""
+        batch = await self._store.claim_batch(self._batch_size, now=self._clock())
+        result = BatchResult()
+        if batch:
+            streams: dict[object, list[OutboxMessage]] = {}
+            for message in batch:
+                key = (
+                    (message.aggregate_type, message.aggregate_id)
+                    if message.aggregate_id is not None
+                    else message.message_id
+                )
+                streams.setdefault(key, []).append(message)
+            deadline = time.monotonic() + self._deadline
+            given_back: list[str] = []
+            await asyncio.gather(
+                *(self._publish_stream(s, deadline, result, given_back) for s in streams.values())
+            )
+            if result.published:
+                await self._store.mark_published(result.published, at=self._clock())
+            if given_back:
+                await self._store.release(given_back)
+        else:
+            self._lag_measured = float("-inf")  # nothing claimed: measure now
+        await self._measure_lag()
+        return result
+
+    async def _publish_stream(
+        self,
+        messages: Sequence[OutboxMessage],
+        deadline: float,
+        result: BatchResult,
+        given_back: list[str],
+    ) -> None:
+        for index, message in enumerate(messages):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                given_back.extend(m.message_id for m in messages[index:])
+                return
+            start = time.perf_counter()
+            try:
+                outgoing = message if self._upcaster is None else self._upcaster(message)
+                async with asyncio.timeout(remaining):
+                    await self._publisher.publish(outgoing)
+            except Exception as exc:
+                await self._failed(message, exc)
+                result.failed.append(message.message_id)
+                given_back.extend(m.message_id for m in messages[index + 1 :])
+                return
+            self._instruments.publish_duration.record(time.perf_counter() - start)
+            self._instruments.sent.add(1)
+            result.published.append(message.message_id)
+
+    async def _failed(self, message: OutboxMessage, exc: Exception) -> None:
+        attempt = message.attempts + 1
+        error = f"{type(exc).__name__}: {exc}"
+        if attempt >= self._max_attempts:
+            await self._store.mark_dead(message.message_id, error)
+            self._instruments.outbox_dead_lettered.add(1)
+            _log.error(
+                "outbox_message_dead_lettered",
+                message_id=message.message_id,
+                message_type=message.message_type,
+                attempts=attempt,
+                error_type=type(exc).__name__,
+            )
+            return
+        next_attempt_at = self._clock() + self._backoff.delay(attempt)
+        await self._store.mark_failed(message.message_id, error, next_attempt_at=next_attempt_at)
+        _log.warning(
+            "outbox_publish_failed",
+            message_id=message.message_id,
+            message_type=message.message_type,
+            attempt=attempt,
+            error_type=type(exc).__name__,
+            next_attempt_at=next_attempt_at.isoformat(),
+        )
+
+    async def _measure_lag(self) -> None:
+        # At most once a second (a query), and whenever the outbox looked empty.
+        now = time.monotonic()
+        if self._lag is not None and now - self._lag_measured < _LAG_EVERY:
+            return
+        self._lag_measured = now
+        oldest = await self._store.oldest_unpublished_at()
+        self._lag = 0.0 if oldest is None else max((self._clock() - oldest).total_seconds(), 0.0)
+
+    async def run(self, stop_event: asyncio.Event) -> None:
+        """Publish until ``stop_event`` is set: batches back to back while they publish
+        anything, then wait for a commit (or ``poll_interval``)."""
+        remove = self._store.add_commit_listener(self.wake)
+        try:
+            while not stop_event.is_set():
+                await self._listen()
+                self._wake.clear()
+                try:
+                    result = await self.run_once()
+                except Exception as exc:
+                    _log.error("outbox_relay_batch_failed", error_type=type(exc).__name__)
+                    result = BatchResult()
+                    await self._sleep(stop_event)  # the store is failing: do not spin
+                # After publishing, look again at once: messages another relay
+                # gave back because this one held their predecessor are due
+                # now, and no commit will announce them.
+                if not result.published:
+                    await self._sleep(stop_event)
+        finally:
+            remove()
+            if self._listener is not None:
+                await self._listener.stop()
+
+    async def _listen(self) -> None:
+        if self._listener is None or self._listener.listening:
+            return
+        try:
+            await self._listener.start(self.wake)
+        except Exception as exc:  # polling covers it until the database is back
+            _log.warning("outbox_relay_listen_failed", error_type=type(exc).__name__)
+
+    async def _sleep(self, stop_event: asyncio.Event) -> None:
+        waits = {asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop_event.wait())}
+        try:
+            await asyncio.wait(waits, timeout=self._poll_interval, return_when="FIRST_COMPLETED")
+        finally:
+            for waiter in waits:
+                waiter.cancel()
+            for waiter in waits:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await waiter
+
+    def __repr__(self) -> str:
+        return (
+            f"OutboxRelay(publisher={self._publisher!r}, batch_size={self._batch_size}, "
+            f"max_attempts={self._max_attempts})"
+        )

@@ -1,0 +1,157 @@
+"""The SQL inbox: a consumer's message ids, committed with the handler's effects.
+
+One delivery is one transaction (``engine.begin()``): the inbox row goes in
+first with ``INSERT ... ON CONFLICT DO NOTHING``; if it was there already the
+message is a redelivery and the caller rolls back and acknowledges. On
+PostgreSQL a concurrent delivery of the same message waits on the primary
+key until the first commits (then finds the row) or rolls back (then takes
+over), so two consumers never both apply one message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
+
+from cqrs_ddd_core.adapters.sqlalchemy.errors import persistence_error
+from cqrs_ddd_core.adapters.sqlalchemy.tables import inbox
+from cqrs_ddd_core.domain.messages import utc_now
+from cqrs_ddd_core.exceptions import CommitOutcomeUnknownError, PersistenceError
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
+
+__all__ = ["SQLAlchemyInboxStore", "SQLAlchemyInboxTransaction"]
+
+_INSERTS: dict[str, Any] = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+
+
+class SQLAlchemyInboxTransaction:
+    """One delivery's transaction; the handler writes with :attr:`connection`."""
+
+    def __init__(self, connection: AsyncConnection, transaction: AsyncTransaction) -> None:
+        self.connection: AsyncConnection = connection
+        self._transaction = transaction
+        self._hooks: list[Callable[[], None]] = []
+        self._open = True
+        self._message_id: str | None = None
+        self._insert = _INSERTS[connection.dialect.name]
+
+    async def record(self, consumer: str, message_id: str, message_type: str) -> bool:
+        """Insert the inbox row; False when it exists (the message was handled)."""
+        self._message_id = message_id
+        statement = (
+            self._insert(inbox)
+            .values(
+                consumer=consumer,
+                message_id=message_id,
+                message_type=message_type,
+                received_at=utc_now(),
+            )
+            .on_conflict_do_nothing()
+        )
+        try:
+            result = await self.connection.execute(statement)
+        except DBAPIError as exc:
+            raise persistence_error(exc.orig or exc, "Inbox insert failed") from exc
+        return bool(result.rowcount)
+
+    def after_commit(self, hook: Callable[[], None]) -> None:
+        """Run ``hook()`` once the transaction has committed."""
+        self._hooks.append(hook)
+
+    async def commit(self) -> None:
+        """Commit; a connection lost during ``COMMIT`` is an unknown outcome.
+
+        Raises:
+            CommitOutcomeUnknownError: the commit was sent and no answer came
+                (look the message up with ``has_handled``).
+            PersistenceError: the commit was refused.
+        """
+        if not self._open:
+            raise PersistenceError("The inbox transaction is closed")
+        self._open = False
+        try:
+            await self._transaction.commit()
+        except DBAPIError as exc:
+            await self._close()
+            if exc.connection_invalidated:
+                raise CommitOutcomeUnknownError(
+                    "The connection was lost during the inbox commit",
+                    message_id=self._message_id,
+                ) from exc
+            raise persistence_error(exc.orig or exc, "Inbox commit failed") from exc
+        except BaseException:
+            await self._close()
+            raise
+        await self._close()
+        for hook in self._hooks:
+            hook()
+
+    async def rollback(self) -> None:
+        """Discard the inbox row and the effects (a no-op once closed)."""
+        if not self._open:
+            return
+        self._open = False
+        try:
+            await self._transaction.rollback()
+        finally:
+            await self._close()
+
+    async def _close(self) -> None:
+        # A connection that died is discarded by the pool; closing it must not
+        # hide the error that brought us here.
+        with contextlib.suppress(DBAPIError, OSError):
+            await self.connection.close()
+
+
+class SQLAlchemyInboxStore:
+    """Consumers' inboxes in the ``inbox`` table, on the consuming service's database.
+
+    Args:
+        engine: The consuming service's database (its effects' tables live there too).
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        if engine.dialect.name not in _INSERTS:
+            raise ValueError(f"the inbox supports SQLite and PostgreSQL, not {engine.dialect.name}")
+        self._engine = engine
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The consuming service's database."""
+        return self._engine
+
+    async def begin(self) -> SQLAlchemyInboxTransaction:
+        """A new transaction on a connection of its own."""
+        try:
+            connection = await self._engine.connect()
+        except DBAPIError as exc:
+            raise persistence_error(exc.orig or exc, "Inbox connection failed") from exc
+        try:
+            transaction = await connection.begin()
+        except BaseException as exc:
+            await connection.close()
+            if isinstance(exc, DBAPIError):
+                raise persistence_error(exc.orig or exc, "Inbox begin failed") from exc
+            raise
+        return SQLAlchemyInboxTransaction(connection, transaction)
+
+    async def has_handled(self, consumer: str, message_id: str) -> bool:
+        """Whether ``consumer`` committed the handling of ``message_id``."""
+        statement = select(inbox.c.message_id).where(
+            inbox.c.consumer == consumer, inbox.c.message_id == message_id
+        )
+        try:
+            async with self._engine.connect() as conn:
+                return (await conn.execute(statement)).first() is not None
+        except DBAPIError as exc:
+            raise persistence_error(exc.orig or exc, "Inbox read failed") from exc
+
+    def __repr__(self) -> str:
+        return f"SQLAlchemyInboxStore({self._engine.url.render_as_string(hide_password=True)!r})"

@@ -1,0 +1,134 @@
+"""Claiming outbox messages for one relay without breaking any stream's order.
+
+The rule: a message is not published while an earlier message of its stream
+is unpublished. Several relays claim at once, so the claim is three steps in
+one transaction:
+
+1. *Take* up to ``limit`` due messages, oldest first, in one
+   ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING``:
+   each is hidden from other relays for the claim timeout. Concurrent relays
+   skip each other's rows instead of waiting (PostgreSQL); on SQLite the
+   statement holds the database's write lock, so claims are serial anyway.
+2. *Look back*: for the streams taken, read their unpublished messages that
+   are older than the newest one taken. This is a new statement, so on
+   PostgreSQL (READ COMMITTED) it sees every claim committed meanwhile, and a
+   row another relay is claiming right now is still unpublished in it.
+3. *Give back* every message that has an unpublished, untaken predecessor in
+   its stream (held by another relay, waiting for a retry, a dead letter):
+   its ``next_attempt_at`` goes back to ``NULL`` (it was due), so it is taken
+   again once the predecessor is published.
+
+Streams stuck behind a failed message or a dead letter are left out of step
+1 already, so their waiting messages do not fill every batch.
+
+Messages of one stream that are taken together are published by one relay,
+in order. Messages without an aggregate have no stream and no order.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import or_, select, update
+
+from cqrs_ddd_core.adapters.sqlalchemy.tables import outbox
+from cqrs_ddd_core.persistence.records import OutboxStatus
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
+__all__ = ["UNPUBLISHED", "claim"]
+
+_DUE_STATUSES = (OutboxStatus.PENDING.value, OutboxStatus.FAILED.value)
+UNPUBLISHED = (OutboxStatus.PENDING.value, OutboxStatus.FAILED.value, OutboxStatus.DEAD.value)
+"""Spelled out rather than ``!= 'published'``: the (status, ...) index serves ``IN``, and
+published rows (the bulk of the table) are never scanned."""
+
+
+async def claim(
+    conn: AsyncConnection,
+    columns: tuple[Any, ...],
+    limit: int,
+    now: datetime,
+    claim_timeout: timedelta,
+) -> list[Any]:
+    """Claim up to ``limit`` messages in ``conn``'s transaction; rows of ``columns``, by id.
+
+    ``columns`` must include ``outbox.c.id``, ``aggregate_type`` and ``aggregate_id``.
+    """
+    # A stream stuck behind a failed message (waiting for its retry) or a dead
+    # letter is left out here, so that its waiting messages do not fill every
+    # batch; the (status, next_attempt_at) index finds the few such rows.
+    stuck = outbox.alias("stuck")
+    behind_a_failure = (
+        select(stuck.c.id)
+        .where(
+            stuck.c.status.in_((OutboxStatus.FAILED.value, OutboxStatus.DEAD.value)),
+            stuck.c.aggregate_type == outbox.c.aggregate_type,
+            stuck.c.aggregate_id == outbox.c.aggregate_id,
+            stuck.c.id < outbox.c.id,
+        )
+        .exists()
+    )
+    due = (
+        select(outbox.c.id)
+        .where(
+            outbox.c.status.in_(_DUE_STATUSES),
+            or_(outbox.c.next_attempt_at.is_(None), outbox.c.next_attempt_at <= now),
+            ~behind_a_failure,
+        )
+        .order_by(outbox.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    taken = list(
+        (
+            await conn.execute(
+                update(outbox)
+                .where(outbox.c.id.in_(due))
+                .values(next_attempt_at=now + claim_timeout)
+                .returning(*columns)
+            )
+        ).all()
+    )
+    if not taken:
+        return []
+    id_at = columns.index(outbox.c.id)
+    type_at = columns.index(outbox.c.aggregate_type)
+    agg_at = columns.index(outbox.c.aggregate_id)
+    taken.sort(key=lambda row: row[id_at])
+    taken_ids = {row[id_at] for row in taken}
+    streams = {(row[type_at], row[agg_at]) for row in taken if row[agg_at] is not None}
+    if not streams:
+        return taken
+    newest = taken[-1][id_at]
+    earlier = await conn.execute(
+        select(outbox.c.id, outbox.c.aggregate_type, outbox.c.aggregate_id).where(
+            outbox.c.status.in_(UNPUBLISHED),
+            outbox.c.id < newest,
+            outbox.c.aggregate_id.in_(sorted({agg for _, agg in streams})),
+        )
+    )
+    first_blocker: dict[tuple[Any, Any], int] = {}
+    for row_id, aggregate_type, aggregate_id in earlier.all():
+        key = (aggregate_type, aggregate_id)
+        if key in streams and row_id not in taken_ids:
+            known = first_blocker.get(key)
+            if known is None or row_id < known:
+                first_blocker[key] = row_id
+    if not first_blocker:
+        return taken
+    kept: list[Any] = []
+    given_back: list[int] = []
+    for row in taken:
+        blocker = first_blocker.get((row[type_at], row[agg_at]))
+        if blocker is not None and blocker < row[id_at]:
+            given_back.append(row[id_at])
+        else:
+            kept.append(row)
+    await conn.execute(
+        update(outbox).where(outbox.c.id.in_(given_back)).values(next_attempt_at=None)
+    )
+    return kept

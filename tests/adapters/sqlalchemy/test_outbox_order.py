@@ -1,0 +1,177 @@
+"""Outbox claims keep each stream's order; dead letters are kept, listed and requeued.
+
+Run against the in-memory store, SQLite and PostgreSQL (the same rules)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cqrs_ddd_core.adapters.memory import InMemoryOutboxStore, InMemoryUnitOfWork
+from cqrs_ddd_core.adapters.sqlalchemy import SQLAlchemyOutboxStore, SQLAlchemyUnitOfWork
+from cqrs_ddd_core.persistence import OutboxMessage, OutboxStatus
+from tests.support.backends import sqlite_engine
+from tests.support.postgres import empty_pg_engine
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class Outbox:
+    """A store and a way to commit messages into it."""
+
+    def __init__(self, store: Any, uow_factory: Any) -> None:
+        self.store = store
+        self.uow_factory = uow_factory
+        self.counter = 0
+
+    async def add(self, stream: str | None, count: int = 1) -> list[str]:
+        uow = self.uow_factory()
+        messages = []
+        for _ in range(count):
+            self.counter += 1
+            messages.append(
+                OutboxMessage(
+                    message_id=f"m{self.counter:05d}",
+                    message_type="Happened",
+                    payload={"n": self.counter},
+                    created_at=T0,
+                    aggregate_type=None if stream is None else "Thing",
+                    aggregate_id=stream,
+                    aggregate_version=self.counter,
+                )
+            )
+        await self.store.enqueue(messages, uow=uow)
+        await uow.commit()
+        return [m.message_id for m in messages]
+
+
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+async def outbox(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Outbox]:
+    if request.param == "memory":
+        yield Outbox(InMemoryOutboxStore(), InMemoryUnitOfWork)
+    elif request.param == "sqlite":
+        async with sqlite_engine(tmp_path) as engine:
+            yield Outbox(SQLAlchemyOutboxStore(engine), SQLAlchemyUnitOfWork.factory(engine))
+    else:
+        url = request.getfixturevalue("postgres_database_url")
+        async with empty_pg_engine(url) as engine:
+            yield Outbox(SQLAlchemyOutboxStore(engine), SQLAlchemyUnitOfWork.factory(engine))
+
+
+def ids(messages: list[OutboxMessage]) -> list[str]:
+    return [m.message_id for m in messages]
+
+
+async def test_a_batch_holds_a_streams_messages_in_order_with_their_versions(
+    outbox: Outbox,
+) -> None:
+    a = await outbox.add("a", 3)
+    b = await outbox.add("b", 2)
+    claimed = await outbox.store.claim_batch(10, now=T0)
+    assert ids(claimed) == a + b
+    assert [m.aggregate_version for m in claimed] == [1, 2, 3, 4, 5]
+
+
+async def test_a_message_is_not_claimed_while_an_earlier_one_of_its_stream_is_held(
+    outbox: Outbox,
+) -> None:
+    first = await outbox.add("a")
+    held = await outbox.store.claim_batch(1, now=T0)  # another relay holds a1
+    assert ids(held) == first
+    later = await outbox.add("a", 2)
+    other = await outbox.add("b")
+    claimed = await outbox.store.claim_batch(10, now=T0)
+    assert ids(claimed) == other  # a2, a3 wait behind a1
+    await outbox.store.mark_published(first, at=T0)
+    assert ids(await outbox.store.claim_batch(10, now=T0)) == later
+
+
+async def test_a_stream_waits_behind_a_failed_message_until_it_is_published(
+    outbox: Outbox,
+) -> None:
+    first, *rest = await outbox.add("a", 3)
+    await outbox.store.claim_batch(10, now=T0)
+    await outbox.store.mark_failed(first, "boom", next_attempt_at=T0 + timedelta(seconds=5))
+    await outbox.store.release(rest)
+    assert await outbox.store.claim_batch(10, now=T0) == []
+    retry = await outbox.store.claim_batch(10, now=T0 + timedelta(seconds=6))
+    assert ids(retry)[0] == first
+    await outbox.store.mark_published([first], at=T0)
+    await outbox.store.release(ids(retry)[1:])
+    assert ids(await outbox.store.claim_batch(10, now=T0 + timedelta(seconds=6))) == rest
+
+
+async def test_a_dead_letter_is_kept_listed_blocks_its_stream_and_is_requeued(
+    outbox: Outbox,
+) -> None:
+    first, second = await outbox.add("a", 2)
+    other = await outbox.add("b")
+    await outbox.store.claim_batch(1, now=T0)
+    await outbox.store.mark_dead(first, "PublishError: nack")
+    await outbox.store.release([second])
+    dead = await outbox.store.dead_letters()
+    assert ids(dead) == [first]
+    assert dead[0].status is OutboxStatus.DEAD
+    assert dead[0].last_error == "PublishError: nack"
+    assert dead[0].attempts == 1
+    assert ids(await outbox.store.claim_batch(10, now=T0)) == other  # a2 waits behind a1
+    assert await outbox.store.requeue(["not-a-dead-letter"]) == 0
+    assert await outbox.store.requeue() == 1
+    assert await outbox.store.dead_letters() == []
+    requeued = await outbox.store.claim_batch(10, now=T0)
+    assert ids(requeued) == [first, second]
+    assert requeued[0].attempts == 0
+
+
+async def test_the_oldest_unpublished_message_dates_the_lag(outbox: Outbox) -> None:
+    assert await outbox.store.oldest_unpublished_at() is None
+    (first,) = await outbox.add("a")
+    assert await outbox.store.oldest_unpublished_at() == T0
+    await outbox.store.mark_published([first], at=T0)
+    assert await outbox.store.oldest_unpublished_at() is None
+
+
+async def test_a_commit_in_this_process_calls_the_commit_listeners(outbox: Outbox) -> None:
+    woken: list[int] = []
+    remove = outbox.store.add_commit_listener(lambda: woken.append(1))
+    await outbox.add("a", 2)
+    assert woken == [1]  # once per commit, not per message
+    remove()
+    await outbox.add("a")
+    assert woken == [1]
+
+
+async def test_concurrent_claimers_publish_each_message_once_and_each_stream_in_order(
+    outbox: Outbox,
+) -> None:
+    streams = [f"s{i}" for i in range(8)]
+    expected: dict[str, list[str]] = {s: [] for s in streams}
+    rng = random.Random(7)
+    for _ in range(60):
+        stream = rng.choice(streams)
+        expected[stream] += await outbox.add(stream, rng.randint(1, 3))
+    total = sum(len(v) for v in expected.values())
+    published: list[str] = []
+    by_stream: dict[str, list[str]] = {s: [] for s in streams}
+
+    async def relay() -> None:
+        idle = 0
+        while len(published) < total and idle < 200:
+            batch = await outbox.store.claim_batch(rng.randint(1, 7), now=T0)
+            idle = 0 if batch else idle + 1
+            for message in batch:
+                published.append(message.message_id)
+                by_stream[message.aggregate_id].append(message.message_id)
+                await asyncio.sleep(0)  # let the other relays claim meanwhile
+            await outbox.store.mark_published(ids(batch), at=T0)
+
+    async with asyncio.timeout(60):
+        await asyncio.gather(*(relay() for _ in range(4)))
+    assert sorted(published) == sorted(m for v in expected.values() for m in v)  # each once
+    assert by_stream == expected  # each stream in order

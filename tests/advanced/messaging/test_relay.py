@@ -1,0 +1,201 @@
+"""The outbox relay on the in-memory outbox: order, retries, dead letters, wake-up, lag."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from cqrs_ddd_advanced_core.messaging import OutboxRelay
+from cqrs_ddd_advanced_core.outbox import Backoff
+from cqrs_ddd_core.adapters.memory import InMemoryOutboxStore, InMemoryUnitOfWork
+from cqrs_ddd_core.exceptions import PersistenceError
+from cqrs_ddd_core.persistence import OutboxMessage, OutboxStatus
+from cqrs_ddd_core.testing import MetricCapture
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class Broker:
+    """Records what it accepted; refuses the messages listed in ``refuse``."""
+
+    def __init__(self) -> None:
+        self.accepted: list[OutboxMessage] = []
+        self.refuse: set[str] = set()
+        self.published = asyncio.Event()
+
+    async def publish(self, message: OutboxMessage) -> None:
+        await asyncio.sleep(0)
+        if message.message_id in self.refuse:
+            raise ConnectionError("nack")
+        self.accepted.append(message)
+        self.published.set()
+
+    @property
+    def ids(self) -> list[str]:
+        return [m.message_id for m in self.accepted]
+
+
+async def commit(store: InMemoryOutboxStore, *streams: str) -> list[str]:
+    uow = InMemoryUnitOfWork()
+    messages = [
+        OutboxMessage(
+            message_id=f"{stream}-{i}",
+            message_type="Happened",
+            payload={},
+            created_at=T0,
+            aggregate_type="Thing",
+            aggregate_id=stream,
+        )
+        for i, stream in enumerate(streams)
+    ]
+    await store.enqueue(messages, uow=uow)
+    await uow.commit()
+    return [m.message_id for m in messages]
+
+
+async def test_one_streams_messages_are_published_in_order_and_marked_published() -> None:
+    store, broker = InMemoryOutboxStore(), Broker()
+    ids = await commit(store, "a", "b", "a", "a", "b")
+    result = await OutboxRelay(store, broker).run_once()
+    assert sorted(result.published) == sorted(ids)
+    assert [i for i in broker.ids if i.startswith("a")] == ["a-0", "a-2", "a-3"]
+    assert [i for i in broker.ids if i.startswith("b")] == ["b-1", "b-4"]
+    stored = [await store.get(i) for i in ids]
+    assert all(m is not None and m.status is OutboxStatus.PUBLISHED for m in stored)
+
+
+async def test_a_failure_holds_back_the_rest_of_its_stream_but_not_other_streams() -> None:
+    store, broker, clock = InMemoryOutboxStore(), Broker(), Clock()
+    await commit(store, "a", "a", "b")
+    broker.refuse = {"a-0"}
+    relay = OutboxRelay(store, broker, clock=clock, backoff=Backoff(initial=timedelta(seconds=1)))
+    result = await relay.run_once()
+    assert result.failed == ["a-0"]
+    assert broker.ids == ["b-2"]  # a-1 was not published ahead of a-0
+    assert (await store.get("a-1")).next_attempt_at is None  # type: ignore[union-attr]
+    assert (await relay.run_once()).processed == 0  # a-0 waits for its backoff, a-1 behind it
+    broker.refuse.clear()
+    clock.now += timedelta(seconds=2)
+    await relay.run_once()
+    assert broker.ids == ["b-2", "a-0", "a-1"]
+
+
+async def test_a_message_that_keeps_failing_becomes_a_dead_letter_after_max_attempts() -> None:
+    store, broker, clock = InMemoryOutboxStore(), Broker(), Clock()
+    metrics = MetricCapture()
+    await commit(store, "a")
+    broker.refuse = {"a-0"}
+    relay = OutboxRelay(
+        store, broker, clock=clock, max_attempts=3, meter_provider=metrics.meter_provider
+    )
+    for _ in range(3):
+        await relay.run_once()
+        clock.now += timedelta(minutes=10)
+    (dead,) = await store.dead_letters()
+    assert dead.message_id == "a-0"
+    assert dead.attempts == 3
+    assert dead.last_error == "ConnectionError: nack"
+    assert metrics.value("cqrs.outbox.dead_lettered") == 1
+    assert (await relay.run_once()).processed == 0  # never retried on its own
+    broker.refuse.clear()
+    assert await store.requeue(["a-0"]) == 1
+    await relay.run_once()
+    assert broker.ids == ["a-0"]
+
+
+async def test_the_upcaster_sees_every_message_before_it_is_published() -> None:
+    store, broker = InMemoryOutboxStore(), Broker()
+    await commit(store, "a")
+
+    def upcast(message: OutboxMessage) -> OutboxMessage:
+        return dataclasses.replace(message, payload={"upcast": True})
+
+    await OutboxRelay(store, broker, upcaster=upcast).run_once()
+    assert broker.accepted[0].payload == {"upcast": True}
+
+
+async def test_the_relay_wakes_on_a_commit_in_its_process_without_polling() -> None:
+    store, broker = InMemoryOutboxStore(), Broker()
+    relay = OutboxRelay(store, broker, poll_interval=3600)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        async with asyncio.timeout(10):
+            while relay.lag is None:  # noqa: ASYNC110 (the first, empty batch ran)
+                await asyncio.sleep(0.01)
+            await commit(store, "a")
+            await broker.published.wait()
+    finally:
+        stop.set()
+        async with asyncio.timeout(10):
+            await task
+    assert broker.ids == ["a-0"]
+
+
+async def test_the_lag_is_the_age_of_the_oldest_unpublished_message() -> None:
+    store, broker, clock = InMemoryOutboxStore(), Broker(), Clock()
+    metrics = MetricCapture()
+    await commit(store, "a")
+    broker.refuse = {"a-0"}
+    clock.now = T0 + timedelta(seconds=42)
+    relay = OutboxRelay(store, broker, clock=clock, meter_provider=metrics.meter_provider)
+    await relay.run_once()
+    assert relay.lag == 42.0
+    assert metrics.value("cqrs.outbox.lag") == 42.0
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("batch_size", 0), ("max_attempts", 0), ("poll_interval", 0), ("publish_deadline", -1)],
+)
+def test_bad_settings_are_refused(option: str, value: float) -> None:
+    with pytest.raises(ValueError, match=option):
+        OutboxRelay(InMemoryOutboxStore(), Broker(), **{option: value})  # type: ignore[arg-type]
+
+
+def test_a_publisher_without_publish_is_refused() -> None:
+    with pytest.raises(TypeError, match="publish"):
+        OutboxRelay(InMemoryOutboxStore(), object())  # type: ignore[arg-type]
+
+
+class FlakyStore(InMemoryOutboxStore):
+    """An outbox whose first claims fail, as a database that went away for a moment."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    async def claim_batch(self, limit: int = 100, *, now: datetime | None = None) -> Any:
+        if self.failures > 0:
+            self.failures -= 1
+            raise PersistenceError("Outbox claim failed: connection refused")
+        return await super().claim_batch(limit, now=now)
+
+
+async def test_the_relay_outlives_a_failing_outbox_and_publishes_once_it_is_back() -> None:
+    store, broker = FlakyStore(failures=2), Broker()
+    await commit(store, "a")
+    relay = OutboxRelay(store, broker, poll_interval=0.01)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        async with asyncio.timeout(10):
+            await broker.published.wait()
+    finally:
+        stop.set()
+        async with asyncio.timeout(10):
+            await task
+    assert store.failures == 0
+    assert broker.ids == ["a-0"]

@@ -49,6 +49,8 @@ class StoredEvent:
 
 
 class OutboxStatus(StrEnum):
+    """Where an outbox message stands: waiting, sent, or given up on."""
+
     PENDING = "pending"
     PUBLISHED = "published"
     FAILED = "failed"

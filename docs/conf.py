@@ -15,7 +15,7 @@ from cqrs_ddd_core.version import __version__  # noqa: E402
 
 project = "cqrs-ddd-advanced-core"
 author = "The cqrs-ddd-advanced-core authors"
-copyright = "the cqrs-ddd-advanced-core authors"  # noqa: A001
+copyright = "the cqrs-ddd-advanced-core authors"
 release = __version__
 version = __version__
 
@@ -36,7 +36,7 @@ exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
 myst_enable_extensions = ["colon_fence", "deflist"]
 myst_heading_anchors = 3
 
-# -- autodoc (one page per public module: see _ext/cqrs_docs.py) -------------------------------------------------------
+# -- autodoc (one page per public module: see _ext/cqrs_docs.py) -----------------
 autodoc_default_options = {
     "members": True,
     "show-inheritance": True,

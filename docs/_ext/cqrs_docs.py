@@ -66,7 +66,11 @@ def public_objects(module: ModuleType) -> Iterator[tuple[str, Any]]:
     # pydantic files parametrised generics (``Command[str]``) in their module's
     # namespace under names that are no identifiers: they are no public names.
     for name, value in vars(module).items():
-        if name.startswith("_") or not name.isidentifier() or not (inspect.isclass(value) or inspect.isfunction(value)):
+        if (
+            name.startswith("_")
+            or not name.isidentifier()
+            or not (inspect.isclass(value) or inspect.isfunction(value))
+        ):
             continue
         home = getattr(value, "__module__", "") or ""
         if home == module.__name__ or (
@@ -109,9 +113,7 @@ def write_api_stubs(app: Sphinx) -> None:
     names = {m.__name__ for m in modules}
     wanted = {}
     for module in modules:
-        children = sorted(
-            n for n in names if n.rpartition(".")[0] == module.__name__
-        )
+        children = sorted(n for n in names if n.rpartition(".")[0] == module.__name__)
         wanted[f"{module.__name__}.rst"] = _stub(module, children)
     for path in folder.glob("*.rst"):
         if path.name not in wanted:
@@ -235,7 +237,13 @@ class CliDirective(_GeneratedDirective):
         lines += ["::", "", *_indent(parser.format_usage().strip()), ""]
         rows = _option_rows(parser)
         if rows:
-            lines += [".. list-table::", "   :header-rows: 1", "", "   * - option", "     - meaning"]
+            lines += [
+                ".. list-table::",
+                "   :header-rows: 1",
+                "",
+                "   * - option",
+                "     - meaning",
+            ]
             for names, help_text in rows:
                 lines += [f"   * - ``{names}``", f"     - {_escape(help_text) or '-'}"]
             lines.append("")
@@ -332,7 +340,9 @@ class ErrorsDirective(_GeneratedDirective):
                     name,
                     location=self.get_location(),
                 )
-            bases = ", ".join(f":py:class:`~{b.__module__}.{b.__qualname__}`" for b in error.__bases__)
+            bases = ", ".join(
+                f":py:class:`~{b.__module__}.{b.__qualname__}`" for b in error.__bases__
+            )
             lines += [
                 name,
                 "-" * len(name),

@@ -40,7 +40,14 @@ from cqrs_ddd_core.middleware import (
     UnitOfWorkMiddleware,
     ValidationMiddleware,
 )
-from cqrs_ddd_core.pipeline import CallNext, Middleware, Pipeline, Placement, placement
+from cqrs_ddd_core.pipeline import (
+    CallNext,
+    Middleware,
+    Pipeline,
+    Placement,
+    insert_middlewares,
+    placement,
+)
 from cqrs_ddd_core.version import __version__
 
 __all__ = [
@@ -84,5 +91,6 @@ __all__ = [
     "correlation_scope",
     "current_context",
     "current_uow",
+    "insert_middlewares",
     "placement",
 ]

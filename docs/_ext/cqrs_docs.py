@@ -19,7 +19,7 @@ import importlib
 import inspect
 import pkgutil
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -46,9 +46,9 @@ def _is_private(dotted: str) -> bool:
     return any(part.startswith("_") for part in dotted.split("."))
 
 
-def public_modules() -> Iterator[ModuleType]:
-    """Every public module of both packages, imported, in a stable order."""
-    for name in PACKAGES:
+def public_modules(packages: Sequence[str] = PACKAGES) -> Iterator[ModuleType]:
+    """Every public module of ``packages``, imported, in a stable order."""
+    for name in packages:
         package = importlib.import_module(name)
         yield package
         for info in pkgutil.walk_packages(package.__path__, f"{name}."):
@@ -56,7 +56,9 @@ def public_modules() -> Iterator[ModuleType]:
                 yield importlib.import_module(info.name)
 
 
-def public_objects(module: ModuleType) -> Iterator[tuple[str, Any]]:
+def public_objects(
+    module: ModuleType, packages: Sequence[str] = PACKAGES
+) -> Iterator[tuple[str, Any]]:
     """The public classes and functions ``module`` is the home of.
 
     Its home is the module that defines it, or, for an object defined in a
@@ -74,7 +76,7 @@ def public_objects(module: ModuleType) -> Iterator[tuple[str, Any]]:
             continue
         home = getattr(value, "__module__", "") or ""
         if home == module.__name__ or (
-            name in exported and home.startswith(PACKAGES) and _is_private(home)
+            name in exported and home.startswith(tuple(packages)) and _is_private(home)
         ):
             yield name, value
 
@@ -109,7 +111,7 @@ def write_api_stubs(app: Sphinx) -> None:
     """
     folder = Path(app.srcdir) / API_FOLDER
     folder.mkdir(parents=True, exist_ok=True)
-    modules = list(public_modules())
+    modules = list(public_modules(app.config.cqrs_docs_packages))
     names = {m.__name__ for m in modules}
     wanted = {}
     for module in modules:
@@ -126,7 +128,8 @@ def write_api_stubs(app: Sphinx) -> None:
 
 def check_public_api(app: Sphinx, env: BuildEnvironment) -> None:
     """Warn for each public module or object without a docstring or reference page."""
-    for module in public_modules():
+    packages = app.config.cqrs_docs_packages
+    for module in public_modules(packages):
         name = module.__name__
         if not (module.__doc__ or "").strip():
             logger.warning("public module %s has no docstring", name, type="cqrs", subtype="doc")
@@ -139,7 +142,7 @@ def check_public_api(app: Sphinx, env: BuildEnvironment) -> None:
                 type="cqrs",
                 subtype="doc",
             )
-        for attr, value in public_objects(module):
+        for attr, value in public_objects(module, packages):
             if not _has_docstring(value):
                 logger.warning(
                     "public %s %s.%s has no docstring",
@@ -377,6 +380,7 @@ class ErrorsDirective(_GeneratedDirective):
 
 def setup(app: Sphinx) -> dict[str, Any]:
     """Register the checks and directives."""
+    app.add_config_value("cqrs_docs_packages", list(PACKAGES), "env", [list])
     app.connect("builder-inited", write_api_stubs)
     app.connect("env-check-consistency", check_public_api)
     app.add_directive("cqrs-cli", CliDirective)

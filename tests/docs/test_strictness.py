@@ -83,7 +83,8 @@ def test_an_orphan_page_or_a_broken_reference_fails_the_build(
     source = make_site(tmp_path, DOCUMENTED, {"extra.md": page})
     if "toctree" not in page and "Orphan" not in page:
         index = (source / "index.md").read_text()
-        (source / "index.md").write_text(index.replace("reference/_api/toy", "reference/_api/toy\nextra"))
+        listed = index.replace("reference/_api/toy", "reference/_api/toy\nextra")
+        (source / "index.md").write_text(listed)
     build = sphinx_build(source, tmp_path / "out", timeout=120)
 
     assert build.returncode != 0

@@ -32,6 +32,9 @@ source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
 root_doc = "index"
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
 
+# Option names such as --metrics-port must stay two hyphens, not a dash.
+smartquotes = False
+
 # -- MyST ----------------------------------------------------------------------
 myst_enable_extensions = ["colon_fence", "deflist"]
 myst_heading_anchors = 3

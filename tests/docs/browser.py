@@ -137,6 +137,10 @@ def _errors_from(events: list[dict[str, Any]], session: str) -> list[str]:
         elif method == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
             entry = params["entry"]
             errors.append(f"{entry.get('source')}: {entry.get('text')} {entry.get('url', '')}")
+        elif method == "Network.requestWillBeSent":
+            url = params.get("request", {}).get("url", "")
+            if not url.startswith(("file:", "data:", "about:", "blob:")):
+                errors.append(f"fetched from the network: {url}")
         elif method == "Network.loadingFailed" and not params.get("canceled"):
             errors.append(f"failed to load: {params.get('errorText')} ({params.get('type')})")
     return errors

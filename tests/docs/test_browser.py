@@ -1,5 +1,6 @@
 """The built site renders in headless Chromium: no missing asset, no JavaScript error,
-no empty page (the index, a tutorial, a reference page and a page with diagrams)."""
+no empty page, nothing fetched from the network (the index, a tutorial, a reference
+page and a page with diagrams)."""
 
 from __future__ import annotations
 
@@ -54,7 +55,8 @@ def test_a_missing_asset_a_javascript_error_and_an_empty_page_are_reported(
     broken = tmp_path / "broken.html"
     broken.write_text(
         '<html><head><link rel="stylesheet" href="gone.css"></head><body><p>words</p>'
-        '<img src="gone.png"><script>throw new Error("planted")</script></body></html>'
+        '<img src="gone.png"><script>throw new Error("planted")</script>'
+        '<img src="http://127.0.0.1:9/remote.png"></body></html>'
     )
     empty = tmp_path / "empty.html"
     empty.write_text("<html><head><style>p {}</style></head><body> </body></html>")
@@ -66,6 +68,7 @@ def test_a_missing_asset_a_javascript_error_and_an_empty_page_are_reported(
     assert any("gone.css" in e for e in broken_report.errors)
     assert any("gone.png" in e for e in broken_report.errors)
     assert any("planted" in e for e in broken_report.errors)
+    assert any("fetched from the network: http://127.0.0.1:9/" in e for e in broken_report.errors)
     assert not empty_report.ok
     assert empty_report.text_length == 0
     assert fine_report.ok, fine_report.errors

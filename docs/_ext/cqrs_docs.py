@@ -126,9 +126,42 @@ def write_api_stubs(app: Sphinx) -> None:
             path.write_text(text)
 
 
+BASELINE = Path(__file__).with_name("undocumented-members.txt")
+
+
+def _member_function(value: Any) -> Any:
+    """The function behind a class attribute, or None when it is no method or property."""
+    if isinstance(value, property):
+        return value.fget
+    if isinstance(value, (classmethod, staticmethod)):
+        return value.__func__
+    return value if inspect.isfunction(value) else None
+
+
+def undocumented_members(cls: type) -> Iterator[str]:
+    """Public methods and properties defined on ``cls`` with no docstring of their own
+    and none to inherit from a base class."""
+    for name, value in vars(cls).items():
+        function = _member_function(value)
+        if name.startswith("_") or function is None:
+            continue
+        if (function.__doc__ or "").strip():
+            continue
+        inherited = any(
+            (getattr(_member_function(vars(base).get(name)), "__doc__", None) or "").strip()
+            for base in cls.__mro__[1:]
+            if name in vars(base)
+        )
+        if not inherited:
+            yield name
+
+
 def check_public_api(app: Sphinx, env: BuildEnvironment) -> None:
     """Warn for each public module or object without a docstring or reference page."""
     packages = app.config.cqrs_docs_packages
+    baseline = set()
+    if BASELINE.is_file():
+        baseline = {line.strip() for line in BASELINE.read_text().splitlines()}
     for module in public_modules(packages):
         name = module.__name__
         if not (module.__doc__ or "").strip():
@@ -152,6 +185,13 @@ def check_public_api(app: Sphinx, env: BuildEnvironment) -> None:
                     type="cqrs",
                     subtype="doc",
                 )
+            if inspect.isclass(value):
+                for member in undocumented_members(value):
+                    dotted = f"{name}.{attr}.{member}"
+                    if dotted not in baseline:
+                        logger.warning(
+                            "public member %s has no docstring", dotted, type="cqrs", subtype="doc"
+                        )
 
 
 # -- helpers for the generated pages --------------------------------------------

@@ -68,6 +68,31 @@ def test_a_public_function_without_a_docstring_fails_the_build(tmp_path: Path) -
     assert "public function toy.things.undocumented has no docstring" in build.output
 
 
+def test_a_public_method_without_a_docstring_fails_the_build(tmp_path: Path) -> None:
+    module = DOCUMENTED + (
+        '\n\nclass Thing:\n    """A thing."""\n\n'
+        "    def undocumented(self) -> None:\n        pass\n\n"
+        "    def _private(self) -> None:\n        pass\n"
+    )
+    build = sphinx_build(make_site(tmp_path, module), tmp_path / "out", timeout=120)
+
+    assert build.returncode != 0
+    assert "public member toy.things.Thing.undocumented has no docstring" in build.output
+    assert "_private" not in build.output
+
+
+def test_a_method_inherits_the_docstring_of_the_one_it_overrides(tmp_path: Path) -> None:
+    module = DOCUMENTED + (
+        '\n\nclass Base:\n    """A base."""\n\n'
+        '    def run(self) -> None:\n        """Run."""\n\n\n'
+        'class Child(Base):\n    """A child."""\n\n'
+        "    def run(self) -> None:\n        pass\n"
+    )
+    build = sphinx_build(make_site(tmp_path, module), tmp_path / "out", timeout=120)
+
+    assert build.returncode == 0, build.output
+
+
 @pytest.mark.parametrize(
     ("page", "expected"),
     [

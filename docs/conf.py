@@ -46,7 +46,6 @@ autodoc_default_options = {
     "member-order": "bysource",
 }
 autodoc_typehints = "description"
-autodoc_class_signature = "separated"
 autodoc_preserve_defaults = True
 autodoc_typehints_description_target = "documented_params"
 napoleon_google_docstring = True

@@ -1,4 +1,5 @@
-"""The code in README.md and docs/*.md runs and prints what the text says.
+"""The code in README.md and the docs site's pages (docs/**/*.md) runs and prints what
+the text says.
 
 Rules, per Markdown file:
 
@@ -51,9 +52,18 @@ class Block:
     expected_output: str | None
 
 
+def site_pages() -> list[Path]:
+    """Every Markdown page of the docs site (not what a build generates)."""
+    return sorted(
+        path
+        for path in (ROOT / "docs").rglob("*.md")
+        if not {"_build", "_api"} & set(path.relative_to(ROOT / "docs").parts)
+    )
+
+
 def documents() -> list[Path]:
-    """README.md and docs/**/*.md, those with at least one block to run."""
-    candidates = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    """README.md and the site's pages, those with at least one block to run."""
+    candidates = [ROOT / "README.md", *site_pages()]
     return [path for path in candidates if runnable_blocks(path.read_text())]
 
 
@@ -95,6 +105,16 @@ def test_the_quick_start_is_exactly_two_commands_that_exist() -> None:
     assert commands == ["bash scripts/demo.sh", "bash scripts/test.sh"]
     for command in commands:
         assert (ROOT / command.split()[1]).is_file()
+
+
+def test_every_tutorial_has_code_that_runs_and_output_it_must_print() -> None:
+    tutorials = [p for p in site_pages() if p.parent.name == "tutorials" and p.name != "index.md"]
+
+    assert tutorials
+    for page in tutorials:
+        blocks = runnable_blocks(page.read_text())
+        assert blocks, f"{page.relative_to(ROOT)} has no python block that runs"
+        assert any(b.expected_output for b in blocks), f"{page.relative_to(ROOT)} shows no output"
 
 
 @pytest.mark.parametrize("document", documents(), ids=lambda p: p.relative_to(ROOT).as_posix())

@@ -43,7 +43,14 @@ from cqrs_ddd_core.middleware import (
     UnitOfWorkMiddleware,
     ValidationMiddleware,
 )
-from cqrs_ddd_core.pipeline import CallNext, Middleware, Pipeline, Placement, placement
+from cqrs_ddd_core.pipeline import (
+    CallNext,
+    Middleware,
+    Pipeline,
+    Placement,
+    insert_middlewares,
+    placement,
+)
 from cqrs_ddd_core.version import __version__
 
 __all__ = [
@@ -90,5 +97,6 @@ __all__ = [
     "correlation_scope",
     "current_context",
     "current_uow",
+    "insert_middlewares",
     "placement",
 ]

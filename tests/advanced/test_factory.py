@@ -97,7 +97,9 @@ async def test_a_dispatcher_may_send_commands_that_commit_in_their_own_unit_of_w
                 await world.mediator.send(PlaceOrder(order_id="o-1-follow-up"))
 
     audit = AuditMiddleware(audit_store=world.audit)
-    world.mediator = factory_for(world, event_dispatcher=Reacting(), middlewares=[audit]).create()
+    world.mediator = factory_for(
+        world, event_dispatcher=Reacting(), inner_middlewares=[audit]
+    ).create()
 
     response = await world.mediator.send(PlaceOrder(order_id="o-1"))
 
@@ -114,7 +116,9 @@ async def test_a_dispatcher_may_send_commands_that_commit_in_their_own_unit_of_w
 
 def test_the_factory_lists_dispatch_first_then_extra_middlewares(world: World) -> None:
     audit = AuditMiddleware(audit_store=world.audit)
-    factory = factory_for(world, event_dispatcher=RecordingDispatcher(world), middlewares=[audit])
+    factory = factory_for(
+        world, event_dispatcher=RecordingDispatcher(world), inner_middlewares=[audit]
+    )
 
     order = factory.create().pipeline.order
 

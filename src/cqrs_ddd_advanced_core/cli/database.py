@@ -93,6 +93,7 @@ def redact(url: str) -> str:
 
 
 def sqlite_path(url: str) -> Path:
+    """The file a ``sqlite://`` URL points at."""
     rest = url.partition("://")[2]
     return Path((rest[1:] if rest.startswith("/") else rest).split("?", 1)[0])
 
@@ -195,6 +196,7 @@ class TableCounts:
 
 
 async def count_rows(engine: Engine) -> TableCounts:
+    """How many rows each of the library's tables holds (events per aggregate type)."""
     events = await _rows(
         engine, "SELECT aggregate_type, count(*) FROM events GROUP BY aggregate_type"
     )
@@ -248,6 +250,8 @@ class Integrity:
 async def check_integrity(
     engine: Engine, *, event_sourced: Iterable[str], state_stored: Iterable[str]
 ) -> Integrity:
+    """Check what the demo stored: streams numbered 1..n, events and outbox messages one
+    to one, no events of state-stored types, states in step with their messages."""
     sourced = _literal_list(event_sourced)
     stored = _literal_list(state_stored)
     streams = await _rows(

@@ -58,6 +58,8 @@ EXIT_OK, EXIT_FAILED = 0, 1
 
 @dataclass(frozen=True)
 class DemoOptions:
+    """What ``cqrs-ddd demo`` was asked to do (its parsed command line)."""
+
     commands: int | None  # None: as many as ``duration`` allows
     concurrency: int
     database_url: str
@@ -233,6 +235,7 @@ async def _serve(options: DemoOptions, signals: _Signals, url: str, err: Console
 
 
 async def run_demo(options: DemoOptions) -> int:
+    """Run the demo workload as ``options`` say, print the summary; returns the exit code."""
     out = Console(file=sys.stdout, highlight=False)
     err = Console(stderr=True, highlight=False)
     dialect = dialect_of(options.database_url)

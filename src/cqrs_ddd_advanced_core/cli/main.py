@@ -87,6 +87,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``cqrs-ddd`` argument parser, with every command and option (the CLI reference)."""
     parser = _Parser(
         prog="cqrs-ddd", description="CQRS/DDD with event persistence as a pipeline middleware."
     )

@@ -39,6 +39,7 @@ def _check(ok: bool) -> Text:
 
 
 def print_json(summary: Mapping[str, Any], file: IO[str]) -> None:
+    """Write ``summary`` to ``file`` as indented JSON, then flush."""
     file.write(json.dumps(summary, indent=2, allow_nan=False, default=str) + "\n")
     file.flush()
 
@@ -53,6 +54,7 @@ def _clean(value: Any) -> Any:
 
 
 def finalise(summary: dict[str, Any]) -> dict[str, Any]:
+    """``summary`` made fit for JSON (non-finite numbers become ``None``)."""
     cleaned: dict[str, Any] = _clean(summary)
     return cleaned
 

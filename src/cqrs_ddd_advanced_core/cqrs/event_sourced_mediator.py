@@ -6,14 +6,21 @@ core's, with the persistence steps inserted right after ``unit_of_work``::
     ... -> unit_of_work -> event_persistence -> outbox -> <inner> -> handler
 
 (``outbox`` only with an ``outbox_store``; ``<inner>``: ``inner_middlewares``.)
-A team that lists its own ``middlewares`` lists the persistence steps itself;
-the mediator then checks that ``event_persistence`` is among them (given an
-orchestrator) and that ``outbox`` is (given an ``outbox_store``).
+``insert_before`` / ``insert_after`` place more steps among these defaults by
+name (``insert_after={"logging": audit}``). A team that lists its own
+``middlewares`` lists the persistence steps itself; the mediator then checks
+that ``event_persistence`` is among them (given an orchestrator) and that
+``outbox`` is (given an ``outbox_store``).
+
+Arguments follow the seed: ``registry``, ``uow_factory`` and
+``event_persistence_orchestrator`` by keyword (or positionally, in that order,
+like the core :class:`~cqrs_ddd_core.cqrs.Mediator`'s ``registry, uow_factory``),
+everything else by keyword only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from cqrs_ddd_advanced_core.domain.exceptions import EventSourcingConfigurationError
@@ -53,6 +60,9 @@ class EventSourcedMediator(Mediator):
             pipeline, nearest the handler (e.g. an ``AuditMiddleware``).
         middlewares: The whole command pipeline instead of the default.
         query_middlewares: The query pipeline (``None``: the core default).
+        insert_before: Step name -> middleware(s) listed right before that step
+            of the default command pipeline (e.g. ``{"event_persistence": x}``).
+        insert_after: Step name -> middleware(s) listed right after it.
         tracer_provider: For the default pipelines' tracing (default: global).
         meter_provider: For the default pipelines' metrics (default: global).
 
@@ -63,6 +73,8 @@ class EventSourcedMediator(Mediator):
         PipelineConfigurationError: an ``outbox_store`` is given with
             ``middlewares`` that list no ``outbox`` step (no outbox message
             would ever be written).
+        PipelineConfigurationError: ``insert_*`` names a step the default
+            pipeline lacks, or the resulting order breaks a placement rule.
     """
 
     def __init__(
@@ -75,6 +87,8 @@ class EventSourcedMediator(Mediator):
         inner_middlewares: Sequence[Middleware] = (),
         middlewares: Sequence[Middleware] | None = None,
         query_middlewares: Sequence[Middleware] | None = None,
+        insert_before: Mapping[str, Middleware | Sequence[Middleware]] | None = None,
+        insert_after: Mapping[str, Middleware | Sequence[Middleware]] | None = None,
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
     ) -> None:
@@ -110,6 +124,8 @@ class EventSourcedMediator(Mediator):
             uow_factory,
             middlewares=middlewares,
             query_middlewares=query_middlewares,
+            insert_before=insert_before,
+            insert_after=insert_after,
             tracer_provider=tracer_provider,
             meter_provider=meter_provider,
         )

@@ -1,11 +1,20 @@
-"""Build a configured :class:`EventSourcedMediator` step by step."""
+"""Build a configured :class:`EventSourcedMediator` step by step.
+
+The positional arguments are the seed's, in its order:
+``EventSourcedMediatorFactory(event_store, uow_factory, handler_registry,
+event_dispatcher=None, ...)``; everything after them is keyword-only and named
+as on :class:`EventSourcedMediator` (``outbox_store``, ``inner_middlewares``,
+``insert_before``, ``insert_after``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from cqrs_ddd_advanced_core.cqrs.event_sourced_mediator import EventSourcedMediator
+from cqrs_ddd_advanced_core.domain.exceptions import EventSourcingConfigurationError
 from cqrs_ddd_advanced_core.event_sourcing.persistence_orchestrator import (
     EventSourcedPersistenceOrchestrator,
 )
@@ -34,8 +43,17 @@ class EventSourcedMediatorFactory:
             persistence order (see :class:`EventDispatchMiddleware`).
         strict: Refuse events of unregistered aggregate types.
         outbox_store: Also write one outbox message per event.
-        middlewares: Extra middlewares listed after the persistence steps,
-            nearest the handler (e.g. an ``AuditMiddleware``).
+        inner_middlewares: Extra middlewares listed after the persistence
+            steps, nearest the handler (e.g. an ``AuditMiddleware``).
+        insert_before: Step name -> middleware(s) listed right before that
+            step of the default pipeline (as on :class:`EventSourcedMediator`).
+        insert_after: Step name -> middleware(s) listed right after it.
+        middlewares: The former name of ``inner_middlewares`` (deprecated:
+            on the mediator ``middlewares`` means the whole pipeline).
+
+    Raises:
+        EventSourcingConfigurationError: both ``middlewares`` and
+            ``inner_middlewares`` are given.
 
     Every mediator a factory creates shares its orchestrator, so types
     registered later apply to all of them.
@@ -50,8 +68,24 @@ class EventSourcedMediatorFactory:
         *,
         strict: bool = True,
         outbox_store: OutboxStore | None = None,
+        inner_middlewares: Sequence[Middleware] = (),
+        insert_before: Mapping[str, Middleware | Sequence[Middleware]] | None = None,
+        insert_after: Mapping[str, Middleware | Sequence[Middleware]] | None = None,
         middlewares: Sequence[Middleware] | None = None,
     ) -> None:
+        if middlewares is not None:
+            if inner_middlewares:
+                raise EventSourcingConfigurationError(
+                    "EventSourcedMediatorFactory: pass inner_middlewares only "
+                    "(middlewares is its former name)"
+                )
+            warnings.warn(
+                "EventSourcedMediatorFactory(middlewares=...) is deprecated: "
+                "use inner_middlewares=... (the name EventSourcedMediator uses)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            inner_middlewares = middlewares
         self.orchestrator = EventSourcedPersistenceOrchestrator(
             default_event_store=event_store, strict=strict
         )
@@ -59,7 +93,9 @@ class EventSourcedMediatorFactory:
         self.handler_registry = handler_registry
         self.event_dispatcher = event_dispatcher
         self.outbox_store = outbox_store
-        inner = list(middlewares or ())
+        self.insert_before = dict(insert_before or {})
+        self.insert_after = dict(insert_after or {})
+        inner = list(inner_middlewares)
         if event_dispatcher is not None:
             # Outermost of the inner steps: it registers its after-commit hook
             # before any nested command can.
@@ -88,6 +124,8 @@ class EventSourcedMediatorFactory:
             event_persistence_orchestrator=self.orchestrator,
             outbox_store=self.outbox_store,
             inner_middlewares=self._inner,
+            insert_before=self.insert_before,
+            insert_after=self.insert_after,
         )
 
     def __repr__(self) -> str:

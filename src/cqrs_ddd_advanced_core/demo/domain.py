@@ -76,19 +76,27 @@ class OrderLine(BaseModel):
 
 
 class OrderPlaced(DomainEvent):
+    """An order was placed with its first lines."""
+
     customer_id: str
     lines: list[OrderLine]
 
 
 class OrderLineAdded(DomainEvent):
+    """A line was added to an open order."""
+
     line: OrderLine
 
 
 class OrderConfirmed(DomainEvent):
+    """An order was confirmed at its total."""
+
     total_cents: int
 
 
 class OrderCancelled(DomainEvent):
+    """An order was cancelled, with the reason."""
+
     reason: str
 
 
@@ -154,6 +162,8 @@ class Order(EventSourcedAggregate):
 
 
 class InvoiceIssued(DomainEvent):
+    """An invoice was issued for a confirmed order."""
+
     order_id: str
     customer_id: str
     amount_cents: int
@@ -190,6 +200,8 @@ EVENT_SOURCED_TYPES: tuple[type[EventSourcedAggregate], ...] = (Order, Invoice)
 
 
 class PreferencesChanged(DomainEvent):
+    """A user changed their preferences."""
+
     language: str
     currency: str
     newsletter: bool

@@ -85,6 +85,8 @@ class OrderSummary(BaseModel):
 
 
 class PreferencesView(BaseModel):
+    """A user's preferences as the ``GetPreferences`` query returns them."""
+
     model_config = ConfigDict(frozen=True)
 
     user_id: str

@@ -30,7 +30,7 @@ class EventPersistenceMiddleware:
         orchestrator: Decides which store each event's stream goes to and
             checks the versions (see :class:`EventSourcedPersistenceOrchestrator`).
 
-    Raises (from a dispatch):
+    Raises:
         UnitOfWorkError: no unit of work is open (list ``unit_of_work`` first).
         StrictValidationViolationError: the events break the persistence
             rules; the unit of work rolls back.

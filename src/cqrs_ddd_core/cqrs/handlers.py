@@ -20,18 +20,21 @@ class CommandHandler(ABC, Generic[TCommand, TResult]):
     """Handles one command type. Return a :class:`CommandResponse` to report events."""
 
     @abstractmethod
-    async def handle(self, command: TCommand) -> CommandResponse[TResult] | TResult: ...
+    async def handle(self, command: TCommand) -> CommandResponse[TResult] | TResult:
+        """Carry out ``command``; return its result, or a response with its events."""
 
 
 class QueryHandler(ABC, Generic[TQuery, TResult]):
     """Handles one query type and returns its result."""
 
     @abstractmethod
-    async def handle(self, query: TQuery) -> TResult: ...
+    async def handle(self, query: TQuery) -> TResult:
+        """Answer ``query`` (queries change nothing)."""
 
 
 class EventHandler(ABC, Generic[TEvent]):
     """Reacts to one event type, in process, after the command's transaction commits."""
 
     @abstractmethod
-    async def handle(self, event: TEvent) -> None: ...
+    async def handle(self, event: TEvent) -> None:
+        """React to ``event``; a failure is logged and does not fail the command."""

@@ -11,7 +11,8 @@ from cqrs_ddd_core.context import DispatchContext, _current, correlation_scope
 from cqrs_ddd_core.cqrs.registry import HandlerRegistry
 from cqrs_ddd_core.cqrs.response import CommandResponse
 from cqrs_ddd_core.domain.messages import _evolve
-from cqrs_ddd_core.exceptions import HandlerNotFoundError
+from cqrs_ddd_core.exceptions import ConfigurationError, HandlerNotFoundError
+from cqrs_ddd_core.pipeline.insert import insert_middlewares
 from cqrs_ddd_core.pipeline.pipeline import Middleware, Pipeline
 from cqrs_ddd_core.telemetry.api import error_type
 
@@ -41,9 +42,21 @@ class Mediator:
             the default (see :func:`cqrs_ddd_core.middleware.default_command_middlewares`);
             an empty list means none at all.
         query_middlewares: The query pipeline, outermost first (``None``: default).
+        insert_before: With the default command pipeline: step name -> the
+            middleware(s) to list right before that step (see
+            :func:`~cqrs_ddd_core.pipeline.insert_middlewares`).
+        insert_after: Likewise, right after the named step; e.g.
+            ``insert_after={"logging": audit}`` gives
+            ``tracing -> logging -> audit -> metrics -> ...``.
         tracer_provider: For the default pipelines' tracing (default: the
             global provider); lets tests and multi-tenant apps inject their own.
         meter_provider: For the default pipelines' metrics (default: the global one).
+
+    Raises:
+        PipelineConfigurationError: the listed order breaks a placement
+            constraint, or ``insert_*`` names a step the default pipeline lacks.
+        ConfigurationError: ``insert_*`` together with ``middlewares`` (list the
+            steps in place instead).
 
     In-process event handlers run **after** the top-level command's unit of
     work has committed, in the order the events were persisted, so they never
@@ -61,6 +74,8 @@ class Mediator:
         *,
         middlewares: Sequence[Middleware] | None = None,
         query_middlewares: Sequence[Middleware] | None = None,
+        insert_before: Mapping[str, Middleware | Sequence[Middleware]] | None = None,
+        insert_after: Mapping[str, Middleware | Sequence[Middleware]] | None = None,
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
     ) -> None:
@@ -68,7 +83,17 @@ class Mediator:
         self.uow_factory = uow_factory
         self._tracer_provider = tracer_provider
         self._meter_provider = meter_provider
-        commands = self._default_command_middlewares() if middlewares is None else middlewares
+        if middlewares is None:
+            commands: Sequence[Middleware] = self._default_command_middlewares()
+            if insert_before or insert_after:
+                commands = insert_middlewares(commands, before=insert_before, after=insert_after)
+        elif insert_before or insert_after:
+            raise ConfigurationError(
+                "insert_before/insert_after place steps among the default middlewares; "
+                "with middlewares= list every step in its place instead"
+            )
+        else:
+            commands = middlewares
         queries = (
             self._default_query_middlewares() if query_middlewares is None else query_middlewares
         )

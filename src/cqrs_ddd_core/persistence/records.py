@@ -47,6 +47,7 @@ class StoredEvent:
 
     @property
     def stream(self) -> str:
+        """``"<aggregate type>:<aggregate id>"``."""
         return stream_name(self.aggregate_type, self.aggregate_id)
 
 

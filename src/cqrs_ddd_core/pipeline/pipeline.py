@@ -80,6 +80,7 @@ class Placement:
         inside: Iterable[str] = (),
         outside: Iterable[str] = (),
     ) -> Placement:
+        """A placement from any iterables of capability names."""
         return cls(frozenset(provides), frozenset(inside), frozenset(outside))
 
 

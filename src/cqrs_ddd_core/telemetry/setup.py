@@ -13,23 +13,24 @@ explicitly, once, at application start::
 Arguments are defaults; the standard ``OTEL_*`` environment variables, when
 set, win, so operators can retarget a deployed service without a code change:
 
-=====================================  ==========================================
-variable                               effect
-=====================================  ==========================================
-``OTEL_SDK_DISABLED=true``             nothing is built; the API stays a no-op
-``OTEL_SERVICE_NAME``                  ``service.name`` (over ``service_name``)
-``OTEL_RESOURCE_ATTRIBUTES``           resource attributes (over ``resource_attributes``)
-``OTEL_TRACES_EXPORTER``               ``otlp`` / ``console`` / ``none`` (over ``traces``)
-``OTEL_METRICS_EXPORTER``              ``prometheus`` / ``otlp`` / ``console`` / ``none``
-``OTEL_EXPORTER_OTLP_ENDPOINT``        base URL, ``/v1/<signal>`` appended (over ``otlp_endpoint``)
-``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` full URL of the traces endpoint
-``OTEL_EXPORTER_OTLP_PROTOCOL``        ``http/protobuf`` (default) or ``grpc`` (needs
-                                       ``opentelemetry-exporter-otlp-proto-grpc``)
-``OTEL_EXPORTER_OTLP_HEADERS``         headers of export requests (over ``otlp_headers``)
-``OTEL_EXPORTER_PROMETHEUS_HOST/PORT`` where ``/metrics`` is served
-``OTEL_TRACES_SAMPLER`` / ``_ARG``     the sampler (read by the SDK)
-``OTEL_METRIC_EXPORT_INTERVAL``        OTLP metric export interval in ms (read by the SDK)
-=====================================  ==========================================
+======================================  ==========================================
+variable                                effect
+======================================  ==========================================
+``OTEL_SDK_DISABLED=true``              nothing is built; the API stays a no-op
+``OTEL_SERVICE_NAME``                   ``service.name`` (over ``service_name``)
+``OTEL_RESOURCE_ATTRIBUTES``            resource attributes (over ``resource_attributes``)
+``OTEL_TRACES_EXPORTER``                ``otlp`` / ``console`` / ``none`` (over ``traces``)
+``OTEL_METRICS_EXPORTER``               ``prometheus`` / ``otlp`` / ``console`` / ``none``
+``OTEL_EXPORTER_OTLP_ENDPOINT``         base URL, ``/v1/<signal>`` appended (over ``otlp_endpoint``)
+``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``  full URL of the traces endpoint
+``OTEL_EXPORTER_OTLP_PROTOCOL``         ``http/protobuf`` (default) or ``grpc`` (needs
+                                        ``opentelemetry-exporter-otlp-proto-grpc``)
+``OTEL_EXPORTER_OTLP_HEADERS``          headers of export requests (over ``otlp_headers``)
+``OTEL_EXPORTER_PROMETHEUS_HOST/PORT``  where ``/metrics`` is served
+``OTEL_TRACES_SAMPLER`` / ``_ARG``      the sampler (read by the SDK)
+``OTEL_METRIC_EXPORT_INTERVAL``         OTLP metric export interval in ms (read by the SDK)
+======================================  ==========================================
+"""
 
 An OTLP collector that does not answer costs a short probe (0.25 s at most,
 repeated every 5 s at most) and one ``telemetry_collector_unreachable``

@@ -306,6 +306,7 @@ def _arguments(plan: FlushPlan, lock_key: int) -> list[Any]:
 
 
 def shape_of(plan: FlushPlan) -> Shape:
+    """Which kinds of rows ``plan`` writes: plans of one shape share one prepared statement."""
     return (
         bool(plan.events),
         bool(plan.outbox),

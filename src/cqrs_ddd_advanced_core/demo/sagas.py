@@ -92,23 +92,33 @@ class PaymentDeclinedError(CqrsDddError):
 
 
 class ReserveStock(Command[None]):
+    """Reserve stock for an order (the saga's first step)."""
+
     order_id: str
 
 
 class ReleaseStock(Command[None]):
+    """Release an order's reserved stock (compensates ``ReserveStock``)."""
+
     order_id: str
 
 
 class TakePayment(Command[None]):
+    """Take an order's payment (declined for the injected share)."""
+
     order_id: str
     amount_cents: int
 
 
 class RefundPayment(Command[None]):
+    """Refund an order's payment (compensates ``TakePayment``)."""
+
     order_id: str
 
 
 class ShipOrder(Command[None]):
+    """Ship an order (the saga's last step)."""
+
     order_id: str
 
 
@@ -179,17 +189,20 @@ class OrderProcess:
         self.manager = SagaManager(shop.mediator, saga_store, [order_process()])
 
     async def reserve(self, command: ReserveStock) -> None:
+        """Reserve the order's stock (the first step)."""
         reservation = StockReservation(id=command.order_id)
         _changed(reservation, new=True)
         self.reservations.save(reservation)
 
     async def release(self, command: ReleaseStock) -> None:
+        """Release the reserved stock (the first step's compensation)."""
         reservation = await self.reservations.get(command.order_id)
         reservation.status = "released"
         _changed(reservation, new=False)
         self.reservations.save(reservation)
 
     async def take_payment(self, command: TakePayment) -> None:
+        """Take the payment, or refuse it for the injected share of orders."""
         if declines(command.order_id, self.failure_ratio):
             raise PaymentDeclinedError(command.order_id)
         payment = Payment(id=command.order_id, amount_cents=command.amount_cents)
@@ -197,12 +210,14 @@ class OrderProcess:
         self.payments.save(payment)
 
     async def refund(self, command: RefundPayment) -> None:
+        """Refund the payment (the second step's compensation)."""
         payment = await self.payments.get(command.order_id)
         payment.status = "refunded"
         _changed(payment, new=False)
         self.payments.save(payment)
 
     async def ship(self, command: ShipOrder) -> None:
+        """Ship the order (the last step)."""
         shipment = Shipment(id=command.order_id)
         _changed(shipment, new=True)
         self.shipments.save(shipment)

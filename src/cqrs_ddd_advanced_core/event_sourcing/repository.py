@@ -15,7 +15,7 @@ With a ``snapshot_store``, a load reads the stream's latest snapshot and the
 events after it; with a ``snapshot_policy`` too, an aggregate loaded (or
 :meth:`~EventSourcedRepository.track` ed) inside a unit of work is
 snapshotted after that unit of work commits, when the policy says so (see
-:mod:`.snapshots` for why after commit).
+:mod:`cqrs_ddd_advanced_core.event_sourcing.snapshots` for why after commit).
 """
 
 from __future__ import annotations
@@ -117,6 +117,7 @@ class EventSourcedRepository(Generic[TAggregate]):
 
     @property
     def snapshot_store(self) -> SnapshotStore | None:
+        """Where snapshots are read from and written to (``None``: none are used)."""
         return self._snapshots
 
     async def find(self, aggregate_id: str) -> TAggregate | None:

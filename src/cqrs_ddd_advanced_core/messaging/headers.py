@@ -3,15 +3,15 @@
 Besides the broker's own properties (message id = event id, type, correlation
 id, persistent delivery), a message carries:
 
-=========================  ==================================================
-``cqrs-aggregate-type``    the aggregate type
-``cqrs-aggregate-id``      the aggregate id
-``cqrs-aggregate-version`` the event's version in its stream
-``cqrs-stream``            ``<type>:<id>`` (its bucket ends the routing key)
-``cqrs-causation-id``      the id of the message that caused the event
-``cqrs-correlation-id``    the business flow's id
-``traceparent`` ...        the producer span's W3C trace context
-=========================  ==================================================
+==========================  ==================================================
+``cqrs-aggregate-type``     the aggregate type
+``cqrs-aggregate-id``       the aggregate id
+``cqrs-aggregate-version``  the event's version in its stream
+``cqrs-stream``             ``<type>:<id>`` (its bucket ends the routing key)
+``cqrs-causation-id``       the id of the message that caused the event
+``cqrs-correlation-id``     the business flow's id
+``traceparent`` ...         the producer span's W3C trace context
+==========================  ==================================================
 """
 
 from __future__ import annotations

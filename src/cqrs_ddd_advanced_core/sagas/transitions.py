@@ -96,6 +96,7 @@ class SagaTransitions:
             uow.after_commit(count)
 
     async def start(self, command: c.StartSaga) -> bool:
+        """Create the saga a starting event names; False if it exists already."""
         definition = self._definitions.get(command.saga_type)
         if definition is None:
             raise SagaDefinitionError(command.saga_type, "no definition of this saga is registered")
@@ -119,6 +120,8 @@ class SagaTransitions:
         return True
 
     async def advance(self, command: c.AdvanceSaga) -> bool:
+        """Run the saga's next transition (a step or a compensation) and store it;
+        True if more work is ready."""
         old = await self._load(command.saga_id)
         if old.status == SagaStatus.RUNNING and not old.waiting:
             return await self._run_step(old)
@@ -196,6 +199,8 @@ class SagaTransitions:
         return True
 
     async def deliver(self, command: c.DeliverSagaEvent) -> bool:
+        """Record an awaited event on its saga; False if there is no such saga,
+        it handled the event already or does not wait for it now."""
         old = await self.store.find(command.saga_id)
         event = command.event
         if old is None or old.has_processed(event.event_id):
@@ -222,6 +227,8 @@ class SagaTransitions:
         return True
 
     async def timeout(self, command: c.FireSagaTimeout) -> bool:
+        """Fire a stored deadline that is due; False if the step moved on
+        meanwhile or the deadline is not due."""
         old = await self.store.find(command.saga_id)
         if (
             old is None
@@ -241,6 +248,8 @@ class SagaTransitions:
         return True
 
     async def resume(self, command: c.ResumeSaga) -> bool:
+        """Set a failed saga compensating again (its remaining compensations run
+        next); False if it has not failed."""
         old = await self._load(command.saga_id)
         if old.status != SagaStatus.FAILED:
             return False

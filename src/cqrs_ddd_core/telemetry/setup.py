@@ -30,7 +30,6 @@ variable                                effect
 ``OTEL_TRACES_SAMPLER`` / ``_ARG``      the sampler (read by the SDK)
 ``OTEL_METRIC_EXPORT_INTERVAL``         OTLP metric export interval in ms (read by the SDK)
 ======================================  ==========================================
-"""
 
 An OTLP collector that does not answer costs a short probe (0.25 s at most,
 repeated every 5 s at most) and one ``telemetry_collector_unreachable``

@@ -31,12 +31,14 @@ class InMemorySagaStore:
         self._rows: dict[str, tuple[int, str]] = {}
 
     async def find(self, saga_id: str) -> SagaState | None:
+        """The saga stored under ``saga_id``, or ``None`` (see ``SagaStore.find``)."""
         row = self._rows.get(saga_id)
         return None if row is None else SagaState.model_validate_json(row[1])
 
     def save(
         self, state: SagaState, *, expected_version: int, uow: UnitOfWork | None = None
     ) -> None:
+        """Stage ``state`` in ``uow`` with an optimistic version check (see ``SagaStore.save``)."""
         uow = require_uow(uow, "InMemorySagaStore.save")
         try:
             text = state.model_dump_json()
@@ -72,9 +74,11 @@ class InMemorySagaStore:
         statuses: Collection[SagaStatus] | None = None,
         limit: int = 1000,
     ) -> list[SagaState]:
+        """Stored sagas, filtered by type and status (see ``SagaStore.list_sagas``)."""
         return select_sagas(self._states(), saga_type=saga_type, statuses=statuses, limit=limit)
 
     async def due(self, now: datetime, *, limit: int = 100) -> list[SagaState]:
+        """Running sagas whose stored deadline is at or before ``now`` (see ``SagaStore.due``)."""
         return due_sagas(self._states(), now, limit=limit)
 
     def __len__(self) -> int:

@@ -69,12 +69,14 @@ class SQLAlchemySagaStore:
         return self._engine
 
     async def find(self, saga_id: str) -> SagaState | None:
+        """The saga stored under ``saga_id``, or ``None`` (see ``SagaStore.find``)."""
         rows = await fetch(self._engine, _FIND, aggregate_type=SAGA_ROW_TYPE, aggregate_id=saga_id)
         return None if not rows else SagaState.model_validate_json(rows[0][0])
 
     def save(
         self, state: SagaState, *, expected_version: int, uow: UnitOfWork | None = None
     ) -> None:
+        """Stage ``state`` in ``uow`` with an optimistic version check (see ``SagaStore.save``)."""
         uow = require_uow(uow, "SQLAlchemySagaStore.save")
         try:
             text = state.model_dump_json()
@@ -98,11 +100,13 @@ class SQLAlchemySagaStore:
         statuses: Collection[SagaStatus] | None = None,
         limit: int = 1000,
     ) -> list[SagaState]:
+        """Stored sagas, filtered by type and status (see ``SagaStore.list_sagas``)."""
         return select_sagas(
             await self._states(), saga_type=saga_type, statuses=statuses, limit=limit
         )
 
     async def due(self, now: datetime, *, limit: int = 100) -> list[SagaState]:
+        """Running sagas whose stored deadline is at or before ``now`` (see ``SagaStore.due``)."""
         return due_sagas(await self._states(), now, limit=limit)
 
     def __repr__(self) -> str:

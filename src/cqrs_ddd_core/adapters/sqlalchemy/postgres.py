@@ -156,6 +156,7 @@ class StatementFailed(Exception):
 
     @property
     def written_nothing(self) -> bool:
+        """True unless the outcome is unknown: the statement wrote nothing."""
         return self.kind != "unknown"
 
 

@@ -161,6 +161,7 @@ class GroupCommitter:
 
     @property
     def queue_limit(self) -> int:
+        """How many commits may wait for the database at once; one more is refused."""
         return self._queue_limit
 
     @property

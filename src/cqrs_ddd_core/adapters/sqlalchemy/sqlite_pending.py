@@ -105,6 +105,7 @@ class Pending(Ticket):
         self.deadline = time.monotonic() + busy_seconds
 
     def finish(self, outcome: Outcome | None) -> None:
+        """Hand the writer's outcome to the waiting caller (``None``: committed)."""
         self.outcome = NOT_SENT if outcome is None else outcome
         waiter = self.waiter
         if waiter is not None and not waiter.done():

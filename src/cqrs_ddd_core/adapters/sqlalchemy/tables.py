@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 __all__ = [
     "EVENTS_CHANNEL",
+    "EVENTS_NOTIFY_DDL",
     "OUTBOX_NOTIFY_CHANNEL",
     "OUTBOX_NOTIFY_DDL",
     "aggregate_state",
@@ -184,16 +185,20 @@ projection_checkpoints = Table(
 # LISTEN wake at once instead of polling. One notification per statement
 # (not per row); its payload is empty: a runner reads from its checkpoint.
 EVENTS_CHANNEL = "cqrs_events"
-_NOTIFY_FUNCTION = DDL(  # type: ignore[no-untyped-call]
+EVENTS_NOTIFY_DDL = (
     "CREATE OR REPLACE FUNCTION cqrs_events_notify() RETURNS trigger LANGUAGE plpgsql AS "
-    f"$$ BEGIN PERFORM pg_notify('{EVENTS_CHANNEL}', ''); RETURN NULL; END $$"
-)
-_NOTIFY_TRIGGER = DDL(  # type: ignore[no-untyped-call]
+    f"$$ BEGIN PERFORM pg_notify('{EVENTS_CHANNEL}', ''); RETURN NULL; END $$",
     "CREATE TRIGGER events_notify AFTER INSERT ON events "
-    "FOR EACH STATEMENT EXECUTE FUNCTION cqrs_events_notify()"
+    "FOR EACH STATEMENT EXECUTE FUNCTION cqrs_events_notify()",
 )
-event.listen(events, "after_create", _NOTIFY_FUNCTION.execute_if(dialect="postgresql"))
-event.listen(events, "after_create", _NOTIFY_TRIGGER.execute_if(dialect="postgresql"))
+"""The two statements that make a commit of events wake projection runners
+(created with the table by ``metadata.create_all``; a migration runs them itself)."""
+for _statement in EVENTS_NOTIFY_DDL:
+    event.listen(
+        events,
+        "after_create",
+        DDL(_statement).execute_if(dialect="postgresql"),  # type: ignore[no-untyped-call]
+    )
 # -- messaging: the consumers' inbox and the relay's wake-up -------------------
 # (cqrs_ddd_core.adapters.sqlalchemy.inbox, cqrs_ddd_advanced_core.messaging)
 

@@ -55,6 +55,13 @@ class DispatchContext:
             message starting a flow) the message's id.
         causation_id: The id of the message that caused this one, if any.
         uow: The unit of work, once a unit-of-work middleware opened or joined one.
+        ordinals: How many events with derived ids each ``(message id,
+            aggregate type, aggregate id)`` got in this unit-of-work attempt,
+            shared by every dispatch that joined it; the ordinal of the next
+            derived event id (:func:`~cqrs_ddd_core._ids.derived_id`) is one
+            more. A fresh mapping each time a unit of work is opened (a
+            retry runs in a new one, so it derives the same ids again);
+            ``None`` outside a unit of work.
         metadata: Free-form values middlewares and handlers share (actor, tenant...).
         parent: The dispatch this one was sent from, if any.
         events: The events this dispatch produced (set when the handler returns).
@@ -79,6 +86,7 @@ class DispatchContext:
         "message_id",
         "message_type",
         "metadata",
+        "ordinals",
         "parent",
         "published",
         "recorded",
@@ -110,6 +118,8 @@ class DispatchContext:
             self.causation_id: str | None = parent.message_id
             # A nested command joins the parent's transaction; a query only reads.
             self.uow: UnitOfWork | None = parent.uow
+            # Counted per unit of work: the same mapping as the parent's.
+            self.ordinals: dict[tuple[str, str, str], int] | None = parent.ordinals
             # Copied (the caller's mapping stays the caller's).
             self.metadata: dict[str, Any] = (
                 {**parent.metadata, **metadata} if metadata else dict(parent.metadata)
@@ -124,6 +134,7 @@ class DispatchContext:
             )
             self.causation_id = _ambient_causation.get()
             self.uow = None
+            self.ordinals = None
             self.metadata = dict(metadata) if metadata else {}
             self.published = []
 

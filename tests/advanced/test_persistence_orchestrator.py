@@ -217,6 +217,59 @@ async def test_persist_events_uses_the_running_dispatchs_unit_of_work(world: Wor
     assert (stored.correlation_id, stored.causation_id) == ("flow-9", command.message_id)
 
 
+async def test_persist_events_numbers_its_ids_after_those_recorded_on_the_stream(
+    world: World,
+) -> None:
+    """persist_events and record_event count ordinals together, per unit of
+    work: an event built by hand for a stream the command recorded on, and a
+    second persist_events call, do not reuse an id already handed out."""
+    orchestrator = EventSourcedPersistenceOrchestrator(default_event_store=world.events)
+    orchestrator.register_event_sourced_type("Order")
+
+    async def handler(command: PlaceOrder) -> str:
+        order = Order.place(command.order_id, "c", 3)  # recorded: ordinal 1
+        await orchestrator.persist_events(order.collect_events())
+        await orchestrator.persist_events(
+            [
+                ItemAdded(
+                    sku="a",
+                    quantity=1,
+                    aggregate_type="Order",
+                    aggregate_id=order.id,
+                    aggregate_version=2,
+                )
+            ]
+        )
+        await orchestrator.persist_events(
+            [
+                ItemAdded(
+                    sku="b",
+                    quantity=1,
+                    aggregate_type="Order",
+                    aggregate_id=order.id,
+                    aggregate_version=3,
+                )
+            ]
+        )
+        return order.id
+
+    registry = HandlerRegistry()
+    registry.register_command_handler(PlaceOrder, handler)
+    mediator = EventSourcedMediator(
+        registry=registry,
+        uow_factory=world.uow_factory,
+        event_persistence_orchestrator=orchestrator,
+    )
+    command = PlaceOrder(order_id="o-7")
+
+    await mediator.send(command)
+
+    stored = await world.events.load_stream("Order", "o-7")
+    assert [e.event_id for e in stored] == [
+        derived_id(command.message_id, "Order", "o-7", ordinal) for ordinal in (1, 2, 3)
+    ]
+
+
 async def test_persist_events_prefers_the_ids_of_the_response_it_is_given(world: World) -> None:
     orchestrator = EventSourcedPersistenceOrchestrator(default_event_store=world.events)
     orchestrator.register_event_sourced_type("Order")

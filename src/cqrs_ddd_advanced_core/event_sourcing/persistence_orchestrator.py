@@ -306,8 +306,9 @@ def _stamped(
     """``events`` with the correlation and causation ids they lack and, in a
     command's dispatch, a stable id for each one without an explicit
     ``event_id``: derived from the command's message id, the stream and the
-    event's ordinal among these events on that stream (see
-    :func:`~cqrs_ddd_core._ids.derived_id`), so a retried command stages the
+    event's ordinal among the events the command gave derived ids on that
+    stream in its unit of work, these and those recorded through aggregates
+    (see :func:`~cqrs_ddd_core._ids.derived_id`), so a retried command stages the
     same ids. Events recorded through an aggregate have theirs already."""
     correlation_id = response.correlation_id if response is not None else None
     causation_id = response.causation_id if response is not None else None
@@ -316,7 +317,12 @@ def _stamped(
         correlation_id = correlation_id or context.correlation_id
         causation_id = causation_id or context.message_id
     message_id = context.message_id if context is not None and context.kind == "command" else None
-    ordinals: dict[tuple[str | None, str | None], int] = {}
+    # The unit of work's count, shared with AggregateRoot.record_event, so the
+    # two never hand out the same ordinal (nor do two calls in one command);
+    # without one, these events are numbered among themselves.
+    ordinals: dict[tuple[str, str, str], int] = {}
+    if context is not None and context.ordinals is not None:
+        ordinals = context.ordinals
     stamped: list[DomainEvent] = []
     for event in events:
         update: dict[str, Any] = {}
@@ -324,10 +330,11 @@ def _stamped(
             update["correlation_id"] = event.correlation_id or correlation_id
             update["causation_id"] = event.causation_id or causation_id
         if message_id is not None and "event_id" not in event.model_fields_set:
-            stream = (event.aggregate_type, event.aggregate_id)
-            if stream[0] and stream[1]:
-                ordinal = ordinals[stream] = ordinals.get(stream, 0) + 1
-                update["event_id"] = derived_id(message_id, stream[0], stream[1], ordinal)
+            aggregate_type, aggregate_id = event.aggregate_type, event.aggregate_id
+            if aggregate_type and aggregate_id:
+                key = (message_id, aggregate_type, aggregate_id)
+                ordinal = ordinals[key] = ordinals.get(key, 0) + 1
+                update["event_id"] = derived_id(message_id, aggregate_type, aggregate_id, ordinal)
         if update:
             event = _evolve(event, update)
         stamped.append(event)

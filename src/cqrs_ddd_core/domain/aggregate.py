@@ -38,7 +38,8 @@ class AggregateRoot(BaseModel):
 
     _pending: list[DomainEvent] = PrivateAttr(default_factory=list)
     _original_version: int | None = PrivateAttr(default=None)
-    # (message id, events recorded under it): the ordinal of derived event ids.
+    # (message id, events recorded under it): the ordinal of derived event ids
+    # when no unit of work counts them (see record_event).
     _ordinal: tuple[str | None, int] = PrivateAttr(default=(None, 0))
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -85,7 +86,8 @@ class AggregateRoot(BaseModel):
         (the mediator adds it to the response's events); and, unless it was
         given an ``event_id`` explicitly, its id is derived from the
         command's message id, the stream and the event's ordinal among the
-        events the command records on it (:func:`~cqrs_ddd_core._ids.derived_id`):
+        events the command records on that stream in its unit of work, on
+        whichever instance of the aggregate (:func:`~cqrs_ddd_core._ids.derived_id`):
         the same command run again (a retry, same message id) records the same
         ids, so a unit of work that committed before is recognised and not
         written twice (see "Commit outcomes" in ``docs/persistence.md``).
@@ -111,14 +113,21 @@ class AggregateRoot(BaseModel):
             if "event_id" not in event.__pydantic_fields_set__:
                 # Stable across runs of this command (a retry stages the same
                 # ids): the command's id, the stream, and the event's ordinal
-                # among the events this command recorded on it.
+                # among the events this command recorded on it in this unit of
+                # work, whichever instance of the aggregate recorded them (two
+                # objects for one stream must not hand out the same id).
                 message_id = context.message_id
-                counted_for, count = private["_ordinal"]
-                count = count + 1 if counted_for == message_id else 1
-                private["_ordinal"] = (message_id, count)
-                update["event_id"] = derived_id(
-                    message_id, update["aggregate_type"], self.id, count
-                )
+                aggregate_type = update["aggregate_type"]
+                ordinals = context.ordinals
+                if ordinals is not None:
+                    key = (message_id, aggregate_type, self.id)
+                    count = ordinals[key] = ordinals.get(key, 0) + 1
+                else:
+                    # No unit of work to count in: count on this instance.
+                    counted_for, count = private["_ordinal"]
+                    count = count + 1 if counted_for == message_id else 1
+                    private["_ordinal"] = (message_id, count)
+                update["event_id"] = derived_id(message_id, aggregate_type, self.id, count)
         stamped = _evolve(event, update)
         private["_pending"].append(stamped)
         if context is not None and context.kind == "command":

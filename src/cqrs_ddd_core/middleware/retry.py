@@ -138,6 +138,7 @@ class RetryMiddleware:
 def _reset(context: DispatchContext, published: int) -> None:
     """Forget what the failed attempt left on the context (its transaction rolled back)."""
     context.uow = None
+    context.ordinals = None
     context.events = ()
     del context.published[published:]
 

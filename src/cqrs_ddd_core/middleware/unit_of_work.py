@@ -50,6 +50,9 @@ class UnitOfWorkMiddleware:
                 raise
         uow = self._factory()
         context.uow = uow
+        # Derived event ids are numbered per unit of work (see record_event): a
+        # new attempt, in a new unit of work, numbers them from 1 again.
+        context.ordinals = {}
         try:
             result = await call_next(message, context)
         except BaseException:

@@ -7,11 +7,12 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from cqrs_ddd_core._ids import derived_id
 from cqrs_ddd_core.context import DispatchContext, current_context, current_uow
 from cqrs_ddd_core.cqrs import CommandResponse, HandlerRegistry, Mediator
 from cqrs_ddd_core.domain import Command, Query
 from cqrs_ddd_core.exceptions import ConcurrencyError, HandlerNotFoundError
-from cqrs_ddd_core.middleware import UnitOfWorkMiddleware, ValidationMiddleware
+from cqrs_ddd_core.middleware import RetryMiddleware, UnitOfWorkMiddleware, ValidationMiddleware
 from cqrs_ddd_core.persistence import UnitOfWork
 from cqrs_ddd_core.pipeline import CallNext
 from tests.core.shop import (
@@ -80,6 +81,93 @@ async def test_events_recorded_while_the_command_runs_are_stamped_once_when_reco
     # mediator hands on the very event it recorded (no second copy).
     assert (recorded[0].correlation_id, recorded[0].causation_id) == ("flow-1", command.message_id)
     assert response.events[0] is recorded[0]
+
+
+async def test_two_instances_of_one_stream_recording_in_one_command_get_distinct_event_ids(
+    registry: HandlerRegistry, uow_factory: UowFactory
+) -> None:
+    """The ordinal of a derived id counts the command's events on the stream in
+    its unit of work, not those of one object: two objects for one stream
+    (loaded twice, or built twice) must not give two events the same id."""
+
+    async def handler(command: PlaceOrder) -> CommandResponse[str]:
+        first = Order.place(command.order_id, command.amount)
+        second = Order(id=command.order_id, version=1)  # the same stream, another object
+        second.pay()
+        return CommandResponse.from_aggregates(first.id, first, second)
+
+    registry.register_command_handler(PlaceOrder, handler)
+    command = PlaceOrder(order_id="o-1", amount=1)
+
+    response = await command_mediator(registry, uow_factory).send(command)
+
+    assert [e.event_id for e in response.events] == [
+        derived_id(command.message_id, "Order", "o-1", 1),
+        derived_id(command.message_id, "Order", "o-1", 2),
+    ]
+
+
+async def test_a_retried_command_derives_the_same_distinct_ids_on_two_instances_again(
+    registry: HandlerRegistry, uow_factory: UowFactory
+) -> None:
+    """Each attempt runs in a new unit of work and numbers its events from 1
+    again: the retry stages the ids of the first attempt (idempotent commits)."""
+    attempts: list[list[str]] = []
+
+    async def handler(command: PlaceOrder) -> CommandResponse[str]:
+        first = Order.place(command.order_id, command.amount)
+        second = Order(id=command.order_id, version=1)
+        second.pay()
+        attempts.append([e.event_id for e in (*first.pending_events, *second.pending_events)])
+        if len(attempts) == 1:
+            raise ConcurrencyError("Order:o-1", 1, 2)  # another writer got there first
+        return CommandResponse.from_aggregates(first.id, first, second)
+
+    registry.register_command_handler(PlaceOrder, handler)
+    mediator = Mediator(
+        registry,
+        uow_factory,
+        middlewares=[RetryMiddleware(initial_delay=0), UnitOfWorkMiddleware(uow_factory)],
+    )
+
+    response = await mediator.send(PlaceOrder(order_id="o-1", amount=1))
+
+    first_attempt, retry = attempts
+    assert first_attempt == retry == [e.event_id for e in response.events]
+    assert len(set(retry)) == 2
+    assert len(uow_factory.created) == 2
+
+
+async def test_a_nested_command_recording_on_its_parents_stream_gets_ids_of_its_own(
+    registry: HandlerRegistry, uow_factory: UowFactory
+) -> None:
+    """A nested command joins its parent's unit of work but has its own
+    message id: its events' ids are derived from that, never the parent's."""
+    recorded: list[tuple[str, str]] = []  # (command's message id, event id)
+
+    async def place(command: PlaceOrder) -> CommandResponse[str]:
+        order = Order.place(command.order_id, command.amount)
+        recorded.append((command.message_id, order.pending_events[0].event_id))
+        await mediator.send(PayOrder(order_id=command.order_id))
+        return CommandResponse.from_aggregates(order.id, order)
+
+    async def pay(command: PayOrder) -> CommandResponse[None]:
+        order = Order(id=command.order_id, version=1)
+        order.pay()
+        recorded.append((command.message_id, order.pending_events[0].event_id))
+        return CommandResponse.from_aggregates(None, order)
+
+    registry.register_command_handler(PlaceOrder, place)
+    registry.register_command_handler(PayOrder, pay)
+    mediator = command_mediator(registry, uow_factory)
+
+    await mediator.send(PlaceOrder(order_id="o-1", amount=1))
+
+    assert len(uow_factory.created) == 1
+    assert [event_id for _, event_id in recorded] == [
+        derived_id(message_id, "Order", "o-1", 1) for message_id, _ in recorded
+    ]
+    assert len({event_id for _, event_id in recorded}) == 2
 
 
 async def test_events_recorded_outside_a_command_are_stamped_by_the_command_returning_them(

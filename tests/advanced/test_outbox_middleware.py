@@ -43,6 +43,7 @@ async def test_each_event_becomes_one_outbox_message_with_its_ids_and_payload(
     assert message.message_id == event.event_id
     assert message.message_type == "OrderPlaced"
     assert message.payload == {"customer_id": "c-7", "total": 42}
+    assert message.schema_version == event.schema_version == 1  # the relay upcasts from it
     assert (message.aggregate_type, message.aggregate_id) == ("Order", "o-1")
     assert message.correlation_id == response.correlation_id
     assert message.causation_id == response.causation_id

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from cqrs_ddd_advanced_core.event_sourcing import UpcasterRegistry
 from cqrs_ddd_advanced_core.outbox import (
     Backoff,
     OutboxService,
@@ -207,3 +208,45 @@ def test_worker_config_is_validated() -> None:
     with pytest.raises(TypeError, match="publisher"):
         OutboxWorker(store, object())  # type: ignore[arg-type]
     assert "batch_size=100" in repr(OutboxWorker(store, FlakyPublisher()))
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.sent: list[OutboxMessage] = []
+
+    async def publish(self, message: OutboxMessage) -> None:
+        self.sent.append(message)
+
+
+async def test_the_worker_publishes_at_the_current_schema_version_and_keeps_the_row() -> None:
+    store = InMemoryOutboxStore()
+    old, newer = (
+        message_from_event(OrderPlaced(customer_id="c", total=0, aggregate_id=o), created_at=T0)
+        for o in ("o-1", "o-2")
+    )
+    newer.schema_version = 9  # written by code newer than this worker's: no path
+    uow = InMemoryUnitOfWork()
+    await store.enqueue([old, newer], uow=uow)
+    await uow.commit()
+    one = old.message_id
+    registry = UpcasterRegistry()
+    registry.register(
+        "OrderPlaced",
+        1,
+        lambda p: {"customer_id": p["customer_id"], "total_cents": p["total"] * 100},
+    )
+    publisher, clock = Recorder(), Clock()
+    worker = OutboxWorker(store, publisher, clock=clock, upcaster=registry.upcast_message)
+
+    result = await worker.run_once()
+
+    assert (result.published, result.failed) == ([one], [newer.message_id])
+    (sent,) = publisher.sent
+    assert (sent.schema_version, sent.payload) == (2, {"customer_id": "c", "total_cents": 0})
+    stored = await store.get(one)
+    assert stored is not None
+    assert (stored.schema_version, stored.payload) == (1, {"customer_id": "c", "total": 0})
+    failed = await store.get(newer.message_id)
+    assert failed is not None
+    assert failed.status is OutboxStatus.FAILED
+    assert (failed.last_error or "").startswith("EventSchemaVersionError: ")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,7 +15,7 @@ from pydantic import create_model
 from cqrs_ddd_advanced_core.domain import EventSchemaVersionError, EventSourcingConfigurationError
 from cqrs_ddd_advanced_core.event_sourcing import UpcasterRegistry
 from cqrs_ddd_core import DomainEvent
-from cqrs_ddd_core.persistence import StoredEvent
+from cqrs_ddd_core.persistence import OutboxMessage, StoredEvent
 
 
 class OrderPlaced(DomainEvent):
@@ -229,3 +231,53 @@ def test_the_chain_applies_exactly_the_steps_from_the_stored_version_in_order(
         assert new.schema_version == current
         assert new.payload["trail"] == list(range(stored_version, current))
     assert old.payload == {"trail": []}
+
+
+def outbox_message(payload: dict[str, Any], version: int | None) -> OutboxMessage:
+    return OutboxMessage(
+        message_id="e-1",
+        message_type="OrderPlaced",
+        payload=payload,
+        payload_json=json.dumps(payload),
+        created_at=datetime(2024, 1, 1, tzinfo=UTC),
+        schema_version=version,
+    )
+
+
+def test_an_outbox_message_is_upcast_to_the_current_version_on_a_copy() -> None:
+    claimed = outbox_message({"total": 12, "nested": {"a": [1]}}, 1)
+
+    outgoing = three_versions().upcast_message(claimed)
+
+    assert outgoing.schema_version == 3
+    assert outgoing.payload == {"total_cents": 1200, "currency": "EUR", "nested": {"a": [1]}}
+    assert outgoing.payload_json is None  # the publisher must not send the old text
+    assert claimed.payload == {"total": 12, "nested": {"a": [1]}}
+    assert claimed.schema_version == 1
+    assert json.loads(claimed.payload_json or "") == claimed.payload
+
+
+def test_an_outbox_message_of_unknown_version_current_version_or_type_is_returned_as_is() -> None:
+    registry = three_versions()
+    unknown = outbox_message({"total": 12}, None)  # a row written before rows recorded it
+    current = outbox_message({"total_cents": 1, "currency": "EUR"}, 3)
+    other = dataclasses.replace(outbox_message({"x": 1}, 1), message_type="Other")
+
+    assert registry.upcast_message(unknown) is unknown
+    assert registry.upcast_message(current) is current
+    assert registry.upcast_message(other) is other
+
+
+@pytest.mark.parametrize(("version", "missing_step"), [(1, 1), (4, None)])
+def test_an_outbox_message_with_no_path_raises_a_typed_error_naming_the_message(
+    version: int, missing_step: int | None
+) -> None:
+    registry = UpcasterRegistry()
+    registry.register("OrderPlaced", 2, lambda p: p)
+    registry.register_event(OrderPlaced)
+
+    with pytest.raises(EventSchemaVersionError) as caught:
+        registry.upcast_message(outbox_message({"total": 1}, version))
+
+    assert (caught.value.event_id, caught.value.stored_version) == ("e-1", version)
+    assert caught.value.missing_step == missing_step

@@ -118,3 +118,19 @@ async def test_a_claimed_message_is_not_claimed_again_until_its_claim_times_out(
     assert [m.message_id for m in first_worker] == ["m1"]
     assert second_worker == []
     assert [m.message_id for m in after_timeout] == ["m1"]
+
+
+async def test_the_schema_version_is_stored_and_read_back_by_every_read(
+    backend: Backend,
+) -> None:
+    await enqueue(backend, message("v3", schema_version=3), message("unknown"))
+
+    stored = await backend.outbox_store.get("v3")
+    claimed = await backend.outbox_store.claim_batch(now=T0 + timedelta(minutes=1))
+    await backend.outbox_store.mark_dead("v3", "gave up")
+    (dead,) = await backend.outbox_store.dead_letters()
+
+    assert stored.schema_version == 3
+    assert [(m.message_id, m.schema_version) for m in claimed] == [("v3", 3), ("unknown", None)]
+    assert (await backend.outbox_store.get("unknown")).schema_version is None  # NULL stays NULL
+    assert (dead.message_id, dead.schema_version) == ("v3", 3)

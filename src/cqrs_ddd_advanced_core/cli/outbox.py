@@ -88,6 +88,7 @@ def _as_dict(message: Any) -> dict[str, Any]:
         "aggregate_type": message.aggregate_type,
         "aggregate_id": message.aggregate_id,
         "aggregate_version": message.aggregate_version,
+        "schema_version": message.schema_version,
         "attempts": message.attempts,
         "last_error": message.last_error,
         "created_at": message.created_at.isoformat(),

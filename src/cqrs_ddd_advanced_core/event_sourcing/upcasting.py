@@ -19,9 +19,10 @@ changes, the team bumps that default and registers **one step per version**::
 A stored v1 ``OrderPlaced`` is read as v1 -> v2 -> v3, on every read path:
 :class:`~cqrs_ddd_advanced_core.event_sourcing.EventSourcedRepository` (pass
 the registry as ``upcaster=``), :class:`UpcastingEventStore` (``read_all``,
-``load_stream``; projections read through it) and, for code holding a bare
-payload (the outbox relay), :meth:`UpcasterRegistry.upcast_payload`. Stored
-rows are never rewritten: upcasting happens on a copy, each time it is read.
+``load_stream``; projections read through it), the outbox relay (pass
+:meth:`UpcasterRegistry.upcast_message` as its ``upcaster=``) and, for code
+holding a bare payload, :meth:`UpcasterRegistry.upcast_payload`. Stored rows
+are never rewritten: upcasting happens on a copy, each time it is read.
 
 A stored version with no chain of steps to the current version (a missing
 step, or a version newer than the code) raises
@@ -44,7 +45,7 @@ from cqrs_ddd_core.persistence.reading import DEFAULT_PAGE_SIZE, EventPages
 
 if TYPE_CHECKING:
     from cqrs_ddd_core.persistence.ports import EventStore, UnitOfWork
-    from cqrs_ddd_core.persistence.records import StoredEvent
+    from cqrs_ddd_core.persistence.records import OutboxMessage, StoredEvent
 
 __all__ = ["UpcastStep", "UpcasterRegistry", "UpcastingEventStore"]
 
@@ -219,6 +220,38 @@ class UpcasterRegistry:
         if version == stored.schema_version:
             return stored
         return dataclasses.replace(stored, payload=payload, schema_version=version)
+
+    def upcast_message(self, message: OutboxMessage) -> OutboxMessage:
+        """An outbox message at its type's current schema version: the relay's upcaster.
+
+        ``OutboxRelay(store, publisher, upcaster=registry.upcast_message)``
+        publishes every message at the current version of its type (with the
+        new ``schema_version``, which brokers carry as a header). The claimed
+        message is the same object when nothing changes, else a copy: the
+        stored row keeps the payload it was written with. A message of no
+        known ``schema_version`` (a row written before outbox rows recorded
+        it) or of a type the registry does not know is returned as it is.
+
+        Raises:
+            EventSchemaVersionError: no chain of steps reaches the current
+                version. The relay counts it as a failed attempt: the message
+                is retried with backoff (a relay of newer code may take it
+                meanwhile) and ends as a dead letter carrying the error text;
+                the rest of its stream waits behind it, in order.
+        """
+        name = message.message_type
+        version = message.schema_version
+        if version is None or (name not in self._steps and name not in self._current):
+            return message
+        payload, upcast_to = self.upcast_payload(
+            name, message.payload, version, event_id=message.message_id
+        )
+        if upcast_to == version:
+            return message
+        # payload_json said what the old payload said: the publisher must serialise anew.
+        return dataclasses.replace(
+            message, payload=payload, payload_json=None, schema_version=upcast_to
+        )
 
     def upcast_all(self, stored: Sequence[StoredEvent]) -> list[StoredEvent]:
         """:meth:`upcast` for each event, in order."""

@@ -7,6 +7,7 @@ id, persistent delivery), a message carries:
 ``cqrs-aggregate-type``     the aggregate type
 ``cqrs-aggregate-id``       the aggregate id
 ``cqrs-aggregate-version``  the event's version in its stream
+``cqrs-schema-version``     the schema version of the body (after upcasting)
 ``cqrs-stream``             ``<type>:<id>`` (its bucket ends the routing key)
 ``cqrs-causation-id``       the id of the message that caused the event
 ``cqrs-correlation-id``     the business flow's id
@@ -32,6 +33,7 @@ __all__ = [
     "CAUSATION_ID",
     "CORRELATION_ID",
     "MESSAGE_TYPE",
+    "SCHEMA_VERSION",
     "STREAM",
     "bucket",
     "decode",
@@ -42,6 +44,7 @@ __all__ = [
 AGGREGATE_TYPE = "cqrs-aggregate-type"
 AGGREGATE_ID = "cqrs-aggregate-id"
 AGGREGATE_VERSION = "cqrs-aggregate-version"
+SCHEMA_VERSION = "cqrs-schema-version"
 STREAM = "cqrs-stream"
 CAUSATION_ID = "cqrs-causation-id"
 CORRELATION_ID = "cqrs-correlation-id"
@@ -81,6 +84,8 @@ def encode_headers(message: OutboxMessage, trace_context: Mapping[str, str]) -> 
         headers[AGGREGATE_ID] = message.aggregate_id
     if message.aggregate_version is not None:
         headers[AGGREGATE_VERSION] = message.aggregate_version
+    if message.schema_version is not None:
+        headers[SCHEMA_VERSION] = message.schema_version
     if message.correlation_id is not None:
         headers[CORRELATION_ID] = message.correlation_id
     if message.causation_id is not None:
@@ -119,6 +124,7 @@ def decode(
     if not message_type:
         raise ValueError(f"message {message_id}: no {MESSAGE_TYPE} header")
     version = headers.get(AGGREGATE_VERSION)
+    schema_version = headers.get(SCHEMA_VERSION)
     trace_context = {
         key: text
         for key in ("traceparent", "tracestate", "baggage")
@@ -131,6 +137,7 @@ def decode(
         aggregate_type=_text(headers.get(AGGREGATE_TYPE)),
         aggregate_id=_text(headers.get(AGGREGATE_ID)),
         aggregate_version=None if version is None else int(version),
+        schema_version=None if schema_version is None else int(schema_version),
         correlation_id=_text(headers.get(CORRELATION_ID)),
         causation_id=_text(headers.get(CAUSATION_ID)),
         trace_context=trace_context,

@@ -49,6 +49,7 @@ class IncomingMessage:
         aggregate_type: The aggregate type, if any.
         aggregate_id: The aggregate id, if any.
         aggregate_version: The event's version in its stream, if known.
+        schema_version: The schema version of ``payload``, if the producer said.
         correlation_id: The business flow's id.
         causation_id: The id of the message that caused the event.
         trace_context: The propagation headers (W3C ``traceparent`` of the producer span).
@@ -64,6 +65,7 @@ class IncomingMessage:
     aggregate_type: str | None = None
     aggregate_id: str | None = None
     aggregate_version: int | None = None
+    schema_version: int | None = None
     correlation_id: str | None = None
     causation_id: str | None = None
     trace_context: Mapping[str, str] = field(default_factory=dict)

@@ -20,7 +20,13 @@
   the message published publishes it again; consumers deduplicate (inbox).
 * **Failures**: a failed publish is retried after an exponential backoff;
   after ``max_attempts`` the message becomes a dead letter (see
-  ``cqrs-ddd outbox dead-letters`` / ``requeue``).
+  ``cqrs-ddd outbox dead-letters`` / ``requeue``). An upcaster that raises
+  (``EventSchemaVersionError``: no upcasting path) fails the attempt the
+  same way: nothing of a wrong shape is published, the row is kept.
+* **Schemas**: ``upcaster=UpcasterRegistry.upcast_message`` (bound to the
+  registry) publishes each message at its type's current schema version,
+  upcast from the ``schema_version`` its row was written at; the row is
+  never changed.
 """
 
 from __future__ import annotations
@@ -53,7 +59,12 @@ _log = structlog.get_logger("cqrs_ddd_advanced_core.messaging")
 _LAG_EVERY = 1.0  # seconds between two lag measurements while batches run back to back
 
 Upcaster = Callable[["OutboxMessage"], "OutboxMessage"]
-"""Brings an outbox message's payload to the current schema before it is published."""
+"""Brings an outbox message's payload to the current schema before it is published.
+
+:meth:`~cqrs_ddd_advanced_core.event_sourcing.UpcasterRegistry.upcast_message`
+is one. Return a copy (never change the claimed message's payload in place),
+with ``payload_json=None`` when the payload changed: publishers send
+``payload_json`` when it is set."""
 
 
 class OutboxRelay:
@@ -70,7 +81,8 @@ class OutboxRelay:
         publish_deadline: Seconds a batch may take before its unpublished rest is
             given back; default: a third of the store's claim timeout.
         upcaster: Applied to every message before it is published: the one
-            place where event-schema upcasting plugs into the relay.
+            place where event-schema upcasting plugs into the relay
+            (``registry.upcast_message``). If it raises, the attempt fails.
         meter_provider: Metrics go there (default: the global provider).
         clock: The current time.
     """

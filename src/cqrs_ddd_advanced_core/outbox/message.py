@@ -36,7 +36,8 @@ def message_from_event(
 ) -> OutboxMessage:
     """The outbox message for ``event``: its id is the event id (consumers
     deduplicate on it), its type the event type, its payload the event's own
-    fields (JSON-ready), also as JSON text for the stores.
+    fields (JSON-ready), also as JSON text for the stores, and its schema
+    version the event's (the relay upcasts from it).
 
     Raises:
         SerializationError: a field of the event has no JSON form.
@@ -51,6 +52,7 @@ def message_from_event(
         aggregate_type=event.aggregate_type,
         aggregate_id=event.aggregate_id,
         aggregate_version=event.aggregate_version,
+        schema_version=event.schema_version,
         correlation_id=event.correlation_id,
         causation_id=event.causation_id,
         trace_context=dict(trace_context) if trace_context else {},

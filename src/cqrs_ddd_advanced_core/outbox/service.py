@@ -83,9 +83,12 @@ class OutboxService:
         outbox_store: The outbox.
         backoff: Delay before retrying a failed message.
         clock: The current time (tests pass a fixed one).
+        upcaster: Applied to each message before it is published (event-schema
+            upcasting: ``UpcasterRegistry.upcast_message``); the stored row is
+            not changed. If it raises, the attempt fails and is retried.
     """
 
-    __slots__ = ("_backoff", "_clock", "_store")
+    __slots__ = ("_backoff", "_clock", "_store", "_upcaster")
 
     def __init__(
         self,
@@ -93,10 +96,12 @@ class OutboxService:
         *,
         backoff: Backoff | None = None,
         clock: Callable[[], datetime] = utc_now,
+        upcaster: Callable[[OutboxMessage], OutboxMessage] | None = None,
     ) -> None:
         self._store = outbox_store
         self._backoff = Backoff() if backoff is None else backoff
         self._clock = clock
+        self._upcaster = upcaster
 
     @property
     def store(self) -> OutboxStore:
@@ -127,7 +132,9 @@ class OutboxService:
         result = BatchResult()
         for message in batch:
             try:
-                await publisher.publish(message)
+                await publisher.publish(
+                    message if self._upcaster is None else self._upcaster(message)
+                )
             except Exception as exc:
                 attempt = message.attempts + 1
                 next_attempt_at = self._clock() + self._backoff.delay(attempt)

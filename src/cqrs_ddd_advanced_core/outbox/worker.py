@@ -16,6 +16,7 @@ from cqrs_ddd_core.telemetry.api import error_type
 
 if TYPE_CHECKING:
     from cqrs_ddd_core.persistence.ports import OutboxStore
+    from cqrs_ddd_core.persistence.records import OutboxMessage
 
 __all__ = ["OutboxWorker"]
 
@@ -32,6 +33,8 @@ class OutboxWorker:
         poll_interval: Seconds to wait when a batch found nothing to do.
         backoff: Retry delay after a failed publish (exponential).
         clock: The current time.
+        upcaster: Applied to each message before it is published (see
+            :class:`~.service.OutboxService`).
 
     ``run_once()`` processes one batch; ``run(stop_event)`` loops until the
     event is set, draining full batches back to back and sleeping
@@ -50,6 +53,7 @@ class OutboxWorker:
         poll_interval: float = 1.0,
         backoff: Backoff | None = None,
         clock: Callable[[], datetime] = utc_now,
+        upcaster: Callable[[OutboxMessage], OutboxMessage] | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -57,7 +61,7 @@ class OutboxWorker:
             raise ValueError(f"poll_interval must not be negative, got {poll_interval}")
         if not callable(getattr(publisher, "publish", None)):
             raise TypeError(f"publisher must have an async publish(message), got {publisher!r}")
-        self._service = OutboxService(outbox_store, backoff=backoff, clock=clock)
+        self._service = OutboxService(outbox_store, backoff=backoff, clock=clock, upcaster=upcaster)
         self._publisher = publisher
         self._batch_size = batch_size
         self._poll_interval = poll_interval

@@ -74,6 +74,11 @@ class OutboxMessage:
     (``None`` for a message of no aggregate). ``trace_context`` holds the W3C ``traceparent`` (and
     ``tracestate``) of the command that created it.
 
+    ``schema_version`` is the schema version ``payload`` has (the event's
+    ``schema_version`` when it was written); the relay's upcaster brings it to
+    the current one before publishing. ``None`` means unknown (a row written
+    before outbox rows recorded it): such a message is published as stored.
+
     ``payload_json`` is ``payload`` as JSON text, when whoever made the
     message has it already (``message_from_event`` does): the SQL outbox
     then stores it instead of serialising ``payload`` a second time. It must
@@ -96,6 +101,7 @@ class OutboxMessage:
     published_at: datetime | None = None
     payload_json: str | None = field(default=None, repr=False, compare=False)
     aggregate_version: int | None = None
+    schema_version: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

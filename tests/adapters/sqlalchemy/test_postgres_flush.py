@@ -47,6 +47,7 @@ OUTBOX_ROW = (
     None,
     "{}",
     None,
+    None,
 )
 
 

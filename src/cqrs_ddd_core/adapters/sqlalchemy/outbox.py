@@ -51,6 +51,7 @@ _COLUMNS = (
     outbox.c.published_at,
     outbox.c.id,
     outbox.c.aggregate_version,
+    outbox.c.schema_version,
 )
 
 
@@ -78,6 +79,7 @@ def _message(row: Any) -> OutboxMessage:
         last_error=row[12],
         published_at=aware(row[13]),
         aggregate_version=row[15],
+        schema_version=row[16],
     )
 
 
@@ -149,6 +151,7 @@ class SQLAlchemyOutboxStore:
                 m.causation_id,
                 dumps(m.trace_context, m.message_type) if m.trace_context else "{}",
                 m.aggregate_version,
+                m.schema_version,
             )
             for m in messages
         ]

@@ -51,6 +51,7 @@ OUTBOX_COLUMNS = (
     "causation_id",
     "trace_context",
     "aggregate_version",
+    "schema_version",
 )
 """The order of the values in an outbox row of the plan (JSON already as text)."""
 

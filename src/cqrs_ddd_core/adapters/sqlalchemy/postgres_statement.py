@@ -60,6 +60,7 @@ _OUTBOX_COLUMNS: tuple[tuple[str, str], ...] = (
     ("causation_id", "text"),
     ("trace_context", "text"),
     ("aggregate_version", "int8"),
+    ("schema_version", "int4"),
 )
 _AUDIT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("audit_id", "text"),

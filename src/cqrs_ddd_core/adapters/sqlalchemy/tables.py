@@ -118,6 +118,9 @@ outbox = Table(
     Column("trace_context", JSON, nullable=False),
     # The event's version in its stream (broker headers); NULL without an aggregate.
     Column("aggregate_version", BigInteger),
+    # The schema version the payload was written at (the relay upcasts from it);
+    # NULL for rows written before the column existed: published as stored.
+    Column("schema_version", Integer),
     # claim_batch: unpublished messages that are due.
     Index(None, "status", "next_attempt_at"),
     sqlite_autoincrement=True,

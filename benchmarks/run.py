@@ -42,6 +42,7 @@ WORKLOADS: dict[str, str] = {
     "memory": "memory",
     "snapshots": "snapshots",
     "messaging": "messaging",
+    "sqlite_concurrent": "sqlite_concurrent",
 }
 
 

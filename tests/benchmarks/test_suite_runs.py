@@ -28,6 +28,7 @@ WORKLOADS = (
     "memory",
     "snapshots",
     "messaging",
+    "sqlite_concurrent",
 )
 
 # What each workload needs beyond the project itself (the bench extra).
@@ -40,6 +41,7 @@ NEEDS = {
     "memory": ("sqlalchemy", "aiosqlite", "opentelemetry.sdk"),
     "snapshots": ("sqlalchemy", "aiosqlite"),
     "messaging": ("sqlalchemy", "asyncpg", "aio_pika"),
+    "sqlite_concurrent": ("sqlalchemy", "aiosqlite", "eventsourcing"),
 }
 
 

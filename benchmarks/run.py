@@ -43,6 +43,7 @@ WORKLOADS: dict[str, str] = {
     "snapshots": "snapshots",
     "messaging": "messaging",
     "sqlite_concurrent": "sqlite_concurrent",
+    "postgres_64": "postgres_64",
 }
 
 

@@ -29,6 +29,7 @@ WORKLOADS = (
     "snapshots",
     "messaging",
     "sqlite_concurrent",
+    "postgres_64",
 )
 
 # What each workload needs beyond the project itself (the bench extra).
@@ -42,6 +43,7 @@ NEEDS = {
     "snapshots": ("sqlalchemy", "aiosqlite"),
     "messaging": ("sqlalchemy", "asyncpg", "aio_pika"),
     "sqlite_concurrent": ("sqlalchemy", "aiosqlite", "eventsourcing"),
+    "postgres_64": ("sqlalchemy", "asyncpg"),
 }
 
 
@@ -73,7 +75,7 @@ def _expected_to_run(name: str) -> bool:
         return False
     if name == "messaging":
         return _postgres_available() and _rabbitmq_available()
-    return name != "postgres" or _postgres_available()
+    return name not in ("postgres", "postgres_64") or _postgres_available()
 
 
 @pytest.fixture(scope="module")

@@ -20,14 +20,20 @@ all ``N`` at once, each command on a new aggregate (no conflicts):
   above any wait here, so it needs no settings of its own for threads.
 * ours and eventsourcing with one sender, for the scaling ratios.
 
-Every case writes its own file in the scratch directory. Each command is also
+A slice of an ``N``-sender case gives each sender at least 8 commands, so
+that the start and the end of a slice (fewer than ``N`` commands in flight)
+weigh little. Every case writes its own file in the scratch directory. Each command is also
 timed from call to return on its own task or thread (``benchmarks.latency``),
-and the figures give p50 and p99 per case over the timed rounds.
+and the figures give p50 and p99 per case over the timed rounds; after the
+rounds, what one 4 KB append + ``fsync`` costs on the scratch directory's
+disk is measured too (the floor of one durable commit here).
 """
 
 from __future__ import annotations
 
 import os
+import statistics
+import time
 from typing import Any
 
 from benchmarks.harness import Case, Config, Target, WorkloadResult, interleave, ratio, summarize
@@ -39,6 +45,7 @@ TITLE = "9. SQLite WAL+FULL: 16 concurrent senders vs eventsourcing with 16 thre
 
 SENDERS = 16
 SYNC = "FULL"
+PER_SENDER = 8  # a slice gives each of the N senders at least this many commands
 
 TARGETS = [
     Target(
@@ -56,6 +63,27 @@ TARGETS = [
         f"WAL+FULL: our throughput with {SENDERS} senders >= 2x that with 1 sender",
     ),
 ]
+
+
+def _fsync_us(workdir: str, count: int) -> dict[str, float]:
+    """What one small append + ``fsync`` costs on the scratch directory's disk (untimed)."""
+    path = os.path.join(workdir, "fsync-probe")
+    took: list[int] = []
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        for _ in range(count):
+            os.write(fd, b"x" * 4096)
+            start = time.perf_counter_ns()
+            os.fsync(fd)
+            took.append(time.perf_counter_ns() - start)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    took.sort()
+    return {
+        "p50_us": round(statistics.median(took) / 1000, 1),
+        "p99_us": round(took[min(len(took) - 1, int(len(took) * 0.99))] / 1000, 1),
+    }
 
 
 async def run(cfg: Config) -> WorkloadResult:
@@ -113,7 +141,7 @@ async def run(cfg: Config) -> WorkloadResult:
                 f"ours_{n}",
                 f"ours: {n} senders (asyncio tasks), group commit",
                 ours[n].concurrent_sender(n, latencies[f"ours_{n}"]),
-                n,
+                n * PER_SENDER,
             ),
             case(
                 "eventsourcing_1",
@@ -121,7 +149,12 @@ async def run(cfg: Config) -> WorkloadResult:
                 es_sender(es_one, latencies["eventsourcing_1"]),
                 5,
             ),
-            case(f"eventsourcing_{n}", f"eventsourcing Application: {n} threads", es_run, n),
+            case(
+                f"eventsourcing_{n}",
+                f"eventsourcing Application: {n} threads",
+                es_run,
+                n * PER_SENDER,
+            ),
         ]
         stats = await interleave(cases, cfg, io=True)
     finally:
@@ -160,7 +193,10 @@ async def run(cfg: Config) -> WorkloadResult:
             f"eventsourcing throughput at {n} threads / at 1",
         ),
     ]
-    result.figures = {"latency": latency_figures([(name, latencies[name]) for name in names])}
+    result.figures = {
+        "latency": latency_figures([(name, latencies[name]) for name in names]),
+        "fsync_4k_append": _fsync_us(cfg.workdir, 20 if cfg.quick else 200),
+    }
     result.notes.append(
         "eventsourcing writes one row per command (its event, which is also its notification "
         "log); ours writes three (event, outbox, state)"

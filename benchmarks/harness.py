@@ -76,6 +76,8 @@ class Case:
         min_ops / max_ops: Bounds on the calibrated slice size.
         gc_off: Disable the cyclic GC during a slice (collected before each).
         unit: Name of one operation, for the table.
+        on_timed: Called once after calibration, before the first timed round
+            (e.g. to drop per-command latencies recorded while warming up).
     """
 
     name: str
@@ -85,6 +87,7 @@ class Case:
     max_ops: int = 1_000_000
     gc_off: bool = True
     unit: str = "command"
+    on_timed: Callable[[], None] | None = None
 
 
 @dataclass(slots=True)
@@ -261,6 +264,9 @@ async def interleave(cases: Sequence[Case], cfg: Config, *, io: bool = False) ->
         c.name: await _calibrate(c, cfg, cfg.slice_ms * scale, cfg.warmup_ms * scale) for c in cases
     }
     stats = {c.name: CaseStats(c.name, c.label, sizes[c.name], [], c.unit) for c in cases}
+    for case in cases:
+        if case.on_timed is not None:
+            case.on_timed()
     count = len(cases)
     for r in range(cfg.rounds):
         shift = r % count

@@ -11,12 +11,15 @@ explicitly when telemetry providers are injected.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from benchmarks.latency import Latencies
 from cqrs_ddd_core.cqrs import CommandResponse, HandlerRegistry
 from cqrs_ddd_core.domain import AggregateRoot, Command, DomainEvent
 
@@ -81,6 +84,34 @@ class Persisted:
         async def run(n: int) -> None:
             for _ in range(n):
                 await send(make())
+
+        return run
+
+    def concurrent_sender(
+        self, senders: int, latencies: Latencies | None = None
+    ) -> Callable[[int], Awaitable[None]]:
+        """``run(n)``: ``n`` commands over ``senders`` asyncio tasks, each sending its share.
+
+        With ``latencies``, every command is timed from ``send`` to its return.
+        """
+        send, make = self.mediator.send, self.command
+        clock = time.perf_counter_ns
+
+        async def worker(share: int) -> None:
+            if latencies is None:
+                for _ in range(share):
+                    await send(make())
+                return
+            record = latencies.record
+            for _ in range(share):
+                command = make()
+                start = clock()
+                await send(command)
+                record(clock() - start)
+
+        async def run(n: int) -> None:
+            shares = [n // senders + (1 if i < n % senders else 0) for i in range(senders)]
+            await asyncio.gather(*(worker(s) for s in shares if s))
 
         return run
 

@@ -42,6 +42,8 @@ WORKLOADS: dict[str, str] = {
     "memory": "memory",
     "snapshots": "snapshots",
     "messaging": "messaging",
+    "sqlite_concurrent": "sqlite_concurrent",
+    "postgres_64": "postgres_64",
 }
 
 

@@ -18,6 +18,8 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from benchmarks.latency import Latencies
+
 __all__ = [
     "PG_INSERTS",
     "SQLITE_INSERTS",
@@ -194,7 +196,12 @@ async def aiosqlite_sender(
 
 
 def asyncpg_sender(
-    pool: Any, prefix: str, *, senders: int, lock_key: int | None = None
+    pool: Any,
+    prefix: str,
+    *,
+    senders: int,
+    lock_key: int | None = None,
+    latencies: Latencies | None = None,
 ) -> Callable[[int], Awaitable[None]]:
     """``run(n)``: ``n`` commands over ``senders`` concurrent asyncpg connections.
 
@@ -202,9 +209,14 @@ def asyncpg_sender(
     trips, the plain way to write it). With ``lock_key`` the transaction also
     takes a transaction-scoped advisory lock right before ``COMMIT``, so it is
     held for one round trip and the commit: what serialising commits costs by
-    itself (the design the library's adapter rejected for that cost).
+    itself (the design the library's adapter rejected for that cost). With
+    ``latencies``, every command is timed from building its rows to the end of
+    its ``COMMIT``.
     """
     import asyncio
+    import time
+
+    clock = time.perf_counter_ns
 
     ins_event, ins_outbox, ins_state = PG_INSERTS
     counter = itertools.count(1)
@@ -220,8 +232,14 @@ def asyncpg_sender(
 
     async def worker(share: int) -> None:
         async with pool.acquire() as conn:
+            if latencies is None:
+                for _ in range(share):
+                    await one(conn)
+                return
             for _ in range(share):
+                start = clock()
                 await one(conn)
+                latencies.record(clock() - start)
 
     async def run(n: int) -> None:
         shares = [n // senders + (1 if i < n % senders else 0) for i in range(senders)]

@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
+
+from benchmarks.latency import Latencies
 
 __all__ = [
     "Account",
@@ -105,27 +108,49 @@ def postgres_app(
     )
 
 
-def sender(app: AccountsApp) -> Callable[[int], Awaitable[None]]:
-    """``run(n)``: ``n`` commands, sequential, blocking (as its API is synchronous)."""
+def sender(
+    app: AccountsApp, latencies: Latencies | None = None
+) -> Callable[[int], Awaitable[None]]:
+    """``run(n)``: ``n`` commands, sequential, blocking (as its API is synchronous).
+
+    With ``latencies``, every command is timed from call to return.
+    """
     open_account = app.open_account
+    clock = time.perf_counter_ns
 
     async def run(n: int) -> None:
+        if latencies is None:
+            for _ in range(n):
+                open_account("alice", 100)
+            return
         for _ in range(n):
+            start = clock()
             open_account("alice", 100)
+            latencies.record(clock() - start)
 
     return run
 
 
 def threaded_sender(
-    app: AccountsApp, senders: int
+    app: AccountsApp, senders: int, latencies: Latencies | None = None
 ) -> tuple[Callable[[int], Awaitable[None]], Callable[[], None]]:
-    """``run(n)``: ``n`` commands over ``senders`` threads, and a ``close``."""
+    """``run(n)``: ``n`` commands over ``senders`` threads, and a ``close``.
+
+    With ``latencies``, every command is timed on its thread from call to return.
+    """
     pool = ThreadPoolExecutor(max_workers=senders, thread_name_prefix="eventsourcing")
     tickets = itertools.count()
+    clock = time.perf_counter_ns
 
     def work(share: int) -> None:
+        if latencies is None:
+            for _ in range(share):
+                app.open_account("alice", 100)
+            return
         for _ in range(share):
+            start = clock()
             app.open_account("alice", 100)
+            latencies.record(clock() - start)
 
     async def run(n: int) -> None:
         next(tickets)

@@ -29,6 +29,7 @@ import itertools
 from typing import Any
 
 from benchmarks.harness import Case, Config, Target, WorkloadResult, interleave, ratio, summarize
+from benchmarks.latency import Latencies
 from benchmarks.logs import configure_filtered
 
 NAME = "postgres"
@@ -61,21 +62,12 @@ TARGETS = [
 ]
 
 
-def _ours_sender(persisted: Any, senders: int) -> Any:
-    async def worker(share: int) -> None:
-        send, make = persisted.mediator.send, persisted.command
-        for _ in range(share):
-            await send(make())
-
-    async def run(n: int) -> None:
-        shares = [n // senders + (1 if i < n % senders else 0) for i in range(senders)]
-        await asyncio.gather(*(worker(s) for s in shares if s))
-
-    return run
+def _ours_sender(persisted: Any, senders: int, latencies: Latencies | None = None) -> Any:
+    return persisted.concurrent_sender(senders, latencies)
 
 
-async def _reader_check(persisted: Any, commands: int) -> dict[str, Any]:
-    """Follow positions while 16 senders write; compare with the table afterwards."""
+async def _reader_check(persisted: Any, commands: int, senders: int = SENDERS) -> dict[str, Any]:
+    """Follow positions while ``senders`` senders write; compare with the table afterwards."""
     from cqrs_ddd_core.adapters.sqlalchemy import SQLAlchemyEventStore
 
     store = SQLAlchemyEventStore(persisted.engine)
@@ -97,7 +89,7 @@ async def _reader_check(persisted: Any, commands: int) -> dict[str, Any]:
                 await asyncio.sleep(0)
 
     reader = asyncio.create_task(follow())
-    await _ours_sender(persisted, SENDERS)(commands)
+    await _ours_sender(persisted, senders)(commands)
     done.set()
     await reader
     everything: list[int] = []
@@ -112,6 +104,7 @@ async def _reader_check(persisted: Any, commands: int) -> dict[str, Any]:
     skipped = len(set(everything) - set(seen))
     return {
         "commands": commands,
+        "senders": senders,
         "events_written": len(everything),
         "events_seen": len(seen),
         "skipped": skipped,

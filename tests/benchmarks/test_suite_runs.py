@@ -28,6 +28,8 @@ WORKLOADS = (
     "memory",
     "snapshots",
     "messaging",
+    "sqlite_concurrent",
+    "postgres_64",
 )
 
 # What each workload needs beyond the project itself (the bench extra).
@@ -40,6 +42,8 @@ NEEDS = {
     "memory": ("sqlalchemy", "aiosqlite", "opentelemetry.sdk"),
     "snapshots": ("sqlalchemy", "aiosqlite"),
     "messaging": ("sqlalchemy", "asyncpg", "aio_pika"),
+    "sqlite_concurrent": ("sqlalchemy", "aiosqlite", "eventsourcing"),
+    "postgres_64": ("sqlalchemy", "asyncpg"),
 }
 
 
@@ -71,7 +75,7 @@ def _expected_to_run(name: str) -> bool:
         return False
     if name == "messaging":
         return _postgres_available() and _rabbitmq_available()
-    return name != "postgres" or _postgres_available()
+    return name not in ("postgres", "postgres_64") or _postgres_available()
 
 
 @pytest.fixture(scope="module")

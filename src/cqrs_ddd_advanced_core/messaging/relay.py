@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -176,24 +177,33 @@ class OutboxRelay:
         result: BatchResult,
         given_back: list[str],
     ) -> None:
-        for index, message in enumerate(messages):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                given_back.extend(m.message_id for m in messages[index:])
-                return
-            start = time.perf_counter()
-            try:
-                outgoing = message if self._upcaster is None else self._upcaster(message)
-                async with asyncio.timeout(remaining):
-                    await self._publisher.publish(outgoing)
-            except Exception as exc:
-                await self._failed(message, exc)
-                result.failed.append(message.message_id)
-                given_back.extend(m.message_id for m in messages[index + 1 :])
-                return
-            self._instruments.publish_duration.record(time.perf_counter() - start)
-            self._instruments.sent.add(1)
-            result.published.append(message.message_id)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            given_back.extend(m.message_id for m in messages)
+            return
+        publish, record = self._publisher.publish, self._instruments.publish_duration.record
+        upcaster = self._upcaster
+        sent = 0
+        try:
+            # One timeout for the stream, not one per message: past the deadline it
+            # cuts the publish in flight, which counts as that message's failure.
+            async with asyncio.timeout(remaining):
+                for message in messages:
+                    start = time.perf_counter()
+                    await publish(message if upcaster is None else _upcast(upcaster, message))
+                    record(time.perf_counter() - start)
+                    result.published.append(message.message_id)
+                    sent += 1
+        except Exception as exc:
+            if sent == len(messages):  # all were confirmed
+                raise
+            failed = messages[sent]
+            await self._failed(failed, exc)
+            result.failed.append(failed.message_id)
+            given_back.extend(m.message_id for m in messages[sent + 1 :])
+        finally:
+            if sent:
+                self._instruments.sent.add(sent)
 
     async def _failed(self, message: OutboxMessage, exc: Exception) -> None:
         attempt = message.attempts + 1
@@ -277,3 +287,9 @@ class OutboxRelay:
             f"OutboxRelay(publisher={self._publisher!r}, batch_size={self._batch_size}, "
             f"max_attempts={self._max_attempts})"
         )
+
+
+def _upcast(upcaster: Upcaster, message: OutboxMessage) -> OutboxMessage:
+    outgoing = upcaster(message)
+    # The payload may have changed: the stored JSON text would no longer say what it says.
+    return outgoing if outgoing.payload_json is None else replace(outgoing, payload_json=None)

@@ -103,7 +103,16 @@ async def _relay_vs_raw(persisted: Any, url: str, rounds: int, k: int) -> list[C
         channel = await connection.channel(publisher_confirms=True)
         await topology.declare(channel)  # queues to receive (and keep) what is published
         exchange = await declare_exchange(channel, exchange_name)
-        relay = OutboxRelay(store, publisher, batch_size=BATCH)
+        counted: dict[str, Any] = {}
+
+        class Counting:  # stops the relay's loop once every message is confirmed
+            async def publish(self, message: Any) -> None:
+                await publisher.publish(message)
+                counted["left"] -= 1
+                if counted["left"] == 0:
+                    counted["stop"].set()
+
+        relay = OutboxRelay(store, Counting(), batch_size=BATCH, poll_interval=0.05)
         for r in range(rounds):
             await _fill(persisted, k)
             messages = await store.claim_batch(k)  # the same messages, for the raw case
@@ -129,12 +138,14 @@ async def _relay_vs_raw(persisted: Any, url: str, rounds: int, k: int) -> list[C
                     )
 
             async def relayed() -> None:
-                published = 0
-                while published < k:
-                    result = await relay.run_once()
-                    published += len(result.published)
-                    if not result.processed:
-                        raise RuntimeError("the relay found nothing to publish")
+                # The relay's own loop (what `cqrs-ddd relay` runs), stopped once all
+                # k are confirmed; it returns after marking them published.
+                stop = asyncio.Event()
+                counted.update(left=k, stop=stop)
+                async with asyncio.timeout(300):
+                    await relay.run(stop)
+                if counted["left"] > 0:
+                    raise RuntimeError("the relay stopped before publishing everything")
 
             order = [("raw", raw), ("relay", relayed)]
             for name, case in order if r % 2 == 0 else order[::-1]:

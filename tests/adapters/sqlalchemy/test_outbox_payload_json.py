@@ -59,3 +59,21 @@ def test_an_event_whose_payload_has_no_json_form_fails_with_a_typed_error() -> N
 
     with pytest.raises(SerializationError):
         message_from_event(Odd(value=object()))
+
+
+async def test_a_claimed_message_carries_the_stored_json_text_for_the_relay(
+    sqlite_db: AsyncEngine,
+) -> None:
+    carried = message_from_event(Noted(text="ünïcode", amount=2.0))
+    by_hand = OutboxMessage("m-2", "Noted", {"text": "x", "amount": 3}, carried.created_at)
+    store = SQLAlchemyOutboxStore(sqlite_db)
+    uow = SQLAlchemyUnitOfWork(sqlite_db)
+    await store.enqueue([carried, by_hand], uow=uow)
+    await uow.commit()
+
+    claimed = {m.message_id: m for m in await store.claim_batch(10)}
+
+    stored = await stored_payloads(sqlite_db)
+    for message_id, message in claimed.items():
+        assert message.payload_json == stored[message_id]  # published as stored
+        assert json.loads(message.payload_json) == message.payload

@@ -335,5 +335,7 @@ class OutboxRelay:
 
 def _upcast(upcaster: Upcaster, message: OutboxMessage) -> OutboxMessage:
     outgoing = upcaster(message)
-    # The payload may have changed: the stored JSON text would no longer say what it says.
-    return outgoing if outgoing.payload_json is None else replace(outgoing, payload_json=None)
+    if outgoing.payload is not message.payload and outgoing.payload_json is message.payload_json:
+        # A new payload with the stored JSON text: that text no longer says what it says.
+        return replace(outgoing, payload_json=None)
+    return outgoing

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Text, bindparam, func, select, type_coerce, update
+from sqlalchemy import Text, bindparam, cast, func, select, update
 from sqlalchemy.exc import DBAPIError
 
 from cqrs_ddd_core.adapters.sqlalchemy.errors import persistence_error
@@ -38,7 +38,7 @@ _COLUMNS = (
     outbox.c.message_id,
     outbox.c.message_type,
     # As stored (text): the relay publishes it as it is, without serialising it again.
-    type_coerce(outbox.c.payload, Text).label("payload"),
+    cast(outbox.c.payload, Text).label("payload"),
     outbox.c.created_at,
     outbox.c.aggregate_type,
     outbox.c.aggregate_id,

@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -144,7 +145,14 @@ class OutboxRelay:
     async def run_once(self) -> BatchResult:
         """Claim one batch and publish it; measure the lag (after an empty claim, or a
         second after the last measurement)."""
+        return await self._deliver(await self._claim())
+
+    async def _claim(self) -> tuple[list[OutboxMessage], float]:
         batch = await self._store.claim_batch(self._batch_size, now=self._clock())
+        return batch, time.monotonic() + self._deadline
+
+    async def _deliver(self, claimed: tuple[list[OutboxMessage], float]) -> BatchResult:
+        batch, deadline = claimed
         result = BatchResult()
         if batch:
             streams: dict[object, list[OutboxMessage]] = {}
@@ -155,7 +163,6 @@ class OutboxRelay:
                     else message.message_id
                 )
                 streams.setdefault(key, []).append(message)
-            deadline = time.monotonic() + self._deadline
             given_back: list[str] = []
             await asyncio.gather(
                 *(self._publish_stream(s, deadline, result, given_back) for s in streams.values())
@@ -176,24 +183,33 @@ class OutboxRelay:
         result: BatchResult,
         given_back: list[str],
     ) -> None:
-        for index, message in enumerate(messages):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                given_back.extend(m.message_id for m in messages[index:])
-                return
-            start = time.perf_counter()
-            try:
-                outgoing = message if self._upcaster is None else self._upcaster(message)
-                async with asyncio.timeout(remaining):
-                    await self._publisher.publish(outgoing)
-            except Exception as exc:
-                await self._failed(message, exc)
-                result.failed.append(message.message_id)
-                given_back.extend(m.message_id for m in messages[index + 1 :])
-                return
-            self._instruments.publish_duration.record(time.perf_counter() - start)
-            self._instruments.sent.add(1)
-            result.published.append(message.message_id)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            given_back.extend(m.message_id for m in messages)
+            return
+        publish, record = self._publisher.publish, self._instruments.publish_duration.record
+        upcaster = self._upcaster
+        sent = 0
+        try:
+            # One timeout for the stream, not one per message: past the deadline it
+            # cuts the publish in flight, which counts as that message's failure.
+            async with asyncio.timeout(remaining):
+                for message in messages:
+                    start = time.perf_counter()
+                    await publish(message if upcaster is None else _upcast(upcaster, message))
+                    record(time.perf_counter() - start)
+                    result.published.append(message.message_id)
+                    sent += 1
+        except Exception as exc:
+            if sent == len(messages):  # all were confirmed
+                raise
+            failed = messages[sent]
+            await self._failed(failed, exc)
+            result.failed.append(failed.message_id)
+            given_back.extend(m.message_id for m in messages[sent + 1 :])
+        finally:
+            if sent:
+                self._instruments.sent.add(sent)
 
     async def _failed(self, message: OutboxMessage, exc: Exception) -> None:
         attempt = message.attempts + 1
@@ -231,27 +247,65 @@ class OutboxRelay:
 
     async def run(self, stop_event: asyncio.Event) -> None:
         """Publish until ``stop_event`` is set: batches back to back while they publish
-        anything, then wait for a commit (or ``poll_interval``)."""
+        anything, then wait for a commit (or ``poll_interval``).
+
+        While a batch is being published the next one is claimed already (the
+        database works while the broker confirms). Its claim keeps every stream's
+        order as any claim does: a message whose predecessor is in the batch
+        being published is given back, and taken once that one is marked.
+        """
         remove = self._store.add_commit_listener(self.wake)
+        claimed: tuple[list[OutboxMessage], float] | None = None  # claimed ahead, held
+        ahead: asyncio.Task[tuple[list[OutboxMessage], float]] | None = None
         try:
             while not stop_event.is_set():
                 await self._listen()
                 self._wake.clear()
                 try:
-                    result = await self.run_once()
+                    batch = await self._claim() if claimed is None else claimed
+                    claimed = None  # from here on the batch is this round's, not held
+                    if batch[0]:
+                        ahead = asyncio.ensure_future(self._claim())
+                    result = await self._deliver(batch)
+                    if ahead is not None:
+                        claimed, ahead = await ahead, None
+                        if not claimed[0]:  # claimed while commits may have come: look again
+                            claimed = None
                 except Exception as exc:
                     _log.error("outbox_relay_batch_failed", error_type=type(exc).__name__)
                     result = BatchResult()
+                    # A batch whose delivery failed is left to its claim timeout, as
+                    # before; the one claimed ahead is given back.
+                    claimed, ahead = await self._give_back(None, ahead)
                     await self._sleep(stop_event)  # the store is failing: do not spin
                 # After publishing, look again at once: messages another relay
                 # gave back because this one held their predecessor are due
                 # now, and no commit will announce them.
-                if not result.published:
+                if not result.published and claimed is None:
                     await self._sleep(stop_event)
         finally:
             remove()
+            await self._give_back(claimed, ahead)
             if self._listener is not None:
                 await self._listener.stop()
+
+    async def _give_back(
+        self,
+        claimed: tuple[list[OutboxMessage], float] | None,
+        ahead: asyncio.Task[tuple[list[OutboxMessage], float]] | None,
+    ) -> tuple[None, None]:
+        """Release a batch claimed ahead and not published (due again at once)."""
+        if ahead is not None:
+            if not ahead.done():
+                ahead.cancel()  # its transaction rolls back
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                claimed = await ahead
+        if claimed and claimed[0]:
+            try:
+                await self._store.release([m.message_id for m in claimed[0]])
+            except Exception as exc:  # they are due again after the claim timeout
+                _log.warning("outbox_relay_release_failed", error_type=type(exc).__name__)
+        return None, None
 
     async def _listen(self) -> None:
         if self._listener is None or self._listener.listening:
@@ -277,3 +331,11 @@ class OutboxRelay:
             f"OutboxRelay(publisher={self._publisher!r}, batch_size={self._batch_size}, "
             f"max_attempts={self._max_attempts})"
         )
+
+
+def _upcast(upcaster: Upcaster, message: OutboxMessage) -> OutboxMessage:
+    outgoing = upcaster(message)
+    if outgoing.payload is not message.payload and outgoing.payload_json is message.payload_json:
+        # A new payload with the stored JSON text: that text no longer says what it says.
+        return replace(outgoing, payload_json=None)
+    return outgoing

@@ -14,6 +14,7 @@ from cqrs_ddd_core.adapters.sqlalchemy import SQLAlchemyOutboxStore, SQLAlchemyU
 from cqrs_ddd_core.domain import DomainEvent
 from cqrs_ddd_core.exceptions import SerializationError
 from cqrs_ddd_core.persistence import OutboxMessage
+from tests.support.backends import Backend
 
 
 class Noted(DomainEvent):
@@ -59,3 +60,24 @@ def test_an_event_whose_payload_has_no_json_form_fails_with_a_typed_error() -> N
 
     with pytest.raises(SerializationError):
         message_from_event(Odd(value=object()))
+
+
+async def test_a_claimed_message_carries_the_stored_json_text_for_the_relay(db: Backend) -> None:
+    engine = db.engine
+    assert engine is not None
+    carried = message_from_event(Noted(text="ünïcode", amount=2.0))
+    by_hand = OutboxMessage("m-2", "Noted", {"text": "x", "amount": 3}, carried.created_at)
+    store = SQLAlchemyOutboxStore(engine)
+    uow = SQLAlchemyUnitOfWork(engine)
+    await store.enqueue([carried, by_hand], uow=uow)
+    await uow.commit()
+
+    claimed = {m.message_id: m for m in await store.claim_batch(10)}
+
+    async with engine.connect() as conn:  # the text as stored, whatever the driver decodes
+        rows = await conn.execute(text("SELECT message_id, CAST(payload AS TEXT) FROM outbox"))
+        stored = dict(rows.all())
+    assert sorted(claimed) == sorted(stored)
+    for message_id, message in claimed.items():
+        assert message.payload_json == stored[message_id]  # published as stored
+        assert json.loads(message.payload_json) == message.payload

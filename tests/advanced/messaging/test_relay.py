@@ -199,3 +199,83 @@ async def test_the_relay_outlives_a_failing_outbox_and_publishes_once_it_is_back
             await task
     assert store.failures == 0
     assert broker.ids == ["a-0"]
+
+
+async def test_an_upcast_message_is_not_published_with_its_stored_json_text() -> None:
+    store, broker = InMemoryOutboxStore(), Broker()
+    uow = InMemoryUnitOfWork()
+    await store.enqueue(
+        [OutboxMessage("m", "Happened", {"v": 1}, T0, payload_json='{"v": 1}')], uow=uow
+    )
+    await uow.commit()
+
+    def upcast(message: OutboxMessage) -> OutboxMessage:
+        return dataclasses.replace(message, payload={"v": 2})
+
+    await OutboxRelay(store, broker, upcaster=upcast).run_once()
+    assert broker.accepted[0].payload == {"v": 2}
+    assert broker.accepted[0].payload_json is None  # serialised again from {"v": 2}
+
+
+class Gate(Broker):
+    """Holds the first publish until ``release`` is set, so the next claim runs meanwhile."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.holding = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def publish(self, message: OutboxMessage) -> None:
+        if not self.accepted and not self.holding.is_set():
+            self.holding.set()
+            await self.release.wait()
+        await super().publish(message)
+
+
+class CountingClaims(InMemoryOutboxStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.claims = 0
+
+    async def claim_batch(self, limit: int = 100, *, now: datetime | None = None) -> Any:
+        self.claims += 1
+        return await super().claim_batch(limit, now=now)
+
+
+async def test_the_batch_claimed_ahead_keeps_its_streams_order() -> None:
+    store, broker = CountingClaims(), Gate()
+    await commit(store, "a", "a", "b")
+    relay = OutboxRelay(store, broker, batch_size=1, poll_interval=0.01)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        async with asyncio.timeout(10):
+            await broker.holding.wait()  # a-0 in flight
+            while store.claims < 2:  # noqa: ASYNC110 (the claim ahead ran meanwhile)
+                await asyncio.sleep(0.01)
+            broker.release.set()
+            while len(broker.accepted) < 3:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+    finally:
+        stop.set()
+        async with asyncio.timeout(10):
+            await task
+    assert broker.ids.index("a-0") < broker.ids.index("a-1")
+    assert sorted(broker.ids) == ["a-0", "a-1", "b-2"]  # each once
+
+
+async def test_a_batch_claimed_ahead_is_given_back_when_the_relay_stops() -> None:
+    store, broker = CountingClaims(), Gate()
+    await commit(store, "a", "b")
+    relay = OutboxRelay(store, broker, batch_size=1, poll_interval=3600)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    async with asyncio.timeout(10):
+        await broker.holding.wait()  # a-0 in flight
+        while store.claims < 2:  # noqa: ASYNC110 (b-1 claimed ahead)
+            await asyncio.sleep(0.01)
+        stop.set()
+        broker.release.set()
+        await task
+    assert broker.ids == ["a-0"]
+    assert [m.message_id for m in await store.claim_batch(10)] == ["b-1"]  # due at once

@@ -72,6 +72,13 @@ class RabbitMQPublisher:
         self._connect_timeout = connect_timeout
         self._confirm_timeout = confirm_timeout
         self._tracer = get_tracer(tracer_provider)
+        self._span_name = f"publish {exchange}"
+        self._attributes: dict[str, str] = {  # the same on every span
+            ATTR_SYSTEM: "rabbitmq",
+            ATTR_OPERATION_NAME: "publish",
+            ATTR_OPERATION_TYPE: "send",
+            ATTR_DESTINATION: exchange,
+        }
         self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
@@ -110,10 +117,7 @@ class RabbitMQPublisher:
         """
         key = routing_key(message)
         attributes = {
-            ATTR_SYSTEM: "rabbitmq",
-            ATTR_OPERATION_NAME: "publish",
-            ATTR_OPERATION_TYPE: "send",
-            ATTR_DESTINATION: self._exchange_name,
+            **self._attributes,
             ATTR_ROUTING_KEY: key,
             ATTR_MESSAGE_ID: message.message_id,
             ATTR_MESSAGE_TYPE: message.message_type,
@@ -124,7 +128,7 @@ class RabbitMQPublisher:
         command_span = trace.get_current_span(command).get_span_context() if command else None
         links = [trace.Link(command_span)] if command_span and command_span.is_valid else []
         with self._tracer.start_as_current_span(
-            f"publish {self._exchange_name}",
+            self._span_name,
             context=command,
             kind=trace.SpanKind.PRODUCER,
             attributes=attributes,
@@ -142,7 +146,9 @@ class RabbitMQPublisher:
                 raise
 
     async def _publish(self, message: OutboxMessage, key: str, carrier: dict[str, str]) -> None:
-        exchange = await self._ready()
+        exchange, channel = self._exchange, self._channel
+        if exchange is None or channel is None or channel.is_closed:
+            exchange = await self._ready()
         body = (message.payload_json or _dumps(message.payload)).encode()
         amqp_message = aio_pika.Message(
             body,

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import Text, bindparam, cast, func, select, update
 from sqlalchemy.exc import DBAPIError
 
 from cqrs_ddd_core.adapters.sqlalchemy.errors import persistence_error
@@ -37,7 +37,8 @@ __all__ = ["SQLAlchemyOutboxStore"]
 _COLUMNS = (
     outbox.c.message_id,
     outbox.c.message_type,
-    outbox.c.payload,
+    # As stored (text): the relay publishes it as it is, without serialising it again.
+    cast(outbox.c.payload, Text).label("payload"),
     outbox.c.created_at,
     outbox.c.aggregate_type,
     outbox.c.aggregate_id,
@@ -63,10 +64,12 @@ def _json(value: Any) -> Any:
 
 
 def _message(row: Any) -> OutboxMessage:
+    text = row[2] if isinstance(row[2], str) else None
     return OutboxMessage(
         message_id=row[0],
         message_type=row[1],
         payload=_json(row[2]),
+        payload_json=text,
         created_at=aware(row[3]),
         aggregate_type=row[4],
         aggregate_id=row[5],

@@ -13,9 +13,10 @@ must two saves of one aggregate.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from cqrs_ddd_core.exceptions import ConcurrencyError
 from cqrs_ddd_core.persistence.records import stream_name
@@ -150,6 +151,37 @@ class FlushPlan:
         else:
             append.head += len(pending)
         self.events.extend(pending)
+
+    def replay_verdict(
+        self, stored: Mapping[str, tuple[str, str]]
+    ) -> Literal["replayed"] | StreamAppend | None:
+        """What the stored streams of this plan's event ids say after a clash.
+
+        ``stored`` maps each of the plan's event ids that is stored to the
+        stream holding it. Returns ``"replayed"`` when every id is stored, each
+        in the stream this plan appends it to (the unit of work committed
+        before); the append of a stream whose ids are only partly stored
+        (another unit of work holds them: a conflict on that stream); ``None``
+        when none is stored, one is stored in another stream (a duplicate id,
+        not a replay) or the plan has no events. The same rule on every SQL
+        backend; each looks the ids up its own way.
+        """
+        if not stored:
+            return None
+        partial: tuple[str, str] | None = None
+        for event in self.events:
+            stream = stored.get(event.event_id)
+            if stream is None:
+                partial = partial or (event.aggregate_type, event.aggregate_id)
+            elif stream != (event.aggregate_type, event.aggregate_id):
+                return None
+        if partial is None:
+            return "replayed"
+        for event in self.events:  # name a stream whose ids are partly stored
+            if event.event_id in stored:
+                partial = (event.aggregate_type, event.aggregate_id)
+                break
+        return self.streams[partial]
 
     def add_state(
         self,

@@ -25,13 +25,13 @@ import contextlib
 from typing import TYPE_CHECKING, Any
 
 from cqrs_ddd_core.adapters.sqlalchemy.errors import concurrency_error
+from cqrs_ddd_core.adapters.sqlalchemy.plan import FlushPlan, StreamAppend
 
 if TYPE_CHECKING:
     from datetime import datetime
 
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from cqrs_ddd_core.adapters.sqlalchemy.plan import FlushPlan
     from cqrs_ddd_core.exceptions import PersistenceError
 
 __all__ = [
@@ -95,24 +95,10 @@ async def replay_outcome(
     if not plan.events:
         return None
     rows = await conn.fetch(_STORED_STREAMS, [event.event_id for event in plan.events])
-    stored = {row[0]: (row[1], row[2]) for row in rows}
-    if not stored:
-        return None
-    partial: tuple[str, str] | None = None
-    for event in plan.events:
-        stream = stored.get(event.event_id)
-        if stream is None:
-            partial = partial or (event.aggregate_type, event.aggregate_id)
-        elif stream != (event.aggregate_type, event.aggregate_id):
-            return None  # an id of another stream: a duplicate, not a replay
-    if partial is None:
-        return REPLAYED
-    for event in plan.events:  # name a stream whose ids are partly stored
-        if event.event_id in stored:
-            partial = (event.aggregate_type, event.aggregate_id)
-            break
-    append = plan.streams[partial]
-    return concurrency_error(append.stream, append.expected_version, None, cause)
+    verdict = plan.replay_verdict({row[0]: (row[1], row[2]) for row in rows})
+    if not isinstance(verdict, StreamAppend):
+        return verdict  # REPLAYED, or None
+    return concurrency_error(verdict.stream, verdict.expected_version, None, cause)
 
 
 async def resolve(

@@ -24,13 +24,10 @@ nothing):
 from __future__ import annotations
 
 import sqlite3
-from typing import TYPE_CHECKING
 
 from cqrs_ddd_core.adapters.sqlalchemy.errors import concurrency_error, persistence_error
+from cqrs_ddd_core.adapters.sqlalchemy.plan import FlushPlan, StreamAppend
 from cqrs_ddd_core.exceptions import CommitOutcomeUnknownError, ConcurrencyError
-
-if TYPE_CHECKING:
-    from cqrs_ddd_core.adapters.sqlalchemy.plan import FlushPlan
 
 __all__ = [
     "InDoubtError",
@@ -102,31 +99,17 @@ def committed_before(conn: sqlite3.Connection, plan: FlushPlan) -> bool | Concur
     ids = _event_ids(plan)
     if not ids:
         return False
-    stored = _stored_streams(conn, ids)
-    if not stored:
-        return False
-    partial: tuple[str, str] | None = None
-    for event in plan.events:
-        stream = stored.get(event.event_id)
-        if stream is None:
-            partial = partial or (event.aggregate_type, event.aggregate_id)
-        elif stream != (event.aggregate_type, event.aggregate_id):
-            return False  # an id of another stream: a duplicate, not a replay
-    if partial is None:
-        return True
+    verdict = plan.replay_verdict(_stored_streams(conn, ids))
+    if not isinstance(verdict, StreamAppend):
+        return verdict is not None  # "replayed": committed before
     # Part of this unit of work's events are stored: another unit of work
     # (a different command reusing ids, or a retry that changed) got there.
-    for event in plan.events:  # name a stream whose ids are partly stored
-        if event.event_id in stored:
-            partial = (event.aggregate_type, event.aggregate_id)
-            break
-    append = plan.streams[partial]
     head = conn.execute(
         "SELECT max(version) FROM events WHERE aggregate_type = ? AND aggregate_id = ?",
-        partial,
+        (verdict.aggregate_type, verdict.aggregate_id),
     ).fetchone()
     actual = (head[0] if head else None) or 0
-    return concurrency_error(append.stream, append.expected_version, actual, None)
+    return concurrency_error(verdict.stream, verdict.expected_version, actual, None)
 
 
 def message_id_of(plan: FlushPlan) -> str | None:

@@ -21,10 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
 import structlog
-from sqlalchemy import event
 
 from cqrs_ddd_core.adapters.sqlalchemy.sqlite_jobs import BUSY, flush_job, passive_checkpoint
 from cqrs_ddd_core.adapters.sqlalchemy.sqlite_open import read_settings
@@ -36,7 +35,7 @@ from cqrs_ddd_core.adapters.sqlalchemy.sqlite_queue import (
     WriterQueue,
     open_thread,
 )
-from cqrs_ddd_core.adapters.sqlalchemy.sqlite_thread import WriterThread, healthy
+from cqrs_ddd_core.adapters.sqlalchemy.sqlite_thread import WriterThread, healthy, per_pool
 from cqrs_ddd_core.domain.messages import utc_now
 from cqrs_ddd_core.exceptions import PersistenceError
 
@@ -180,19 +179,7 @@ _writers: weakref.WeakKeyDictionary[Pool, SQLiteWriter] = weakref.WeakKeyDiction
 
 def writer_for(engine: AsyncEngine) -> SQLiteWriter:
     """The writer of ``engine``'s current pool (a new one after ``dispose()``)."""
-    pool = engine.sync_engine.pool
-    writer = _writers.get(pool)
-    if writer is None:
-        writer = _writers[pool] = SQLiteWriter()
-        ref = weakref.ref(writer)
-
-        def _on_dispose(_engine: Any) -> None:
-            found = ref()
-            if found is not None:
-                found.close()
-
-        event.listen(engine.sync_engine, "engine_disposed", _on_dispose)
-    return writer
+    return per_pool(_writers, engine, SQLiteWriter)
 
 
 async def flush_sqlite(engine: AsyncEngine, plan: FlushPlan, timings: list[StepTiming]) -> None:

@@ -16,10 +16,12 @@ import sqlite3
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import event
-
 from cqrs_ddd_core.adapters.sqlalchemy.sqlite_open import read_settings
-from cqrs_ddd_core.adapters.sqlalchemy.sqlite_thread import WriterClosedError, WriterThread
+from cqrs_ddd_core.adapters.sqlalchemy.sqlite_thread import (
+    WriterClosedError,
+    WriterThread,
+    per_pool,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -98,16 +100,4 @@ _readers: weakref.WeakKeyDictionary[Pool, SQLiteReader] = weakref.WeakKeyDiction
 
 def reader_for(engine: AsyncEngine) -> SQLiteReader:
     """The readers of ``engine``'s current pool (new ones after ``dispose()``)."""
-    pool = engine.sync_engine.pool
-    reader = _readers.get(pool)
-    if reader is None:
-        reader = _readers[pool] = SQLiteReader()
-        ref = weakref.ref(reader)
-
-        def _on_dispose(_engine: Any) -> None:
-            found = ref()
-            if found is not None:
-                found.close()
-
-        event.listen(engine.sync_engine, "engine_disposed", _on_dispose)
-    return reader
+    return per_pool(_readers, engine, SQLiteReader)

@@ -21,14 +21,20 @@ import contextlib
 import queue
 import sqlite3
 import threading
+import weakref
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import structlog
+from sqlalchemy import event
 
 from cqrs_ddd_core.adapters.sqlalchemy.errors import persistence_error
 
-__all__ = ["WriterClosedError", "WriterThread", "healthy"]
+__all__ = ["WriterClosedError", "WriterThread", "healthy", "per_pool"]
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+    from sqlalchemy.pool import Pool
 
 T = TypeVar("T")
 _log = structlog.get_logger("cqrs_ddd_core.adapters.sqlalchemy")
@@ -179,3 +185,30 @@ class WriterThread:
 
 def _noop(_conn: sqlite3.Connection) -> None:
     return None
+
+
+class _Closeable(Protocol):
+    def close(self) -> None: ...
+
+
+C = TypeVar("C", bound=_Closeable)
+
+
+def per_pool(
+    cache: weakref.WeakKeyDictionary[Pool, C], engine: AsyncEngine, make: Callable[[], C]
+) -> C:
+    """The object ``cache`` keeps for ``engine``'s current pool, made on first
+    use and closed when the engine is disposed (a new pool gets a new one)."""
+    pool = engine.sync_engine.pool
+    found = cache.get(pool)
+    if found is None:
+        found = cache[pool] = make()
+        ref = weakref.ref(found)
+
+        def _on_dispose(_engine: Any) -> None:
+            alive = ref()
+            if alive is not None:
+                alive.close()
+
+        event.listen(engine.sync_engine, "engine_disposed", _on_dispose)
+    return found

@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
-from cqrs_ddd_core.context import DispatchContext, _current, correlation_scope
+from cqrs_ddd_core.context import DispatchContext, _current, _root_context, correlation_scope
 from cqrs_ddd_core.cqrs.registry import HandlerRegistry
-from cqrs_ddd_core.cqrs.response import CommandResponse
+from cqrs_ddd_core.cqrs.response import CommandResponse, _response
 from cqrs_ddd_core.domain.messages import _evolve
 from cqrs_ddd_core.exceptions import ConfigurationError, HandlerNotFoundError
 from cqrs_ddd_core.pipeline.insert import insert_middlewares
@@ -99,6 +99,10 @@ class Mediator:
         )
         self.pipeline = Pipeline(commands, self._handle_command, kind="command")
         self.query_pipeline = Pipeline(queries, self._handle_query, kind="query")
+        # The pipelines' first steps, called directly (they are frozen): one
+        # call less per dispatch than going through ``Pipeline.__call__``.
+        self._send_first = self.pipeline._call
+        self._query_first = self.query_pipeline._call
         self._commands = registry._commands
         self._queries = registry._queries
         self._event_handlers = registry._events
@@ -139,13 +143,16 @@ class Mediator:
             HandlerNotFoundError: nothing handles ``type(command)``.
         """
         parent = _current.get()
-        context = DispatchContext(command, "command", parent=parent, metadata=metadata)
+        if parent is None:
+            context = _root_context(command, "command", metadata)
+        else:
+            context = DispatchContext(command, "command", parent=parent, metadata=metadata)
         token = _current.set(context)
         try:
-            response: CommandResponse[TResult] = await self.pipeline(command, context)
+            response: CommandResponse[TResult] = await self._send_first(command, context)
         finally:
             _current.reset(token)
-        if parent is None and self._event_handlers and context.published:
+        if parent is None and context.published and self._event_handlers:
             await self._publish(context)
         return response
 
@@ -157,10 +164,14 @@ class Mediator:
         Raises:
             HandlerNotFoundError: nothing handles ``type(query)``.
         """
-        context = DispatchContext(query, "query", parent=_current.get(), metadata=metadata)
+        parent = _current.get()
+        if parent is None:
+            context = _root_context(query, "query", metadata)
+        else:
+            context = DispatchContext(query, "query", parent=parent, metadata=metadata)
         token = _current.set(context)
         try:
-            result: TResult = await self.query_pipeline(query, context)
+            result: TResult = await self._query_first(query, context)
         finally:
             _current.reset(token)
         return result
@@ -171,9 +182,11 @@ class Mediator:
         handler = self._commands.get(type(command))
         if handler is None:
             raise HandlerNotFoundError(type(command), "command")
-        # Reserve this command's place before its handler can send others.
-        published: list[DomainEvent] = []
-        context.published.append(published)
+        # This command's place among the events to publish: its events go
+        # before those of the commands its handler sends (they are inserted
+        # here once the handler returns; a command without events takes none).
+        published = context.published
+        place = len(published)
         context.recorded = None  # a retried dispatch starts afresh
         outcome = await handler(command)
         if isinstance(outcome, CommandResponse):
@@ -181,13 +194,15 @@ class Mediator:
             response.correlation_id = context.correlation_id
             response.causation_id = context.message_id
         else:
-            response = CommandResponse(outcome, (), context.correlation_id, context.message_id)
+            response = _response(outcome, context.correlation_id, context.message_id)
         if context.recorded is not None:
             response.events = _with_unreturned(response.events, context.recorded)
         if response.events:
-            response.events = _stamp(response.events, context)
-            published.extend(response.events)
-        context.events = tuple(response.events)
+            events = response.events = _stamp(response.events, context)
+            published.insert(place, list(events))
+            context.events = events
+        else:
+            context.events = ()
         return response
 
     async def _handle_query(self, query: Any, context: DispatchContext) -> Any:

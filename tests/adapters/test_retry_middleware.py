@@ -33,7 +33,7 @@ def mediator_failing(times: int, retry: RetryMiddleware, error: Exception | None
         seen["calls"].append(command.amount)
         event = Deposited(amount=len(seen["calls"]))
         if len(seen["calls"]) <= times:
-            context.published[-1].append(event)  # as if the attempt had produced it
+            context.published.append([event])  # as if the attempt had produced it
             raise error or ConcurrencyError("Account:a1", 1, 2)
         return CommandResponse(len(seen["calls"]), (event,))
 

@@ -109,3 +109,29 @@ def test_a_nested_context_inherits_from_its_parent_unless_the_message_says_other
     assert child.metadata == {"actor": "bob", "step": 2}
     assert child.published is parent.published
     assert own.correlation_id == "other-flow"
+
+
+def _fields(context: DispatchContext) -> dict[str, object]:
+    return {name: getattr(context, name) for name in DispatchContext.__slots__}
+
+
+def test_the_mediators_root_context_is_the_constructors_slot_for_slot() -> None:
+    from cqrs_ddd_core.context import _root_context
+
+    command = order()
+    for kind in ("command", "query"):
+        for metadata in (None, {}, {"actor": "ann"}):
+            built = DispatchContext(command, kind, metadata=metadata)  # type: ignore[arg-type]
+            fast = _root_context(command, kind, metadata)  # type: ignore[arg-type]
+            assert _fields(fast) == _fields(built)
+            assert fast.metadata is not metadata
+            assert fast.published is not built.published
+    with correlation_scope("flow-1", "cause-1"):
+        assert _fields(_root_context(command, "command", None)) == _fields(
+            DispatchContext(command, "command")
+        )
+        assert _root_context(command, "command", None).causation_id == "cause-1"
+    with correlation_scope("flow-2"):
+        own = order(correlation_id="mine")
+        assert _root_context(own, "command", None).correlation_id == "mine"
+        assert _root_context(command, "command", None).causation_id is None

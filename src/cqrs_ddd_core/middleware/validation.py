@@ -50,7 +50,11 @@ class ValidationMiddleware:
         }
         self._revalidate = revalidate
 
-    async def __call__(self, message: Any, context: DispatchContext, call_next: CallNext) -> Any:
+    def __call__(
+        self, message: Any, context: DispatchContext, call_next: CallNext
+    ) -> Awaitable[Any]:
+        # A plain function, not a coroutine: with no async validator to await,
+        # it hands the message on (or raises) without a coroutine of its own.
         errors: list[FieldError] = []
         if self._revalidate:
             try:
@@ -61,13 +65,26 @@ class ValidationMiddleware:
                 )
         checks = self._validators.get(type(message))
         if checks:
-            for check in checks:
-                found = check(message)
-                # Awaitable-ness is checked on the result, not guessed from the callable:
-                # an object with ``async def __call__`` is not a coroutine function.
-                if inspect.isawaitable(found):
-                    found = await found
-                errors.extend(found)
+            return self._check(message, context, call_next, errors, checks)
+        if errors:
+            raise MessageValidationError(type(message), errors)
+        return call_next(message, context)
+
+    async def _check(
+        self,
+        message: Any,
+        context: DispatchContext,
+        call_next: CallNext,
+        errors: list[FieldError],
+        checks: tuple[Validator, ...],
+    ) -> Any:
+        for check in checks:
+            found = check(message)
+            # Awaitable-ness is checked on the result, not guessed from the callable:
+            # an object with ``async def __call__`` is not a coroutine function.
+            if inspect.isawaitable(found):
+                found = await found
+            errors.extend(found)
         if errors:
             raise MessageValidationError(type(message), errors)
         return await call_next(message, context)

@@ -10,7 +10,7 @@ from structlog.testing import capture_logs
 from cqrs_ddd_core._ids import derived_id
 from cqrs_ddd_core.context import DispatchContext, current_context, current_uow
 from cqrs_ddd_core.cqrs import CommandResponse, HandlerRegistry, Mediator
-from cqrs_ddd_core.domain import Command, Query
+from cqrs_ddd_core.domain import Command, DomainEvent, Query
 from cqrs_ddd_core.exceptions import ConcurrencyError, HandlerNotFoundError
 from cqrs_ddd_core.middleware import RetryMiddleware, UnitOfWorkMiddleware, ValidationMiddleware
 from cqrs_ddd_core.persistence import UnitOfWork
@@ -612,3 +612,51 @@ async def test_handlers_registered_after_the_mediator_was_built_are_found(
     registry.register_command_handler(Late, late)
 
     assert (await mediator.send(Late())).result == 42
+
+
+def test_the_mediators_plain_response_equals_the_constructors() -> None:
+    from cqrs_ddd_core.cqrs.response import _response
+
+    fast = _response(42, "flow", "cause")
+    assert type(fast) is CommandResponse
+    assert fast == CommandResponse(42, (), "flow", "cause")
+
+
+class _Step(Command[None]):
+    name: str
+    then: tuple[tuple[str, tuple[str, ...]], ...] = ()  # nested steps: (name, their nested names)
+    quiet: bool = False  # raises no event
+
+
+class _Stepped(DomainEvent):
+    name: str
+
+
+async def test_event_handlers_see_parents_first_depth_first_and_no_slot_for_silent_commands() -> (
+    None
+):
+    registry = HandlerRegistry()
+    mediator = Mediator(registry, middlewares=[])
+    published: list[str] = []
+
+    async def step(command: _Step) -> CommandResponse[None]:
+        for name, grandchildren in command.then:
+            await mediator.send(
+                _Step(name=name, then=tuple((g, ()) for g in grandchildren), quiet=name == "quiet")
+            )
+        events = () if command.quiet else (_Stepped(name=command.name),)
+        return CommandResponse(None, events)
+
+    async def record(event: _Stepped) -> None:
+        published.append(event.name)
+
+    registry.register_command_handler(_Step, step)
+    registry.register_event_handler(_Stepped, record)
+
+    await mediator.send(
+        _Step(name="root", then=(("a", ("a1", "a2")), ("quiet", ("q1",)), ("b", ())))
+    )
+
+    # Each command's events before those of the commands it sent, siblings in
+    # the order sent; a command raising none takes no place.
+    assert published == ["root", "a", "a1", "a2", "q1", "b"]

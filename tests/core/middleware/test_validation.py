@@ -178,3 +178,31 @@ def test_the_middleware_describes_itself() -> None:
     assert middleware.name == "validation"
     assert "unit_of_work" in middleware.placement.outside
     assert repr(middleware) == "ValidationMiddleware(revalidate=True, validators=[PlaceOrder])"
+
+
+async def test_an_outer_middleware_sees_the_validation_error_where_it_awaits_the_rest(
+    stores: Stores, uow_factory: UowFactory
+) -> None:
+    caught: list[BaseException] = []
+
+    async def outer(message: Any, context: DispatchContext, call_next: Any) -> Any:
+        try:
+            return await call_next(message, context)
+        except MessageValidationError as exc:
+            caught.append(exc)
+            raise
+
+    registry = HandlerRegistry()
+    registry.register_command_handler(PlaceOrder, PlaceOrderHandler(stores))
+    mediator = Mediator(
+        registry,
+        uow_factory,
+        middlewares=[outer, ValidationMiddleware(), UnitOfWorkMiddleware(uow_factory)],
+    )
+    bad = PlaceOrder.model_construct(order_id="o-1", amount="lots")
+
+    with pytest.raises(MessageValidationError) as raised:
+        await mediator.send(bad)
+
+    assert caught == [raised.value]
+    assert uow_factory.created == []

@@ -41,6 +41,24 @@ class InMemoryUnitOfWork(BaseUnitOfWork):
 
     system: ClassVar[str] = "memory"
 
+    async def commit(self) -> None:
+        """Commit; with nothing staged and no after-commit hook, without the general path.
+
+        A command that wrote nothing (a read-only command, a refusal handled
+        in the handler) ends here: the same end state as
+        :meth:`BaseUnitOfWork.commit` reaches for it (committed, nothing
+        written, no step measured, rollback hooks dropped), without grouping
+        empty slots or awaiting a write that has nothing to do.
+        """
+        if self._state != "open" or self._after_commit or any(self._slots):
+            await super().commit()
+            return
+        self._state = "committed"
+        self.committed = []
+        self._slots.clear()
+        if self._after_rollback:
+            self._after_rollback = []
+
     async def _write_and_commit(self, groups: list[StagedGroup]) -> None:
         if not groups:
             # Nothing to write: no step to measure (no COMMIT span or latency

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from cqrs_ddd_core.adapters.memory import InMemoryUnitOfWork
 from cqrs_ddd_core.domain import utc_now
-from cqrs_ddd_core.exceptions import ConcurrencyError, PersistenceError
+from cqrs_ddd_core.exceptions import ConcurrencyError, PersistenceError, UnitOfWorkError
 from cqrs_ddd_core.persistence import OutboxMessage
 from tests.core.shop import Order, OrderPlaced, Stores
 
@@ -124,3 +124,26 @@ async def _run_transactions(transactions: list[list[tuple[str, int, str]]]) -> N
         everything = await stores.events.read_all(limit=10_000)
         assert [e.position for e in everything] == list(range(1, len(everything) + 1))
         assert len(everything) == sum(len(ids) for ids in expected.values())
+
+
+async def test_a_commit_with_nothing_staged_ends_like_any_commit_and_measures_nothing() -> None:
+    ran: list[str] = []
+
+    async def hook(name: str) -> None:
+        ran.append(name)
+
+    quiet = InMemoryUnitOfWork()
+    quiet.after_rollback(lambda: hook("rolled back"))
+    quiet.open_slot()  # a slot left empty (a nested command that staged nothing)
+    await quiet.commit()
+    assert (quiet.is_open, quiet.committed, quiet.timings) == (False, [], [])
+    await quiet.rollback()  # after a commit: nothing to undo, no rollback hook
+    assert ran == []
+    with pytest.raises(UnitOfWorkError, match="already committed"):
+        await quiet.commit()
+
+    hooked = InMemoryUnitOfWork()
+    hooked.after_commit(lambda: hook("committed"))
+    await hooked.commit()
+    assert ran == ["committed"]
+    assert hooked.timings == []

@@ -158,22 +158,71 @@ def _call_next_is_keyword_only(mw: object) -> bool:
     )
 
 
-def _direct(mw: Middleware) -> Callable[..., Awaitable[Any]]:
-    """``mw`` itself, or its ``__call__`` bound once when it is a Python method.
+def _python_call(mw: object) -> tuple[types.FunctionType, object | None] | None:
+    """The Python function behind ``mw(...)`` and the object bound to it, if any.
 
-    Calling an instance looks ``__call__`` up on its type and binds it on every
-    call; binding once at build time saves that on every layer of every dispatch.
+    A plain function: itself, nothing bound. A bound method: its function and
+    ``__self__``. An instance whose class defines ``__call__`` as a plain
+    function (not a static or class method): that function and the instance.
+    Anything else (a C callable, a ``functools.partial``...): ``None``.
     """
-    method = type(mw).__call__
+    if isinstance(mw, types.FunctionType):
+        return mw, None
+    if isinstance(mw, types.MethodType):
+        func = mw.__func__
+        return (func, mw.__self__) if isinstance(func, types.FunctionType) else None
+    method = inspect.getattr_static(type(mw), "__call__", None)
     if isinstance(method, types.FunctionType):
-        return types.MethodType(method, mw)
-    return mw
+        return method, mw
+    return None
+
+
+_VARIADIC = inspect.CO_VARARGS | inspect.CO_VARKEYWORDS
+
+
+def _with_next(mw: Middleware, call_next: CallNext) -> CallNext | None:
+    """``mw`` with ``call_next`` built in, so the layer is called as ``(message, context)``.
+
+    A copy of the middleware's own function (the same code, globals, closure
+    and attributes) whose third parameter defaults to ``call_next``, bound to
+    the middleware object: calling a layer is then one call into the
+    middleware itself, with no wrapper frame in between. ``None`` when the
+    function is not exactly ``(message, context, call_next)`` after ``self``
+    (variadic, with defaults of its own, or another arity): the caller then
+    wraps it in a small step function instead.
+    """
+    found = _python_call(mw)
+    if found is None:
+        return None
+    func, bound = found
+    code = func.__code__
+    if (
+        code.co_argcount != (3 if bound is None else 4)
+        or code.co_flags & _VARIADIC
+        or func.__defaults__ is not None
+    ):
+        return None
+    linked = types.FunctionType(
+        code, func.__globals__, func.__name__, (call_next,), func.__closure__
+    )
+    linked.__qualname__ = func.__qualname__
+    linked.__module__ = func.__module__
+    linked.__doc__ = func.__doc__
+    linked.__kwdefaults__ = func.__kwdefaults__
+    linked.__dict__.update(func.__dict__)
+    return linked if bound is None else types.MethodType(linked, bound)
 
 
 def _link(mw: Middleware, call_next: CallNext) -> CallNext:
     if _call_next_is_keyword_only(mw):
         return functools.partial(mw, call_next=call_next)  # type: ignore[call-arg]
-    fn = _direct(mw)
+    linked = _with_next(mw, call_next)
+    if linked is not None:
+        return linked
+    found = _python_call(mw)
+    fn: Callable[..., Awaitable[Any]] = (
+        mw if found is None or found[1] is None else types.MethodType(found[0], found[1])
+    )
 
     # A plain function, not a coroutine: it returns the middleware's own
     # coroutine, so a layer costs one call and one coroutine, no wrapper frame.

@@ -477,3 +477,127 @@ def test_deleting_from_a_built_pipeline_says_how_to_do_it_instead() -> None:
 
     with pytest.raises(PipelineFrozenError, match="list every middleware when creating"):
         del pipeline.kind
+
+
+# -- every shape of middleware is linked and behaves as written ----------------
+
+
+class _Base:
+    async def __call__(self, message: Any, context: DispatchContext, call_next: CallNext) -> Any:
+        return await call_next(message, context)
+
+
+class _UsesSuper(_Base):
+    """Its ``__call__`` has a closure (``super()``'s ``__class__`` cell)."""
+
+    def __init__(self, trace: list[str]) -> None:
+        self.trace = trace
+
+    async def __call__(self, message: Any, context: DispatchContext, call_next: CallNext) -> Any:
+        self.trace.append("super")
+        return await super().__call__(message, context, call_next)
+
+
+class _PlainCall:
+    """``__call__`` is a plain function returning the next step's awaitable."""
+
+    def __init__(self, trace: list[str]) -> None:
+        self.trace = trace
+
+    def __call__(self, message: Any, context: DispatchContext, call_next: CallNext) -> Any:
+        self.trace.append("plain")
+        return call_next(message, context)
+
+
+_STATIC_CALLS: list[str] = []
+
+
+class _Static:
+    """``__call__`` is a static method: nothing is bound to it."""
+
+    @staticmethod
+    async def __call__(message: Any, context: DispatchContext, call_next: CallNext) -> Any:
+        _STATIC_CALLS.append(context.message_type)
+        return await call_next(message, context)
+
+
+class _Variadic:
+    def __init__(self, trace: list[str]) -> None:
+        self.trace = trace
+
+    async def __call__(self, *args: Any) -> Any:
+        message, context, call_next = args
+        self.trace.append("variadic")
+        return await call_next(message, context)
+
+
+class _Bound:
+    def __init__(self, trace: list[str]) -> None:
+        self.trace = trace
+
+    async def step(self, message: Any, context: DispatchContext, call_next: CallNext) -> Any:
+        self.trace.append("bound")
+        return await call_next(message, context)
+
+
+async def test_every_shape_of_middleware_runs_once_in_order_and_is_left_unchanged() -> None:
+    import functools
+
+    trace: list[str] = []
+
+    async def with_default(
+        message: Any, context: DispatchContext, call_next: CallNext | None = None
+    ) -> Any:
+        trace.append("default")
+        assert call_next is not None
+        return await call_next(message, context)
+
+    async def partial_target(
+        label: str, message: Any, context: DispatchContext, call_next: CallNext
+    ) -> Any:
+        trace.append(label)
+        return await call_next(message, context)
+
+    @functools.wraps(with_default)
+    async def wrapped(*args: Any, **kwargs: Any) -> Any:
+        trace.append("wrapped")
+        return await with_default(*args, **kwargs)
+
+    function = traced_function("function", trace)
+    bound = _Bound(trace).step
+    middlewares: list[Middleware] = [
+        Traced("class", trace),
+        function,
+        _UsesSuper(trace),
+        _PlainCall(trace),
+        _Static(),
+        _Variadic(trace),
+        bound,
+        with_default,
+        functools.partial(partial_target, "partial"),
+        wrapped,
+    ]
+    mediator = mediator_with(middlewares)
+
+    _STATIC_CALLS.clear()
+    response = await mediator.send(order())
+    assert response.result == "o-1"
+    assert _STATIC_CALLS == ["PlaceOrder"]
+    assert trace == [
+        "class.before",
+        "function.before",
+        "super",
+        "plain",
+        "variadic",
+        "bound",
+        "default",
+        "partial",
+        "wrapped",
+        "default",
+        "function.after",
+        "class.after",
+    ]
+    # The middlewares themselves are untouched: linking copies, it does not edit.
+    assert function.__defaults__ is None
+    assert with_default.__defaults__ == (None,)
+    assert mediator.pipeline.order[:2] == ("class", "function")

@@ -27,8 +27,8 @@ TARGETS = [
         "default_pipeline_vs_python_cqrs",
         "speedup_vs_python_cqrs_default",
         ">=",
-        3.0,
-        "default pipeline, in-memory UoW, no SDK, logs filtered: >= 3x faster than "
+        5.0,
+        "default pipeline, in-memory UoW, no SDK, logs filtered: >= 5x faster than "
         "python-cqrs with its defaults",
     ),
 ]

@@ -53,8 +53,9 @@ class ValidationMiddleware:
     def __call__(
         self, message: Any, context: DispatchContext, call_next: CallNext
     ) -> Awaitable[Any]:
-        # A plain function, not a coroutine: with no async validator to await,
-        # it hands the message on (or raises) without a coroutine of its own.
+        # A plain function, not a coroutine: with no validator registered for
+        # the type (nothing that may need awaiting), it hands the message on
+        # (or raises) without a coroutine of its own.
         errors: list[FieldError] = []
         if self._revalidate:
             try:

@@ -9,7 +9,7 @@ import structlog
 
 from cqrs_ddd_core.context import DispatchContext, _current, _root_context, correlation_scope
 from cqrs_ddd_core.cqrs.registry import HandlerRegistry
-from cqrs_ddd_core.cqrs.response import CommandResponse, _response
+from cqrs_ddd_core.cqrs.response import CommandResponse, _new_response, _response
 from cqrs_ddd_core.domain.messages import _evolve
 from cqrs_ddd_core.exceptions import ConfigurationError, HandlerNotFoundError
 from cqrs_ddd_core.pipeline.insert import insert_middlewares
@@ -193,6 +193,15 @@ class Mediator:
             response = outcome
             response.correlation_id = context.correlation_id
             response.causation_id = context.message_id
+        elif context.recorded is None:
+            # The common case (a plain result, no event): built in place.
+            context.events = ()
+            response = _new_response(CommandResponse)
+            response.result = outcome
+            response.events = ()
+            response.correlation_id = context.correlation_id
+            response.causation_id = context.message_id
+            return response
         else:
             response = _response(outcome, context.correlation_id, context.message_id)
         if context.recorded is not None:

@@ -61,6 +61,7 @@ async def _main(args: argparse.Namespace, workdir: str) -> None:
         f"{args.spans}, WAL+{args.synchronous}: {elapsed:.2f} s under cProfile "
         f"({elapsed / args.commands * 1e6:.0f} µs per command, profiler overhead included)"
     )
+    profile.dump_stats(args.dump) if args.dump else None
     stats = pstats.Stats(profile)
     stats.sort_stats("tottime").print_stats(args.top)
     stats.sort_stats("cumulative").print_stats(args.top)
@@ -73,6 +74,7 @@ def main() -> None:
     parser.add_argument("--synchronous", choices=("FULL", "NORMAL"), default="FULL")
     parser.add_argument("--spans", choices=("steps", "commit", "none"), default="steps")
     parser.add_argument("--off", action="store_true", help="profile the SDK-off side")
+    parser.add_argument("--dump", help="also write the raw profile to this file")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="cqrs-profile-") as workdir:
         asyncio.run(_main(args, workdir))

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import os
 import statistics
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from benchmarks.harness import (
@@ -63,6 +64,28 @@ TARGETS = [
         "(per-round median of (ours on - off) - (eventsourcing traced - plain), in µs)",
     ),
 ]
+
+
+class MainThreadCpu:
+    """Wraps a case's ``run``: main-thread CPU time per op of every timed slice.
+
+    Telemetry (ours and the peer's) runs on the event loop's thread, so its
+    CPU time there is what it costs, without the fsync wait that makes wall
+    times at FULL swing by milliseconds when other processes use the disk.
+    """
+
+    def __init__(self, run: Callable[[int], Awaitable[None]]) -> None:
+        self._run = run
+        self.per_op_ns: list[float] = []
+
+    async def __call__(self, n: int) -> None:
+        start = time.thread_time_ns()
+        await self._run(n)
+        self.per_op_ns.append((time.thread_time_ns() - start) / n)
+
+    def reset(self) -> None:
+        """Forget the warm-up and calibration slices (the harness's ``on_timed``)."""
+        self.per_op_ns.clear()
 
 
 def pipeline_listing(
@@ -115,6 +138,7 @@ async def run(cfg: Config) -> WorkloadResult:
     tracer_provider = telemetry.tracer_provider
     engines: list[Any] = []
     cases: list[Case] = []
+    cpu: dict[str, MainThreadCpu] = {}
     # (name, SDK on, synchronous, persistence_spans: None = the suite's setting)
     ours = [
         ("sdk_on_full", True, "FULL", None),
@@ -147,25 +171,30 @@ async def run(cfg: Config) -> WorkloadResult:
                 if on
                 else f"SDK off, logs filtered, WAL+{sync}"
             )
-            cases.append(Case(name, label, persisted.sender(), min_ops=5))
+            cpu[name] = MainThreadCpu(persisted.sender())
+            cases.append(Case(name, label, cpu[name], min_ops=5, on_timed=cpu[name].reset))
         es_plain = sqlite_app(os.path.join(cfg.workdir, "obs_es_plain.sqlite3"), "FULL")
         es_traced = traced_sqlite_app(
             os.path.join(cfg.workdir, "obs_es_traced.sqlite3"), "FULL", tracer_provider
         )
         es_file = sqlite_settings(es_traced)
+        cpu["eventsourcing_plain_full"] = MainThreadCpu(sender(es_plain))
+        cpu["eventsourcing_traced_full"] = MainThreadCpu(traced_sender(es_traced, tracer_provider))
         cases += [
             Case(
-                "eventsourcing_plain_full",
-                "eventsourcing SQLite, no telemetry, WAL+FULL",
-                sender(es_plain),
+                name,
+                label,
+                cpu[name],
                 min_ops=5,
-            ),
-            Case(
-                "eventsourcing_traced_full",
-                "eventsourcing SQLite + sqlite3 auto-instrumentation + command span, WAL+FULL",
-                traced_sender(es_traced, tracer_provider),
-                min_ops=5,
-            ),
+                on_timed=cpu[name].reset,
+            )
+            for name, label in (
+                ("eventsourcing_plain_full", "eventsourcing SQLite, no telemetry, WAL+FULL"),
+                (
+                    "eventsourcing_traced_full",
+                    "eventsourcing SQLite + sqlite3 auto-instrumentation + command span, WAL+FULL",
+                ),
+            )
         ]
         telemetry.force_flush()
         before = exporter.spans
@@ -211,6 +240,10 @@ async def run(cfg: Config) -> WorkloadResult:
         ),
     ]
     by = {c.name: c for c in stats}
+    ours_cpu = _diff(cpu["sdk_on_full"].per_op_ns, cpu["sdk_off_full"].per_op_ns)
+    es_cpu = _diff(
+        cpu["eventsourcing_traced_full"].per_op_ns, cpu["eventsourcing_plain_full"].per_op_ns
+    )
     ours_added = _added(by["sdk_on_full"], by["sdk_off_full"])
     es_added = _added(by["eventsourcing_traced_full"], by["eventsourcing_plain_full"])
     result.figures = {
@@ -226,6 +259,18 @@ async def run(cfg: Config) -> WorkloadResult:
             statistics.median(a - b for a, b in zip(ours_added, es_added, strict=True)) / 1000, 1
         ),
         "eventsourcing_spans_per_command": es_spans_per_command,
+        "main_thread_cpu_us": {
+            name: round(statistics.median(meter.per_op_ns) / 1000, 1) for name, meter in cpu.items()
+        },
+        "ours_added_cpu_us_full": round(statistics.median(ours_cpu) / 1000, 1),
+        "ours_commit_span_added_cpu_us_full": round(
+            statistics.median(
+                _diff(cpu["sdk_on_commit_full"].per_op_ns, cpu["sdk_off_full"].per_op_ns)
+            )
+            / 1000,
+            1,
+        ),
+        "eventsourcing_added_cpu_us_full": round(statistics.median(es_cpu) / 1000, 1),
         "spans_exported": exporter.spans,
         "metrics_seen": seen,
     }
@@ -243,6 +288,8 @@ async def run(cfg: Config) -> WorkloadResult:
         "eventsourcing_file": es_file,
         "added_us": "per round: (time on - time off); medians of those, and of the "
         "per-round difference between ours and eventsourcing's",
+        "cpu_us": "main-thread CPU time (time.thread_time_ns) per command of the same "
+        "timed slices: where both sides' telemetry runs; our writer thread's SQL is not in it",
     }
     if exporter.spans == 0:
         result.notes.append("no span reached the exporter: the SDK-on case traced nothing")
@@ -253,4 +300,8 @@ async def run(cfg: Config) -> WorkloadResult:
 
 def _added(on: Any, off: Any) -> list[float]:
     """Per round, ns per op that ``on`` adds to ``off`` (both slices ran in that round)."""
-    return [a - b for a, b in zip(on.per_op_ns, off.per_op_ns, strict=True)]
+    return _diff(on.per_op_ns, off.per_op_ns)
+
+
+def _diff(on: list[float], off: list[float]) -> list[float]:
+    return [a - b for a, b in zip(on, off, strict=True)]

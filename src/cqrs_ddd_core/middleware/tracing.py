@@ -141,7 +141,7 @@ class TracingMiddleware:
         # message class, span name and attributes per step shape.
         self._names: dict[type, str] = {}
         self._steps: dict[tuple[str, str | None], str] = {}
-        self._attributes: dict[tuple[Any, ...], _Attributes] = {}
+        self._attributes: dict[tuple[Any, ...], tuple[str, _Attributes]] = {}
         self._duration_keys: dict[tuple[str, str | None], str] = {}
 
     @property

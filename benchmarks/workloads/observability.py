@@ -28,6 +28,7 @@ import os
 import statistics
 import time
 from collections.abc import Awaitable, Callable
+from importlib import metadata
 from typing import Any
 
 from benchmarks.harness import (
@@ -292,6 +293,9 @@ async def run(cfg: Config) -> WorkloadResult:
         "exporter); SQLite3Instrumentor.instrument_connection on its pool's connections; "
         "one start_as_current_span per command",
         "eventsourcing_file": es_file,
+        "opentelemetry_instrumentation_sqlite3": metadata.version(
+            "opentelemetry-instrumentation-sqlite3"
+        ),
         "added_us": "per round: (time on - time off); medians of those, and of the "
         "per-round difference between ours and eventsourcing's",
         "cpu_us": "main-thread CPU time (time.thread_time_ns) per command of the same "

@@ -12,6 +12,11 @@ leaves ``synchronous`` at SQLite's default, FULL. For the WAL + NORMAL
 figures the bench sets ``PRAGMA synchronous=NORMAL`` on each connection
 its pool opens.
 
+Traced (workload 3): what a user adds to it to get traces, and only traces:
+OpenTelemetry's sqlite3 auto-instrumentation on its connections (one
+``CLIENT`` span per statement it executes) and one span per command around
+its command method (``traced_sender``).
+
 PostgreSQL (``eventsourcing.postgres``, psycopg 3): its writers take
 ``LOCK TABLE ... IN EXCLUSIVE MODE`` to keep notification ids in commit
 order; concurrency comes from threads, one pooled connection each.
@@ -39,6 +44,8 @@ __all__ = [
     "sqlite_app",
     "sqlite_settings",
     "threaded_sender",
+    "traced_sender",
+    "traced_sqlite_app",
 ]
 
 
@@ -58,21 +65,46 @@ class AccountsApp(Application[Any]):
         return account.id
 
 
-def sqlite_app(path: str, synchronous: str) -> AccountsApp:
+def sqlite_app(
+    path: str, synchronous: str, wrap: Callable[[Any], Any] | None = None
+) -> AccountsApp:
+    """Its SQLite application on ``path``; ``wrap(sqlite3_connection)`` (if given)
+    replaces each connection its pool holds or opens (instrumentation)."""
     app = AccountsApp(env={"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": path})
     pool = app.recorder.datastore.pool  # type: ignore[attr-defined]
     pragma = f"PRAGMA synchronous={synchronous.upper()}"
     create = pool._create_connection
 
-    def create_with_pragma() -> Any:
-        connection = create()
+    def prepared(connection: Any) -> Any:
         connection._sqlite_conn.execute(pragma)
+        if wrap is not None:
+            connection._sqlite_conn = wrap(connection._sqlite_conn)
         return connection
+
+    def create_with_pragma() -> Any:
+        return prepared(create())
 
     pool._create_connection = create_with_pragma
     for idle in pool._pool:  # the ones it opened while creating its table
-        idle._sqlite_conn.execute(pragma)
+        prepared(idle)
     return app
+
+
+def traced_sqlite_app(path: str, synchronous: str, tracer_provider: Any) -> AccountsApp:
+    """:func:`sqlite_app` with OpenTelemetry's sqlite3 instrumentation on its connections.
+
+    ``SQLite3Instrumentor.instrument_connection`` (the per-connection form of
+    ``SQLite3Instrumentor().instrument()``, so that no other sqlite3 connection
+    of the process, ours included, is traced), with ``tracer_provider``.
+    """
+    from opentelemetry.instrumentation.sqlite3 import SQLite3Instrumentor
+
+    def instrument(connection: Any) -> Any:
+        return SQLite3Instrumentor.instrument_connection(
+            connection, tracer_provider=tracer_provider
+        )
+
+    return sqlite_app(path, synchronous, wrap=instrument)
 
 
 def sqlite_settings(app: AccountsApp) -> dict[str, str]:
@@ -127,6 +159,20 @@ def sender(
             start = clock()
             open_account("alice", 100)
             latencies.record(clock() - start)
+
+    return run
+
+
+def traced_sender(app: AccountsApp, tracer_provider: Any) -> Callable[[int], Awaitable[None]]:
+    """``run(n)``: as :func:`sender`, each command in a span of its own (``INTERNAL``,
+    current while it runs, so the statements' spans are its children)."""
+    tracer = tracer_provider.get_tracer("bench.eventsourcing")
+    open_account = app.open_account
+
+    async def run(n: int) -> None:
+        for _ in range(n):
+            with tracer.start_as_current_span("command OpenAccount"):
+                open_account("alice", 100)
 
     return run
 

@@ -36,7 +36,13 @@ WORKLOADS = (
 NEEDS = {
     "dispatch": ("cqrs",),
     "default_pipeline": ("cqrs",),
-    "observability": ("sqlalchemy", "aiosqlite", "opentelemetry.sdk"),
+    "observability": (
+        "sqlalchemy",
+        "aiosqlite",
+        "opentelemetry.sdk",
+        "eventsourcing",
+        "opentelemetry.instrumentation.sqlite3",
+    ),
     "sqlite": ("sqlalchemy", "aiosqlite", "eventsourcing"),
     "postgres": ("sqlalchemy", "asyncpg", "eventsourcing", "psycopg"),
     "memory": ("sqlalchemy", "aiosqlite", "opentelemetry.sdk"),

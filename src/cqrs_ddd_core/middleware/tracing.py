@@ -141,7 +141,7 @@ class TracingMiddleware:
         # message class, span name and attributes per step shape.
         self._names: dict[type, str] = {}
         self._steps: dict[tuple[str, str | None], str] = {}
-        self._attributes: dict[tuple[Any, ...], _Attributes] = {}
+        self._attributes: dict[tuple[Any, ...], tuple[str, _Attributes]] = {}
         self._duration_keys: dict[tuple[str, str | None], str] = {}
 
     @property
@@ -193,9 +193,13 @@ class TracingMiddleware:
         # will open (and commit) it; a nested one joined its parent's, whose
         # steps the parent's span reports.
         owns_uow = context.uow is None
-        if self._persistence == "steps":
+        mode = self._persistence
+        if mode == "steps":
             context.db_steps = []  # the reads of this dispatch are measured from now on
-        token = otel_context.attach(trace.set_span_in_context(span))
+        # One context for the whole dispatch: attached while the rest of the
+        # pipeline runs, then the parent of the persistence spans.
+        span_context = trace.set_span_in_context(span)
+        token = otel_context.attach(span_context)
         try:
             return await call_next(message, context)
         except BaseException as exc:
@@ -206,18 +210,18 @@ class TracingMiddleware:
             raise
         finally:
             otel_context.detach(token)
-            mode = self._persistence
-            reads = context.db_steps
-            if reads and mode == "steps":
-                self._emit_steps(span, reads, None, None)
-            uow = context.uow
-            if owns_uow and uow is not None and uow.timings:
-                database = getattr(uow, "database", None)
-                window = getattr(uow, "commit_window", None)
-                if mode == "steps":
-                    self._emit_steps(span, uow.timings, database, window)
-                elif mode == "commit":
-                    self._emit_commit(span, uow.timings, database, window)
+            if mode != "none":
+                reads = context.db_steps
+                if reads and mode == "steps":
+                    self._emit_steps(span_context, reads, None, None)
+                uow = context.uow
+                if owns_uow and uow is not None and uow.timings:
+                    database = getattr(uow, "database", None)
+                    window = getattr(uow, "commit_window", None)
+                    if mode == "steps":
+                        self._emit_steps(span_context, uow.timings, database, window)
+                    else:
+                        self._emit_commit(span_context, uow.timings, database, window)
             span.end()
 
     # -- persistence spans ---------------------------------------------------
@@ -231,42 +235,48 @@ class TracingMiddleware:
             )
         return name
 
-    def _step_attributes(
-        self, step: StepTiming, begin_ns: int, database: DatabaseIdentity | None
-    ) -> _Attributes:
-        # The SDK copies what it is given, so one dict per step shape is reused.
+    def _step_shape(
+        self, step: StepTiming, database: DatabaseIdentity | None
+    ) -> tuple[str, _Attributes]:
+        """``(span name, attributes)`` of a step span, built once per step shape.
+
+        The SDK copies the attributes it is given, so the same dict serves
+        every span of that shape; a span that needs more (``cqrs.db.begin_ms``,
+        ``cqrs.db.wait_ms``...) gets a copy.
+        """
         database = step.database or database
         key = (step.system, step.operation, step.collection, step.rows, step.error_type, database)
-        found = self._attributes.get(key) if not begin_ns else None
+        found = self._attributes.get(key)
         if found is None:
-            found = {ATTR_DB_SYSTEM: step.system, ATTR_DB_OPERATION: step.operation}
-            _identify(found, database)
+            attributes: _Attributes = {
+                ATTR_DB_SYSTEM: step.system,
+                ATTR_DB_OPERATION: step.operation,
+            }
+            _identify(attributes, database)
+            name = self._step_name(step)
             if step.collection:
-                found[ATTR_DB_COLLECTION] = step.collection
-                found[ATTR_DB_QUERY_SUMMARY] = self._step_name(step)
+                attributes[ATTR_DB_COLLECTION] = step.collection
+                attributes[ATTR_DB_QUERY_SUMMARY] = name
                 if step.operation == "SELECT":
-                    found[ATTR_DB_RETURNED_ROWS] = step.rows
+                    attributes[ATTR_DB_RETURNED_ROWS] = step.rows
                 else:
-                    found[ATTR_DB_ROWS] = step.rows
+                    attributes[ATTR_DB_ROWS] = step.rows
             if step.error_type:
-                found[ATTR_ERROR_TYPE] = step.error_type
-            if begin_ns:
-                found[ATTR_DB_BEGIN_MS] = round(begin_ns / 1e6, 3)
-            else:
-                if len(self._attributes) >= _CACHE_LIMIT:
-                    self._attributes.clear()
-                self._attributes[key] = found
+                attributes[ATTR_ERROR_TYPE] = step.error_type
+            if len(self._attributes) >= _CACHE_LIMIT:
+                self._attributes.clear()
+            found = self._attributes[key] = (name, attributes)
         return found
 
     def _emit_steps(
         self,
-        parent: trace.Span,
+        parent_context: otel_context.Context,
         timings: Sequence[StepTiming],
         database: DatabaseIdentity | None,
         window: tuple[int, int] | None,
     ) -> None:
-        parent_context = trace.set_span_in_context(parent)
         start_span = self._tracer.start_span
+        shape = self._step_shape
         last = len(timings) - 1
         begin_start = begin_ns = 0
         wait_start, return_end = _window(timings, window)
@@ -275,23 +285,28 @@ class TracingMiddleware:
                 # Folded into the next step: one span less, and no gap in the trace.
                 begin_start, begin_ns = step.start_ns, step.end_ns - step.start_ns
                 continue
+            name, attributes = shape(step, database)
             start = begin_start if begin_ns else step.start_ns
-            attributes = self._step_attributes(step, begin_ns, database)
             end = step.end_ns
-            if wait_start:  # the first span starts when the commit was asked for
-                attributes = {**attributes, ATTR_DB_WAIT_MS: round((start - wait_start) / 1e6, 3)}
-                start, wait_start = wait_start, 0
-            if index == last and return_end:  # the last one ends when the caller knew
-                attributes = {**attributes, ATTR_DB_RETURN_MS: round((return_end - end) / 1e6, 3)}
-                end = return_end
+            extra = begin_ns or wait_start or (index == last and return_end)
+            if extra:
+                attributes = dict(attributes)
+                if begin_ns:
+                    attributes[ATTR_DB_BEGIN_MS] = round(begin_ns / 1e6, 3)
+                if wait_start:  # the first span starts when the commit was asked for
+                    attributes[ATTR_DB_WAIT_MS] = round((start - wait_start) / 1e6, 3)
+                    start, wait_start = wait_start, 0
+                if index == last and return_end:  # the last one ends when the caller knew
+                    attributes[ATTR_DB_RETURN_MS] = round((return_end - end) / 1e6, 3)
+                    end = return_end
+                begin_start = begin_ns = 0
             child = start_span(
-                self._step_name(step),
+                name,
                 context=parent_context,
                 kind=SpanKind.CLIENT,
                 attributes=attributes,
                 start_time=start,
             )
-            begin_start = begin_ns = 0
             if step.error_type:
                 child.set_status(Status(StatusCode.ERROR, step.error_type))
             child.end(end_time=end)
@@ -307,7 +322,7 @@ class TracingMiddleware:
 
     def _emit_commit(
         self,
-        parent: trace.Span,
+        parent_context: otel_context.Context,
         timings: Sequence[StepTiming],
         database: DatabaseIdentity | None,
         window: tuple[int, int] | None,
@@ -345,7 +360,7 @@ class TracingMiddleware:
             attributes[ATTR_DB_FAILED_STEP] = self._step_name(failed)
         child = self._tracer.start_span(
             "COMMIT",
-            context=trace.set_span_in_context(parent),
+            context=parent_context,
             kind=SpanKind.CLIENT,
             attributes=attributes,
             start_time=start,

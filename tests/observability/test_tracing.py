@@ -280,6 +280,7 @@ def test_a_provider_installed_after_the_mediator_was_built_gets_the_spans() -> N
         shop = Shop()
         mediator = build_mediator(shop)  # global provider: the API's proxy
         capture = SpanCapture()
+        asyncio.run(mediator.send(PlaceOrder(order_id="o-0", amount=3)))  # nothing to trace yet
         trace.set_tracer_provider(capture.tracer_provider)
         asyncio.run(mediator.send(PlaceOrder(order_id="o-1", amount=3)))
         print(capture.names)

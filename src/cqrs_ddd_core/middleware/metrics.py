@@ -146,7 +146,8 @@ class MetricsMiddleware:
                 end = step.end_ns
         seconds = (end - start) / 1e9
         # Every command of the unit of work (the root and the ones it sent)
-        # has its slot in context.published, in persistence order.
+        # that produced events has its slot in context.published, in
+        # persistence order (a command without events has none).
         per_type: dict[str, int] = {}
         for slot in context.published:
             for event in slot:

@@ -52,15 +52,14 @@ _CACHE_LIMIT: Final = 512  # attribute sets kept per middleware (bounded: rows v
 _Attributes = dict[str, Any]
 
 
-def _proxy_of(tracer: trace.Tracer) -> trace.ProxyTracer | None:
-    # The API's ProxyTracer (no provider given and none installed yet) resolves
-    # to the SDK's tracer once one is installed. Its ``_tracer`` property is
-    # how it does that; when an API version lacks it, the proxy is simply
-    # called every time (the slower, always-correct path).
-    if type(tracer) is trace.ProxyTracer and isinstance(
-        getattr(trace.ProxyTracer, "_tracer", None), property
-    ):
-        return tracer
+def _unset_provider(tracer: trace.Tracer) -> trace.TracerProvider | None:
+    # No provider given and none installed yet: the API handed out a proxy
+    # tracer, and ``get_tracer_provider()`` returns the API's placeholder
+    # provider until the application installs the SDK. That placeholder is
+    # remembered: while it is still the global provider, there is nothing to
+    # trace; once another is installed, the middleware takes its tracer for good.
+    if type(tracer) is trace.ProxyTracer:
+        return trace.get_tracer_provider()
     return None
 
 
@@ -114,10 +113,10 @@ class TracingMiddleware:
         "_names",
         "_noop",
         "_persistence",
-        "_proxy",
         "_refusals",
         "_steps",
         "_tracer",
+        "_unset",
     )
 
     def __init__(
@@ -133,7 +132,7 @@ class TracingMiddleware:
             )
         tracer = get_tracer(tracer_provider)
         self._tracer = tracer
-        self._proxy = _proxy_of(tracer)
+        self._unset = _unset_provider(tracer)
         self._noop = isinstance(tracer, trace.NoOpTracer)
         self._persistence: PersistenceSpans = persistence_spans
         self._refusals = tuple(refusals)
@@ -151,13 +150,17 @@ class TracingMiddleware:
     def __call__(
         self, message: Any, context: DispatchContext, call_next: CallNext
     ) -> Awaitable[Any]:
-        proxy = self._proxy
-        if proxy is not None:
-            tracer = proxy._tracer
-            if isinstance(tracer, trace.NoOpTracer):
+        unset = self._unset
+        if unset is not None:
+            provider = trace.get_tracer_provider()
+            if provider is unset:
                 return call_next(message, context)
-            # An SDK is installed now: the proxy resolved for good.
-            self._tracer, self._proxy = tracer, None
+            # A provider is installed now: its tracer, for good.
+            tracer = get_tracer(provider)
+            self._tracer, self._unset = tracer, None
+            self._noop = isinstance(tracer, trace.NoOpTracer)
+            if self._noop:
+                return call_next(message, context)
         elif self._noop:
             return call_next(message, context)
         return self._traced(message, context, call_next)

@@ -30,7 +30,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 
 from cqrs_ddd_core.adapters.sqlalchemy.tables import outbox
 from cqrs_ddd_core.persistence.records import OutboxStatus
@@ -38,12 +38,25 @@ from cqrs_ddd_core.persistence.records import OutboxStatus
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
 
-__all__ = ["UNPUBLISHED", "claim"]
+__all__ = ["UNPUBLISHED", "claim", "is_unpublished"]
 
 _DUE_STATUSES = (OutboxStatus.PENDING.value, OutboxStatus.FAILED.value)
 UNPUBLISHED = (OutboxStatus.PENDING.value, OutboxStatus.FAILED.value, OutboxStatus.DEAD.value)
-"""Spelled out rather than ``!= 'published'``: the (status, ...) index serves ``IN``, and
-published rows (the bulk of the table) are never scanned."""
+"""Spelled out rather than ``!= 'published'``: the partial index ``ix_outbox_unpublished``
+(on ``id``, for these statuses) serves ``IN``, and published rows (the bulk of the table)
+are never scanned."""
+
+
+def _status_in(values: tuple[str, ...], name: str) -> Any:
+    # Rendered as literals, not bound parameters: PostgreSQL uses a partial index
+    # only where it can prove the query's condition implies the index's, and a
+    # generic plan of a prepared statement knows no parameter values.
+    return outbox.c.status.in_(bindparam(name, values, expanding=True, literal_execute=True))
+
+
+def is_unpublished() -> Any:
+    """``outbox.status IN ('pending', 'failed', 'dead')``, as the partial index says it."""
+    return _status_in(UNPUBLISHED, "unpublished_statuses")
 
 
 async def claim(
@@ -74,7 +87,7 @@ async def claim(
     due = (
         select(outbox.c.id)
         .where(
-            outbox.c.status.in_(_DUE_STATUSES),
+            _status_in(_DUE_STATUSES, "due_statuses"),
             or_(outbox.c.next_attempt_at.is_(None), outbox.c.next_attempt_at <= now),
             ~behind_a_failure,
         )
@@ -114,7 +127,7 @@ async def claim(
     newest = taken[-1][id_at]
     earlier = await conn.execute(
         select(outbox.c.id, outbox.c.aggregate_type, outbox.c.aggregate_id).where(
-            outbox.c.status.in_(UNPUBLISHED),
+            is_unpublished(),
             outbox.c.id < newest,
             outbox.c.aggregate_id.in_(sorted({agg for _, agg in streams})),
         )

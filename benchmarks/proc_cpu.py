@@ -67,6 +67,20 @@ def tree_cpu(root: int) -> float:
     return sum(_seconds(stats[pid], children=True) for pid in tree if pid in stats)
 
 
+def _links(pid: str) -> set[str]:
+    links = set()
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:  # gone, or not ours to read
+        return links
+    for fd in fds:
+        try:
+            links.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:  # closed meanwhile (the listing's own descriptor, for one)
+            continue
+    return links
+
+
 def listener_tree(port: int) -> Callable[[], float] | None:
     """A reader of the CPU seconds of the process that listens on ``port`` and its
     descendants (None: no such process on this machine)."""
@@ -85,11 +99,7 @@ def listener_tree(port: int) -> Callable[[], float] | None:
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
-        try:
-            links = [os.readlink(f"/proc/{entry}/fd/{fd}") for fd in os.listdir(f"/proc/{entry}/fd")]
-        except OSError:
-            continue
-        if inodes.intersection(links):
+        if inodes.intersection(_links(entry)):
             root = int(entry)
             return lambda: tree_cpu(root)
     return None

@@ -262,8 +262,9 @@ class OutboxRelay:
         """Publish until ``stop_event`` is set: batches back to back while they publish
         anything, then wait for a commit (or ``poll_interval``).
 
-        While a batch is being published the next one is claimed already (the
-        database works while the broker confirms). Its claim keeps every stream's
+        While a full batch is being published the next one is claimed already
+        (the database works while the broker confirms; after a batch that was
+        not full, the outbox held no more, and the next claim follows it). Its claim keeps every stream's
         order as any claim does: a message whose predecessor is in the batch
         being published is given back, and taken once that one is marked. A
         batch's messages are marked published once all its confirms are in,
@@ -287,7 +288,7 @@ class OutboxRelay:
                     else:
                         batch = claimed
                     claimed = None  # from here on the batch is this round's, not held
-                    if batch[0]:
+                    if len(batch[0]) == self._batch_size:  # more may be due: claim them now
                         marking, confirmed = confirmed, []
                         ahead = asyncio.ensure_future(self._claim(marking))
                     result = await self._deliver(batch, mark=False)

@@ -63,12 +63,16 @@ def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
-def _published(message_ids: Sequence[str], at: datetime) -> Any:
-    return (
-        update(outbox)
-        .where(outbox.c.message_id.in_(list(message_ids)))
-        .values(status=OutboxStatus.PUBLISHED.value, published_at=at, next_attempt_at=None)
+_PUBLISHED = (
+    update(outbox)
+    .where(outbox.c.message_id.in_(bindparam("message_ids", expanding=True)))
+    .values(
+        status=OutboxStatus.PUBLISHED.value,
+        published_at=bindparam("published_at", type_=outbox.c.published_at.type),
+        next_attempt_at=None,
     )
+)
+"""Marks messages published (built once: building it cost more than running it)."""
 
 
 def _message(row: Any) -> OutboxMessage:
@@ -222,7 +226,13 @@ class SQLAlchemyOutboxStore:
         try:
             async with self._engine.begin() as conn:
                 if published:
-                    await conn.execute(_published(published, as_utc(at) if at else moment))
+                    await conn.execute(
+                        _PUBLISHED,
+                        {
+                            "message_ids": list(published),
+                            "published_at": as_utc(at) if at else moment,
+                        },
+                    )
                 rows = await claim(conn, _COLUMNS, limit, moment, self._claim_timeout)
         except DBAPIError as exc:
             raise persistence_error(exc.orig or exc, "Outbox claim failed") from exc
@@ -233,7 +243,9 @@ class SQLAlchemyOutboxStore:
     ) -> None:
         if not message_ids:
             return
-        await self._write(_published(message_ids, as_utc(at or utc_now())))
+        await self._write(
+            _PUBLISHED, {"message_ids": list(message_ids), "published_at": as_utc(at or utc_now())}
+        )
 
     async def mark_failed(self, message_id: str, error: str, *, next_attempt_at: datetime) -> None:
         await self._write(
@@ -316,10 +328,10 @@ class SQLAlchemyOutboxStore:
         except DBAPIError as exc:
             raise persistence_error(exc.orig or exc, "Outbox read failed") from exc
 
-    async def _write(self, statement: Any) -> list[Any]:
+    async def _write(self, statement: Any, parameters: dict[str, Any] | None = None) -> list[Any]:
         try:
             async with self._engine.begin() as conn:
-                result = await conn.execute(statement)
+                result = await conn.execute(statement, parameters)
                 return list(result.all()) if result.returns_rows else []
         except DBAPIError as exc:
             raise persistence_error(exc.orig or exc, "Outbox update failed") from exc

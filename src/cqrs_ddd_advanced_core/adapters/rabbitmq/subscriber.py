@@ -15,6 +15,11 @@ messages are processed in order. For each delivery:
 
 A lost connection is reopened after ``reconnect_delay``; deliveries that were
 not acknowledged come again (the inbox makes that harmless).
+
+Up to one delivery per partition queue is processed at once, each (with the
+SQL inbox) in a transaction on a connection of its own: give the inbox's
+engine a pool of at least the partition count, or connections are opened and
+closed for the deliveries beyond it.
 """
 
 from __future__ import annotations

@@ -264,9 +264,10 @@ class OutboxRelay:
 
         While a full batch is being published the next one is claimed already
         (the database works while the broker confirms; after a batch that was
-        not full, the outbox held no more, and the next claim follows it). Its claim keeps every stream's
-        order as any claim does: a message whose predecessor is in the batch
-        being published is given back, and taken once that one is marked. A
+        not full, the outbox held no more, and the next claim follows it). Its
+        claim keeps every stream's order as any claim does: a message whose
+        predecessor is in the batch being published is given back, and taken
+        once that one is marked. A
         batch's messages are marked published once all its confirms are in,
         by the next claim's transaction (one commit per batch, not two, and
         none between two batches' publishes); when the relay stops, at once.

@@ -94,7 +94,7 @@ async def test_a_frozen_database_gets_no_ack_and_no_attempt_outlives_its_bound(
             frozen = [a for a in attempts if a[0] == "frozen"]
             # The bound, plus the driver giving up the frozen connection (about 2 s here).
             assert all(seconds < BOUND + 5.0 for _, seconds, _ in frozen), frozen
-            assert all("TimeoutError" in outcome or "Cancelled" in outcome for *_, outcome in frozen)
+            assert all("Cancelled" in outcome for *_, outcome in frozen)  # cut at the bound
             assert handled == ["before"]
             proxy.thaw()
             assert not await inbox.has_handled(service, "frozen")

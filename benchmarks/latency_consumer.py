@@ -23,7 +23,9 @@ from cqrs_ddd_core.adapters.sqlalchemy import SQLAlchemyInboxStore, create_engin
 
 
 async def main(args: argparse.Namespace) -> None:
-    engine = create_engine(args.database_url)
+    # One delivery in progress per partition queue, each on a connection of its own:
+    # a smaller pool opens and closes a connection for the deliveries beyond it.
+    engine = create_engine(args.database_url, pool_size=args.partitions)
     consumer = MessageConsumer(args.service, SQLAlchemyInboxStore(engine))
 
     async def effect(message: IncomingMessage, tx: Any) -> None:

@@ -24,6 +24,7 @@ rates (``LOWER_RATES``), to show where a p50 under 20 ms holds on this machine.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import statistics
 import sys
@@ -197,6 +198,9 @@ async def _latency(
             while b"running" not in await relay.stderr.readline():
                 pass
         await asyncio.sleep(0.5)  # its first look at the outbox: it listens now
+        meters = _cpu_meters(db_url, url, relay.pid, consumer.pid)
+        cpu_before = {name: read() for name, read in meters.items()}
+        wall = time.perf_counter()
         send = persisted.mediator.send
 
         async def one() -> None:
@@ -220,6 +224,8 @@ async def _latency(
                 if not line:
                     break
                 consumed[line[0].decode()] = float(line[1])
+        wall = time.perf_counter() - wall
+        cpu = _cpu_per_message(meters, cpu_before, n, wall)
     finally:
         for process in (relay, consumer):
             if process.returncode is None:
@@ -240,6 +246,44 @@ async def _latency(
         "p99_ms": round(quantile[98] * 1000, 2),
         "max_ms": round(latencies[-1] * 1000, 2),
         "relay_and_consumer": "own processes: cqrs-ddd relay, benchmarks.latency_consumer",
+        **cpu,
+    }
+
+
+def _cpu_meters(db_url: str, url: str, relay: int, consumer: int) -> dict[str, Any]:
+    """Readers of each process's CPU seconds (a server elsewhere has none)."""
+    from sqlalchemy.engine import make_url
+
+    from benchmarks import proc_cpu
+
+    meters: dict[str, Any] = {
+        "sender": proc_cpu.self_cpu,
+        "postgres": proc_cpu.listener_tree(make_url(db_url).port or 5432),
+        "relay": lambda: proc_cpu.process_cpu(relay),
+        "rabbitmq": proc_cpu.listener_tree(make_url(url).port or 5672),
+        "consumer": lambda: proc_cpu.process_cpu(consumer),
+    }
+    return {name: read for name, read in meters.items() if read is not None}
+
+
+def _cpu_per_message(
+    meters: dict[str, Any], before: dict[str, float | None], n: int, wall: float
+) -> dict[str, Any]:
+    """CPU milliseconds per message of each process, from the first send to the last effect."""
+    spent = {}
+    for name, read in meters.items():
+        start, end = before[name], read()
+        if start is not None and end is not None:
+            spent[name] = end - start
+    total = sum(spent.values())
+    return {
+        "cpu_ms_per_message": {
+            **{name: round(seconds * 1000 / n, 3) for name, seconds in spent.items()},
+            "total": round(total * 1000 / n, 3),
+        },
+        "cores_busy": round(total / wall, 2),  # average over the run, of the machine's
+        "cores_on_machine": os.cpu_count(),
+        "seconds_to_last_effect": round(wall, 2),
     }
 
 
@@ -290,7 +334,9 @@ async def run(cfg: Config) -> WorkloadResult:
         "commit_to_consumer_p99_ms": latency["p99_ms"],
         "latency_run": latency,
         "latency_by_rate": {
-            str(r["rate_per_s"]): {k: r[k] for k in ("sent_per_s", "p50_ms", "p99_ms")}
+            str(r["rate_per_s"]): {
+                k: r[k] for k in ("sent_per_s", "p50_ms", "p99_ms", "cpu_ms_per_message") if k in r
+            }
             for r in runs
         },
         "p50_under_20_ms_at_rates": under,

@@ -9,7 +9,10 @@ from __future__ import annotations
 from cqrs_ddd_advanced_core.messaging.consumer import (
     ConsumeContext,
     ConsumerMiddleware,
+    IncomingUpcaster,
     MessageConsumer,
+    PayloadUpcaster,
+    upcast_with,
 )
 from cqrs_ddd_advanced_core.messaging.ports import (
     CommitListener,
@@ -28,11 +31,14 @@ __all__ = [
     "ConsumerMiddleware",
     "DeliveryProcessor",
     "IncomingMessage",
+    "IncomingUpcaster",
     "MessageConsumer",
     "MessageHandler",
     "OutboxRelay",
     "Outcome",
+    "PayloadUpcaster",
     "Publisher",
     "Subscriber",
     "Upcaster",
+    "upcast_with",
 ]

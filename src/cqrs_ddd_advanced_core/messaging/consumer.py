@@ -2,8 +2,8 @@
 
 ::
 
-    delivery -> tracing (CONSUMER span) -> logging -> metrics -> inbox
-             (one transaction: inbox row + handler's effects) -> handler
+    delivery -> tracing (CONSUMER span) -> logging -> metrics -> [upcasting]
+             -> inbox (one transaction: inbox row + handler's effects) -> handler
     <- outcome (handled / duplicate / ignored); the subscriber acks after it
 
 The pipeline is built once, first listed = outermost, like the command
@@ -13,14 +13,20 @@ work: it opens the transaction, records the message id (a redelivered message
 stops there as ``DUPLICATE``, no second effect), runs the handler with the
 transaction, and commits. The subscriber acknowledges only once
 :meth:`MessageConsumer.process` returned, i.e. after the commit.
+
+With ``upcaster=`` (for example :func:`upcast_with` of an
+``UpcasterRegistry``) a delivery written at an older schema version reaches
+the handler at its type's current one; one that cannot be upcast fails like
+a failing handler (retried, then dead-lettered), before anything is written.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 from opentelemetry import propagate, trace
@@ -47,13 +53,63 @@ if TYPE_CHECKING:
 
     from cqrs_ddd_core.persistence.ports import InboxStore, InboxTransaction
 
-__all__ = ["ConsumeContext", "ConsumerMiddleware", "MessageConsumer"]
+__all__ = [
+    "ConsumeContext",
+    "ConsumerMiddleware",
+    "IncomingUpcaster",
+    "MessageConsumer",
+    "PayloadUpcaster",
+    "upcast_with",
+]
 
 _log = structlog.get_logger("cqrs_ddd_advanced_core.messaging")
 
 ConsumeNext = Callable[[IncomingMessage, "ConsumeContext"], Awaitable[Outcome]]
 ConsumerMiddleware = Callable[[IncomingMessage, "ConsumeContext", ConsumeNext], Awaitable[Outcome]]
 """``async def mw(message, context, call_next) -> Outcome``."""
+
+IncomingUpcaster = Callable[[IncomingMessage], IncomingMessage]
+"""Brings a delivery's payload to its type's current schema (a copy when it changes)."""
+
+
+class PayloadUpcaster(Protocol):
+    """What :func:`upcast_with` needs: ``UpcasterRegistry.upcast_payload``."""
+
+    def upcast_payload(
+        self,
+        event_type: str,
+        payload: dict[str, Any],
+        schema_version: int,
+        *,
+        event_id: str | None = None,
+    ) -> tuple[dict[str, Any], int]:
+        """``payload`` at the current version, and that version."""
+        ...
+
+
+def upcast_with(registry: PayloadUpcaster) -> IncomingUpcaster:
+    """A consumer's upcaster from an ``UpcasterRegistry`` (the producer's schema history).
+
+    A delivery without a ``schema_version`` header, or of a type the registry
+    does not know, is handed on as it is.
+
+    Raises (from the returned function):
+        EventSchemaVersionError: no chain of steps reaches the current version
+            (for instance a message newer than this consumer's code).
+    """
+
+    def upcast(message: IncomingMessage) -> IncomingMessage:
+        version = message.schema_version
+        if version is None:
+            return message
+        payload, upcast_to = registry.upcast_payload(
+            message.message_type, message.payload, version, event_id=message.message_id
+        )
+        if upcast_to == version:
+            return message
+        return dataclasses.replace(message, payload=payload, schema_version=upcast_to)
+
+    return upcast
 
 
 @dataclass(slots=True)
@@ -79,6 +135,9 @@ class MessageConsumer:
         inbox: Where handled message ids are recorded, with the effects.
         middlewares: Extra steps, placed between metrics and the inbox (listed
             order, first = outermost).
+        upcaster: Applied to each delivery before the inbox step (after the
+            extra middlewares): see :func:`upcast_with`. If it raises, the
+            delivery fails and nothing is written.
         system: ``messaging.system`` on spans (the broker adapter's name).
         tracer_provider: Spans go there (default: the global provider).
         meter_provider: Metrics go there (default: the global provider).
@@ -90,6 +149,7 @@ class MessageConsumer:
         inbox: InboxStore,
         *,
         middlewares: Sequence[ConsumerMiddleware] = (),
+        upcaster: IncomingUpcaster | None = None,
         system: str = "rabbitmq",
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
@@ -104,6 +164,9 @@ class MessageConsumer:
         self._instruments = MessagingInstruments(get_meter(meter_provider))
         steps: list[ConsumerMiddleware] = [self._trace, self._logging, self._metrics]
         steps.extend(middlewares)
+        self._upcaster = upcaster
+        if upcaster is not None:
+            steps.append(self._upcasting)
         steps.append(self._unit_of_work)
         self._steps = tuple(steps)
         self._chain = self._build(self._steps)
@@ -217,6 +280,14 @@ class MessageConsumer:
         self._instruments.consumed.add(1, {**attributes, ATTR_OUTCOME: outcome.value})
         self._instruments.process_duration.record(time.perf_counter() - start, attributes)
         return outcome
+
+    async def _upcasting(
+        self, message: IncomingMessage, context: ConsumeContext, call_next: ConsumeNext
+    ) -> Outcome:
+        upcaster = self._upcaster
+        if upcaster is None or message.message_type not in self._handlers:
+            return await call_next(message, context)
+        return await call_next(upcaster(message), context)
 
     async def _unit_of_work(
         self, message: IncomingMessage, context: ConsumeContext, call_next: ConsumeNext

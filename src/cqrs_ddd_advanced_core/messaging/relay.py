@@ -117,6 +117,7 @@ class OutboxRelay:
         if publish_deadline <= 0:
             raise ValueError(f"publish_deadline must be positive, got {publish_deadline}")
         self._store = outbox_store
+        self._mark_and_claim = getattr(outbox_store, "mark_published_and_claim", None)
         self._publisher = publisher
         self._batch_size = batch_size
         self._max_attempts = max_attempts
@@ -145,13 +146,25 @@ class OutboxRelay:
     async def run_once(self) -> BatchResult:
         """Claim one batch and publish it; measure the lag (after an empty claim, or a
         second after the last measurement)."""
-        return await self._deliver(await self._claim())
+        return await self._deliver(await self._claim(()), mark=True)
 
-    async def _claim(self) -> tuple[list[OutboxMessage], float]:
-        batch = await self._store.claim_batch(self._batch_size, now=self._clock())
+    async def _claim(self, published: Sequence[str]) -> tuple[list[OutboxMessage], float]:
+        """Mark ``published`` (confirmed before) and claim the next batch: in one
+        transaction when the store can (``mark_published_and_claim``)."""
+        now = self._clock()
+        if published and self._mark_and_claim is not None:
+            batch = await self._mark_and_claim(published, self._batch_size, at=now, now=now)
+        else:
+            if published:
+                await self._store.mark_published(published, at=now)
+            batch = await self._store.claim_batch(self._batch_size, now=now)
         return batch, time.monotonic() + self._deadline
 
-    async def _deliver(self, claimed: tuple[list[OutboxMessage], float]) -> BatchResult:
+    async def _deliver(
+        self, claimed: tuple[list[OutboxMessage], float], *, mark: bool
+    ) -> BatchResult:
+        """Publish a batch; with ``mark``, mark what was confirmed published now (else
+        the caller marks it with its next claim)."""
         batch, deadline = claimed
         result = BatchResult()
         if batch:
@@ -167,7 +180,7 @@ class OutboxRelay:
             await asyncio.gather(
                 *(self._publish_stream(s, deadline, result, given_back) for s in streams.values())
             )
-            if result.published:
+            if mark and result.published:
                 await self._store.mark_published(result.published, at=self._clock())
             if given_back:
                 await self._store.release(given_back)
@@ -249,45 +262,74 @@ class OutboxRelay:
         """Publish until ``stop_event`` is set: batches back to back while they publish
         anything, then wait for a commit (or ``poll_interval``).
 
-        While a batch is being published the next one is claimed already (the
-        database works while the broker confirms). Its claim keeps every stream's
-        order as any claim does: a message whose predecessor is in the batch
-        being published is given back, and taken once that one is marked.
+        While a full batch is being published the next one is claimed already
+        (the database works while the broker confirms; after a batch that was
+        not full, the outbox held no more, and the next claim follows it). Its
+        claim keeps every stream's order as any claim does: a message whose
+        predecessor is in the batch being published is given back, and taken
+        once that one is marked. A
+        batch's messages are marked published once all its confirms are in,
+        by the next claim's transaction (one commit per batch, not two, and
+        none between two batches' publishes); when the relay stops, at once.
         """
         remove = self._store.add_commit_listener(self.wake)
         claimed: tuple[list[OutboxMessage], float] | None = None  # claimed ahead, held
         ahead: asyncio.Task[tuple[list[OutboxMessage], float]] | None = None
+        confirmed: list[str] = []  # published, to be marked by the next claim
+        marking: list[str] = []  # being marked by the claim in flight
         try:
             while not stop_event.is_set():
                 await self._listen()
                 self._wake.clear()
                 try:
-                    batch = await self._claim() if claimed is None else claimed
+                    if claimed is None:
+                        marking, confirmed = confirmed, []
+                        batch = await self._claim(marking)
+                        marking = []
+                    else:
+                        batch = claimed
                     claimed = None  # from here on the batch is this round's, not held
-                    if batch[0]:
-                        ahead = asyncio.ensure_future(self._claim())
-                    result = await self._deliver(batch)
+                    if len(batch[0]) == self._batch_size:  # more may be due: claim them now
+                        marking, confirmed = confirmed, []
+                        ahead = asyncio.ensure_future(self._claim(marking))
+                    result = await self._deliver(batch, mark=False)
+                    confirmed.extend(result.published)
                     if ahead is not None:
                         claimed, ahead = await ahead, None
+                        marking = []
                         if not claimed[0]:  # claimed while commits may have come: look again
                             claimed = None
                 except Exception as exc:
                     _log.error("outbox_relay_batch_failed", error_type=type(exc).__name__)
                     result = BatchResult()
                     # A batch whose delivery failed is left to its claim timeout, as
-                    # before; the one claimed ahead is given back.
+                    # before; the one claimed ahead is given back, and what its claim
+                    # was to mark is marked by the next one.
                     claimed, ahead = await self._give_back(None, ahead)
+                    confirmed, marking = marking + confirmed, []
                     await self._sleep(stop_event)  # the store is failing: do not spin
-                # After publishing, look again at once: messages another relay
-                # gave back because this one held their predecessor are due
-                # now, and no commit will announce them.
+                # After publishing, look again at once: the batch is to be marked,
+                # messages another relay gave back because this one held their
+                # predecessor are due now, and no commit will announce them.
                 if not result.published and claimed is None:
                     await self._sleep(stop_event)
         finally:
             remove()
             await self._give_back(claimed, ahead)
+            await self._mark(marking + confirmed)
             if self._listener is not None:
                 await self._listener.stop()
+
+    async def _mark(self, message_ids: list[str]) -> None:
+        """Mark confirmed messages published on the way out (marking twice is harmless)."""
+        if not message_ids:
+            return
+        try:
+            await self._store.mark_published(message_ids, at=self._clock())
+        except Exception as exc:  # published again after the claim timeout (at least once)
+            _log.warning(
+                "outbox_relay_mark_failed", error_type=type(exc).__name__, count=len(message_ids)
+            )
 
     async def _give_back(
         self,

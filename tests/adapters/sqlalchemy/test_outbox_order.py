@@ -175,3 +175,71 @@ async def test_concurrent_claimers_publish_each_message_once_and_each_stream_in_
         await asyncio.gather(*(relay() for _ in range(4)))
     assert sorted(published) == sorted(m for v in expected.values() for m in v)  # each once
     assert by_stream == expected  # each stream in order
+
+
+async def test_marking_and_claiming_in_one_transaction_frees_the_streams_next_message(
+    outbox: Outbox,
+) -> None:
+    store = outbox.store
+    if not hasattr(store, "mark_published_and_claim"):
+        pytest.skip("the in-memory store marks and claims separately")
+    first = await outbox.add("a")
+    await store.claim_batch(1, now=T0)  # a1 is being published
+    later = await outbox.add("a", 2)
+    claimed = await store.mark_published_and_claim(first, 10, at=T0, now=T0)
+    assert ids(claimed) == later  # the claim saw a1 marked in its own transaction
+    marked = await store.get(first[0])
+    assert marked is not None
+    assert marked.status == OutboxStatus.PUBLISHED
+    assert marked.published_at == T0
+
+
+async def test_a_failed_claim_leaves_the_marks_undone(
+    outbox: Outbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = outbox.store
+    if not hasattr(store, "mark_published_and_claim"):
+        pytest.skip("the in-memory store marks and claims separately")
+    import importlib
+
+    from sqlalchemy.exc import OperationalError
+
+    from cqrs_ddd_core.exceptions import PersistenceError
+
+    sql_outbox = importlib.import_module("cqrs_ddd_core.adapters.sqlalchemy.outbox")
+
+    first = await outbox.add("a")
+    await store.claim_batch(1, now=T0)
+
+    async def failing(*_: Any, **__: Any) -> list[Any]:
+        raise OperationalError("SELECT", {}, RuntimeError("the server went away"))
+
+    monkeypatch.setattr(sql_outbox, "claim", failing)
+    with pytest.raises(PersistenceError):
+        await store.mark_published_and_claim(first, 10, at=T0, now=T0)
+    kept = await store.get(first[0])
+    assert kept is not None
+    assert kept.status == OutboxStatus.PENDING  # rolled back with the claim
+
+
+async def test_the_unpublished_rows_have_a_partial_index_of_their_own(outbox: Outbox) -> None:
+    store = outbox.store
+    if not isinstance(store, SQLAlchemyOutboxStore):
+        pytest.skip("a SQL index")
+    from sqlalchemy import inspect
+
+    async with store.engine.connect() as conn:
+        indexes = await conn.run_sync(lambda c: inspect(c).get_indexes("outbox"))
+        if conn.dialect.name == "postgresql":
+            rows = await conn.exec_driver_sql(
+                "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_outbox_unpublished'"
+            )
+        else:
+            rows = await conn.exec_driver_sql(
+                "SELECT sql FROM sqlite_master WHERE name = 'ix_outbox_unpublished'"
+            )
+        definition = rows.scalar_one()
+    assert ["id"] in [ix["column_names"] for ix in indexes]
+    for status in ("pending", "failed", "dead"):
+        assert f"'{status}'" in definition
+    assert "published'" not in definition.replace("'pending'", "")

@@ -279,3 +279,68 @@ async def test_a_batch_claimed_ahead_is_given_back_when_the_relay_stops() -> Non
         await task
     assert broker.ids == ["a-0"]
     assert [m.message_id for m in await store.claim_batch(10)] == ["b-1"]  # due at once
+
+
+class MarkingClaims(InMemoryOutboxStore):
+    """An outbox that marks and claims in one call, as the SQL one does; counts both ways."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.marked_with_claims: list[str] = []
+        self.marked_alone: list[str] = []
+
+    async def mark_published_and_claim(
+        self,
+        published: Any,
+        limit: int = 100,
+        *,
+        at: datetime | None = None,
+        now: datetime | None = None,
+    ) -> Any:
+        self.marked_with_claims.extend(published)
+        await super().mark_published(published, at=at)
+        return await super().claim_batch(limit, now=now)
+
+    async def mark_published(self, message_ids: Any, *, at: datetime | None = None) -> None:
+        self.marked_alone.extend(message_ids)
+        await super().mark_published(message_ids, at=at)
+
+
+async def test_a_batch_is_marked_published_by_the_next_claim() -> None:
+    store, broker = MarkingClaims(), Broker()
+    sent = await commit(store, "a", "a", "b", "a")
+    relay = OutboxRelay(store, broker, batch_size=1, poll_interval=3600)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        async with asyncio.timeout(10):
+            while len(store.marked_with_claims) < len(sent):  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+    finally:
+        stop.set()
+        async with asyncio.timeout(10):
+            await task
+    assert sorted(broker.ids) == sorted(sent)  # each once
+    assert [i for i in broker.ids if i.startswith("a")] == ["a-0", "a-1", "a-3"]  # in order
+    assert sorted(store.marked_with_claims) == sorted(sent)
+    assert store.marked_alone == []  # no commit of its own for a batch
+    stored = [await store.get(message_id) for message_id in sent]
+    assert all(m is not None and m.status is OutboxStatus.PUBLISHED for m in stored)
+
+
+async def test_what_was_confirmed_is_marked_when_the_relay_stops() -> None:
+    store, broker = MarkingClaims(), Gate()
+    await commit(store, "a", "b")
+    relay = OutboxRelay(store, broker, batch_size=1, poll_interval=3600)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    async with asyncio.timeout(10):
+        await broker.holding.wait()  # a-0 in flight, b-1 claimed ahead
+        stop.set()
+        broker.release.set()
+        await task
+    assert broker.ids == ["a-0"]
+    assert store.marked_alone == ["a-0"]  # no next claim to carry it: marked on the way out
+    published = await store.get("a-0")
+    assert published is not None
+    assert published.status is OutboxStatus.PUBLISHED

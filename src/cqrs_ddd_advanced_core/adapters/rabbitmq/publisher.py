@@ -124,19 +124,28 @@ class RabbitMQPublisher:
         }
         if message.correlation_id:
             attributes[ATTR_CONVERSATION_ID] = message.correlation_id
-        command = propagate.extract(message.trace_context) if message.trace_context else None
-        command_span = trace.get_current_span(command).get_span_context() if command else None
-        links = [trace.Link(command_span)] if command_span and command_span.is_valid else []
-        with self._tracer.start_as_current_span(
+        stored = message.trace_context
+        command = propagate.extract(stored) if stored else None
+        parent = trace.get_current_span(command)
+        command_span = parent.get_span_context()
+        span = self._tracer.start_span(
             self._span_name,
             context=command,
             kind=trace.SpanKind.PRODUCER,
             attributes=attributes,
-            links=links,
+            links=[trace.Link(command_span)] if command_span.is_valid else None,
             record_exception=False,
             set_status_on_exception=False,
-        ) as span:
-            carrier: dict[str, str] = {}
+        )
+        if span is parent:
+            # No tracing SDK: the API hands the command's own (non-recording) span
+            # back, so the message carries the command's context, as stored.
+            await self._publish(message, key, stored)
+            return
+        carrier: dict[str, str] = {}
+        with trace.use_span(
+            span, end_on_exit=True, record_exception=False, set_status_on_exception=False
+        ):
             propagate.inject(carrier)
             try:
                 await self._publish(message, key, carrier)

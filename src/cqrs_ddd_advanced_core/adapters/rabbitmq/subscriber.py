@@ -7,7 +7,9 @@ messages are processed in order. For each delivery:
 * the processor (a :class:`~cqrs_ddd_advanced_core.messaging.MessageConsumer`)
   runs; once it returned (the effects and the inbox row committed, or the
   inbox said "duplicate") the delivery is acknowledged;
-* if it raises, it is tried again after an exponential backoff, in place (the
+* if it raises, or takes longer than ``process_timeout`` (a database that
+  stopped answering: the attempt is cancelled, its transaction rolled back),
+  it is tried again after an exponential backoff, in place (the
   partition waits: order is kept); after ``max_attempts`` it is rejected
   without requeue, which RabbitMQ routes to the service's dead-letter
   exchange (``<service>.dlx`` -> queue ``<service>.dead``);
@@ -15,6 +17,11 @@ messages are processed in order. For each delivery:
 
 A lost connection is reopened after ``reconnect_delay``; deliveries that were
 not acknowledged come again (the inbox makes that harmless).
+
+Up to one delivery per partition queue is processed at once, each (with the
+SQL inbox) in a transaction on a connection of its own: give the inbox's
+engine a pool of at least the partition count, or connections are opened and
+closed for the deliveries beyond it.
 """
 
 from __future__ import annotations
@@ -56,6 +63,8 @@ class RabbitMQSubscriber:
         max_attempts: Processing attempts before a delivery is dead-lettered.
         backoff: Delay between attempts (default 0.1 s doubling to 5 s).
         prefetch: Unacknowledged deliveries RabbitMQ sends ahead, per channel.
+        process_timeout: Seconds one processing attempt may take; past it the
+            attempt is cancelled and counts as failed (never acknowledged).
         reconnect_delay: Seconds between attempts to reconnect.
         connect_timeout: Seconds to wait for a connection.
         meter_provider: Metrics go there (default: the global provider).
@@ -69,6 +78,7 @@ class RabbitMQSubscriber:
         max_attempts: int = 5,
         backoff: Backoff | None = None,
         prefetch: int = 64,
+        process_timeout: float = 60.0,
         reconnect_delay: float = 1.0,
         connect_timeout: float = 10.0,
         meter_provider: MeterProvider | None = None,
@@ -77,11 +87,14 @@ class RabbitMQSubscriber:
             raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
         if prefetch < 1:
             raise ValueError(f"prefetch must be at least 1, got {prefetch}")
+        if process_timeout <= 0:
+            raise ValueError(f"process_timeout must be positive, got {process_timeout}")
         self._url = url
         self.topology = topology
         self._max_attempts = max_attempts
         self._backoff = backoff or _default_backoff()
         self._prefetch = prefetch
+        self._process_timeout = process_timeout
         self._reconnect_delay = reconnect_delay
         self._connect_timeout = connect_timeout
         self._instruments = MessagingInstruments(get_meter(meter_provider))
@@ -139,6 +152,9 @@ class RabbitMQSubscriber:
     ) -> None:
         async with queue.iterator() as deliveries:
             async for delivery in deliveries:
+                if stop_event.is_set():  # stopping: give it back untouched
+                    await delivery.nack(requeue=True)
+                    return
                 await self._deliver(queue.name, delivery, processor, stop_event)
 
     async def _deliver(
@@ -164,7 +180,8 @@ class RabbitMQSubscriber:
             return
         for attempt in range(1, self._max_attempts + 1):
             try:
-                await processor(dataclasses.replace(message, attempt=attempt))
+                async with asyncio.timeout(self._process_timeout):
+                    await processor(dataclasses.replace(message, attempt=attempt))
             except Exception as exc:
                 if attempt == self._max_attempts:
                     _log.error(

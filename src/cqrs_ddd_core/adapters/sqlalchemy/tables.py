@@ -219,6 +219,19 @@ inbox = Table(
     Column("received_at", _Time, nullable=False),
 )
 
+# The relay's claims look at unpublished rows only, oldest first; published rows
+# (the bulk of an outbox that is never pruned) are not in this partial index, so
+# a claim does not walk them. Migrations: CREATE INDEX ix_outbox_unpublished ON
+# outbox (id) WHERE status IN ('pending', 'failed', 'dead') (CONCURRENTLY on a
+# live PostgreSQL table).
+_OUTBOX_UNPUBLISHED = ("pending", "failed", "dead")
+Index(
+    "ix_outbox_unpublished",
+    outbox.c.id,
+    postgresql_where=outbox.c.status.in_(_OUTBOX_UNPUBLISHED),
+    sqlite_where=outbox.c.status.in_(_OUTBOX_UNPUBLISHED),
+)
+
 # One NOTIFY per statement that inserted outbox rows: PostgreSQL delivers it
 # when (and only if) the transaction commits, and folds duplicates within one
 # transaction. Created with the table (metadata.create_all); migrations take

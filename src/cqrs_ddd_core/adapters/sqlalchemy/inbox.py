@@ -14,7 +14,7 @@ import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
@@ -28,7 +28,26 @@ if TYPE_CHECKING:
 
 __all__ = ["SQLAlchemyInboxStore", "SQLAlchemyInboxTransaction"]
 
-_INSERTS: dict[str, Any] = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+
+def _record_statement(insert: Any) -> Any:
+    # Built once per dialect, values bound per delivery: SQLAlchemy's compiled
+    # cache then serves every delivery without building a statement.
+    return (
+        insert(inbox)
+        .values(
+            consumer=bindparam("consumer"),
+            message_id=bindparam("message_id"),
+            message_type=bindparam("message_type"),
+            received_at=bindparam("received_at"),
+        )
+        .on_conflict_do_nothing()
+    )
+
+
+_INSERTS: dict[str, Any] = {
+    "postgresql": _record_statement(postgresql.insert),
+    "sqlite": _record_statement(sqlite.insert),
+}
 
 
 class SQLAlchemyInboxTransaction:
@@ -45,18 +64,14 @@ class SQLAlchemyInboxTransaction:
     async def record(self, consumer: str, message_id: str, message_type: str) -> bool:
         """Insert the inbox row; False when it exists (the message was handled)."""
         self._message_id = message_id
-        statement = (
-            self._insert(inbox)
-            .values(
-                consumer=consumer,
-                message_id=message_id,
-                message_type=message_type,
-                received_at=utc_now(),
-            )
-            .on_conflict_do_nothing()
-        )
+        row = {
+            "consumer": consumer,
+            "message_id": message_id,
+            "message_type": message_type,
+            "received_at": utc_now(),
+        }
         try:
-            result = await self.connection.execute(statement)
+            result = await self.connection.execute(self._insert, row)
         except DBAPIError as exc:
             raise persistence_error(exc.orig or exc, "Inbox insert failed") from exc
         return bool(result.rowcount)

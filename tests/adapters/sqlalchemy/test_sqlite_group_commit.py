@@ -1,5 +1,6 @@
 """SQLite group commit: flushes queued while the writer's thread is busy share one
-transaction (one fsync at FULL), each in a savepoint of its own, each with its own outcome."""
+transaction (one fsync at FULL), each with its own outcome (in a savepoint of its own
+once one of them fails)."""
 
 from __future__ import annotations
 
@@ -169,6 +170,52 @@ async def test_two_commits_on_one_new_stream_in_a_group_the_first_wins(
     assert (second.expected_version, second.actual_version) == (0, 1)
 
 
+async def test_a_group_without_failure_writes_its_plans_with_no_savepoint(
+    full_db: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The happy path writes a group's plans one after another: two statements
+    fewer per plan (each a GIL hand-off between the writer and the loop)."""
+    statements: list[str] = []
+    hooked = hooked_writer(monkeypatch)
+    hooked.hook = lambda when, sql: statements.append(sql) if when == "before" else None
+    await open_the_writer(full_db)
+    statements.clear()
+
+    outcomes = await grouped_outcomes(full_db, [commit_new(full_db, f"h{i}") for i in range(3)])
+
+    assert all(isinstance(u, SQLAlchemyUnitOfWork) for u in outcomes)
+    assert [s for s in statements if s.startswith("INSERT INTO events")] == [
+        statements[1]
+    ] * 4  # the leader's, then the group's three
+    assert not [s for s in statements if s.startswith(("SAVEPOINT", "RELEASE", "ROLLBACK"))]
+    assert await stored_ids(full_db) == ["a1", "leader", "h0", "h1", "h2"]
+
+
+async def test_a_group_with_a_failure_is_written_again_each_plan_in_a_savepoint(
+    full_db: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When one plan of a group fails, the group is rolled back and written again,
+    each plan in a savepoint: the others still commit, the failed one alone is refused."""
+    statements: list[str] = []
+    hooked = hooked_writer(monkeypatch)
+    hooked.hook = lambda when, sql: statements.append(sql) if when == "before" else None
+    await open_the_writer(full_db)
+    statements.clear()
+
+    outcomes = await grouped_outcomes(
+        full_db, [commit_new(full_db, "k1"), commit_new(full_db, "a1"), commit_new(full_db, "k2")]
+    )
+
+    assert isinstance(outcomes[0], SQLAlchemyUnitOfWork)
+    assert isinstance(outcomes[1], ConcurrencyError)  # the stream a1 exists
+    assert (outcomes[1].expected_version, outcomes[1].actual_version) == (0, 1)
+    assert isinstance(outcomes[2], SQLAlchemyUnitOfWork)
+    assert [s for s in statements if s.startswith("SAVEPOINT")] == [
+        "SAVEPOINT cqrs_ddd_plan_0", "SAVEPOINT cqrs_ddd_plan_1", "SAVEPOINT cqrs_ddd_plan_2"
+    ]  # fmt: skip
+    assert await stored_ids(full_db) == ["a1", "leader", "k1", "k2"]
+
+
 async def test_a_commit_cancelled_while_queued_writes_nothing(full_db: AsyncEngine) -> None:
     await open_the_writer(full_db)
 
@@ -245,7 +292,9 @@ async def test_a_grouped_commit_cancelled_while_its_group_is_written_reports_the
     batches.clear()
     ran: list[str] = []
     command = _command(full_db, ran)
-    hook, reached, release_gate = gate_on("SAVEPOINT cqrs_ddd_plan_2")  # g1 is written
+    # Held before the group's third plan (g2) is written, g1's being written:
+    # the leader's events, then g0's and g1's, come before.
+    hook, reached, release_gate = gate_on("INSERT INTO events", nth=4)
     hooked.hook = hook
 
     release, blocked = await hold_thread(full_db)

@@ -166,9 +166,81 @@ def _batch(
             rollback(conn)
             return [([], WITHDRAWN)]
         return [write_and_commit(conn, plans[0], now_text, [begin], deadline)]
+    claimed = [ticket.claim() for ticket in tickets]
+    outcomes = _group_at_once(conn, plans, claimed, now_text, begin)
+    if outcomes is None:
+        # One of them failed: undo the lot and write each in a savepoint of
+        # its own, so that each gets its own outcome.
+        rollback(conn)
+        start = now()
+        try:
+            _begin(conn, tickets, deadline)
+        except BaseException as exc:
+            step = ("BEGIN", None, 0, start)
+            return [
+                failed_outcome(conn, plan, [], exc, step) if wanted else ([], WITHDRAWN)
+                for plan, wanted in zip(plans, claimed, strict=True)
+            ]
+        begin = StepTiming("BEGIN", None, SYSTEM, start, now())
+        outcomes, lost = _group_in_savepoints(conn, plans, claimed, now_text, begin)
+        if lost:  # the transaction was lost: every outcome is final
+            return outcomes
+    if all(error is not None for _, error in outcomes):
+        rollback(conn)  # nothing to keep: leave no transaction, wait for nobody
+        return outcomes
+    start = now()
+    try:
+        commit_until(conn, deadline)
+    except BaseException as exc:
+        return _commit_failed(conn, plans, outcomes, exc, start)
+    commit = StepTiming("COMMIT", None, SYSTEM, start, now())
+    for timings, error in outcomes:
+        if error is None:
+            timings.append(commit)
+    return outcomes
+
+
+def _group_at_once(
+    conn: sqlite3.Connection,
+    plans: list[FlushPlan],
+    claimed: list[bool],
+    now_text: str,
+    begin: StepTiming,
+) -> list[Outcome] | None:
+    """Write every claimed plan in the open transaction, one after another, with
+    no savepoint: two statements fewer per plan, each a hand-off of the GIL
+    between the writer's thread and the event loop. ``None`` if any plan
+    fails (the caller rolls back and writes them again in savepoints, so the
+    happy path pays nothing for a failure it does not have)."""
     outcomes: list[Outcome] = []
-    for index, (plan, ticket) in enumerate(zip(plans, tickets, strict=True)):
-        if not ticket.claim():
+    for plan, wanted in zip(plans, claimed, strict=True):
+        if not wanted:
+            outcomes.append(([], WITHDRAWN))
+            continue
+        timings = [begin]
+        try:
+            write_plan(conn, plan, now_text, timings)
+        except InStep as failed:
+            if not isinstance(failed.exc, Exception):
+                raise failed.exc from None  # an interrupt: nothing of the group stays
+            return None
+        outcomes.append((timings, None))
+    return outcomes
+
+
+def _group_in_savepoints(
+    conn: sqlite3.Connection,
+    plans: list[FlushPlan],
+    claimed: list[bool],
+    now_text: str,
+    begin: StepTiming,
+) -> tuple[list[Outcome], bool]:
+    """Write each claimed plan in a savepoint of its own: one that fails is rolled
+    back to it, alone, with its own outcome. Returns the outcomes, and whether
+    the transaction itself was lost (then they are final: nothing commits)."""
+    outcomes: list[Outcome] = []
+    for index, (plan, wanted) in enumerate(zip(plans, claimed, strict=True)):
+        if not wanted:
             outcomes.append(([], WITHDRAWN))
             continue
         timings = [begin]
@@ -195,7 +267,7 @@ def _batch(
                     error = settle_conflict(conn, plan, error)  # its own rows, committed before?
             except BaseException:
                 # The transaction is gone, or cannot be trusted: roll it all back.
-                return _all_failed(conn, plans, outcomes, timings, failed, index)
+                return _all_failed(conn, plans, outcomes, timings, failed, index), True
             kind = None if error is None else type(error).__name__
             timings.append(
                 StepTiming(
@@ -206,19 +278,7 @@ def _batch(
             outcomes.append((timings, error))
             continue
         outcomes.append((timings, None))
-    if all(error is not None for _, error in outcomes):
-        rollback(conn)  # nothing to keep: leave no transaction, wait for nobody
-        return outcomes
-    start = now()
-    try:
-        commit_until(conn, deadline)
-    except BaseException as exc:
-        return _commit_failed(conn, plans, outcomes, exc, start)
-    commit = StepTiming("COMMIT", None, SYSTEM, start, now())
-    for timings, error in outcomes:
-        if error is None:
-            timings.append(commit)
-    return outcomes
+    return outcomes, False
 
 
 def _commit_failed(

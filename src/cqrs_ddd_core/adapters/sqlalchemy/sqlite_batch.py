@@ -56,7 +56,7 @@ from cqrs_ddd_core.persistence.records import StepTiming
 if TYPE_CHECKING:
     from cqrs_ddd_core.adapters.sqlalchemy.plan import FlushPlan
 
-__all__ = ["SLICE_MS", "WITHDRAWN", "Ticket", "batch_job"]
+__all__ = ["SLICE_MS", "WITHDRAWN", "Ticket", "batch_job", "commit_group", "write_group"]
 
 SLICE_MS = 50
 """The writer's thread waits for another connection's write lock in slices of
@@ -135,13 +135,18 @@ def batch_job(
                 conn.execute("PRAGMA busy_timeout=0")
 
 
-def _begin(conn: sqlite3.Connection, tickets: list[Ticket], deadline: float) -> None:
+def _begin(conn: sqlite3.Connection, tickets: list[Ticket], deadline: float | None) -> None:
     while True:
         try:
             conn.execute("BEGIN IMMEDIATE")
             return
         except sqlite3.OperationalError as exc:
-            if not is_busy(exc) or time.monotonic() >= deadline or stale_snapshot(conn, exc):
+            if (
+                not is_busy(exc)
+                or deadline is None
+                or time.monotonic() >= deadline
+                or stale_snapshot(conn, exc)
+            ):
                 raise
             if not any(ticket.wanted for ticket in tickets):
                 raise  # every caller left: nobody waits for this lock any more
@@ -167,6 +172,27 @@ def _batch(
             return [([], WITHDRAWN)]
         return [write_and_commit(conn, plans[0], now_text, [begin], deadline)]
     claimed = [ticket.claim() for ticket in tickets]
+    outcomes, open_ = write_group(conn, plans, claimed, now_text, begin, tickets, deadline)
+    if not open_:
+        return outcomes
+    return commit_group(conn, plans, outcomes, deadline)
+
+
+def write_group(
+    conn: sqlite3.Connection,
+    plans: list[FlushPlan],
+    claimed: list[bool],
+    now_text: str,
+    begin: StepTiming,
+    tickets: list[Ticket] | None = None,
+    deadline: float | None = None,
+) -> tuple[list[Outcome], bool]:
+    """Write the claimed ``plans`` in the transaction just begun: all at once,
+    or, if one fails, again each in a savepoint. Returns each plan's outcome
+    so far and whether the transaction waits for its ``COMMIT`` (``False``:
+    rolled back, the outcomes are final). ``deadline``: how long to wait for
+    the write lock again (``None``: not at all). Never raises (bar an interrupt).
+    """
     outcomes = _group_at_once(conn, plans, claimed, now_text, begin)
     if outcomes is None:
         # One of them failed: undo the lot and write each in a savepoint of
@@ -174,20 +200,30 @@ def _batch(
         rollback(conn)
         start = now()
         try:
-            _begin(conn, tickets, deadline)
+            _begin(conn, tickets or [], deadline)
         except BaseException as exc:
             step = ("BEGIN", None, 0, start)
             return [
                 failed_outcome(conn, plan, [], exc, step) if wanted else ([], WITHDRAWN)
                 for plan, wanted in zip(plans, claimed, strict=True)
-            ]
+            ], False
         begin = StepTiming("BEGIN", None, SYSTEM, start, now())
         outcomes, lost = _group_in_savepoints(conn, plans, claimed, now_text, begin)
         if lost:  # the transaction was lost: every outcome is final
-            return outcomes
+            return outcomes, False
     if all(error is not None for _, error in outcomes):
         rollback(conn)  # nothing to keep: leave no transaction, wait for nobody
-        return outcomes
+        return outcomes, False
+    return outcomes, True
+
+
+def commit_group(
+    conn: sqlite3.Connection,
+    plans: list[FlushPlan],
+    outcomes: list[Outcome],
+    deadline: float | None,
+) -> list[Outcome]:
+    """``COMMIT`` the group written by :func:`write_group`; each plan's outcome."""
     start = now()
     try:
         commit_until(conn, deadline)

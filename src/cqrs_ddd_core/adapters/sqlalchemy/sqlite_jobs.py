@@ -21,7 +21,8 @@ A clash (a version conflict, an event id stored already) is checked against
 the unit of work's own event ids before it is reported: a unit of work
 committed before ends without error and writes nothing
 (:mod:`.sqlite_outcome`). :func:`.sqlite_batch.batch_job` writes several
-units of work in one transaction, each in a savepoint of its own (group commit).
+units of work in one transaction (group commit), each in a savepoint of its own
+once one of them fails.
 """
 
 from __future__ import annotations

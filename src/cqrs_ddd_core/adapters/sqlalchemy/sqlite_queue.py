@@ -3,7 +3,7 @@
 :class:`WriterQueue` is the part of :class:`~.sqlite.SQLiteWriter` that sends
 jobs to its thread (:mod:`.sqlite_thread`): the commit that finds no job out
 sends its own at once; commits arriving while a job is out wait in a bounded
-queue and go together in the next job, each in a savepoint of its own
+queue and go together in the next job, each with an outcome of its own
 (:func:`.sqlite_batch.batch_job`). Each caller gets its own outcome, also
 when it is cancelled: before its writing began it leaves (never written);
 after, it learns what the database did.

@@ -561,3 +561,43 @@ async def test_a_writer_closed_under_a_queued_group_sends_each_command_to_a_new_
     assert sorted(await stored_ids(full_db)) == ["a1", "f0", "f1", "leader"]
     await commit_new(full_db, "later")
     assert "later" in await stored_ids(full_db)
+
+
+async def test_at_full_the_rows_are_written_on_the_loop_and_only_commit_on_the_thread(
+    full_db: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One take-back of the GIL per commit: every statement but COMMIT runs on the
+    event loop's thread; with sqlite_flush="thread" everything runs on the writer's."""
+    where: list[tuple[str, bool]] = []
+    loop_thread = threading.get_ident()
+    hooked = hooked_writer(monkeypatch)
+    hooked.hook = lambda when, sql: (
+        where.append((sql.split()[0], threading.get_ident() == loop_thread))
+        if when == "before"
+        else None
+    )
+    await open_the_writer(full_db)
+    where.clear()
+
+    await commit_new(full_db, "s1")
+
+    assert where == [
+        ("BEGIN", True), ("INSERT", True), ("INSERT", True), ("INSERT", True), ("COMMIT", False)
+    ]  # fmt: skip
+
+
+async def test_with_flush_thread_everything_runs_on_the_writer_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    where: list[bool] = []
+    loop_thread = threading.get_ident()
+    hooked = hooked_writer(monkeypatch)
+    hooked.hook = lambda when, _sql: (
+        where.append(threading.get_ident() == loop_thread) if when == "before" else None
+    )
+    async with sqlite_engine(tmp_path, "FULL", "thread") as engine:
+        await open_the_writer(engine)
+        where.clear()
+        await commit_new(engine, "s1")
+    assert len(where) == 5
+    assert not any(where)

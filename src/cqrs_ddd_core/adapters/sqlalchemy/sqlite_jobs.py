@@ -204,6 +204,7 @@ def commit_until(conn: sqlite3.Connection, deadline: float | None) -> None:
                 or not healthy_in_transaction(conn)
             ):
                 raise
+            time.sleep(0.001)  # (a connection whose busy timeout is 0 would spin)
 
 
 def healthy_in_transaction(conn: sqlite3.Connection) -> bool:

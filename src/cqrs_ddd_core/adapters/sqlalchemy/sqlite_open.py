@@ -131,7 +131,10 @@ async def read_settings(engine: AsyncEngine, mode: str, modes: tuple[str, ...]) 
     inline = mode == "loop" or (
         mode == "auto" and journal == "wal" and synchronous in _SYNCHRONOUS_WITHOUT_FSYNC
     )
-    split = not inline and mode == "auto"
+    # WAL only: there a COMMIT never waits for readers (the connection's busy
+    # timeout is 0 when it splits); a rollback journal keeps the whole job on
+    # the thread.
+    split = not inline and mode == "auto" and journal == "wal"
     return WriterSettings(
         tuple(args), dict(options), int(synchronous), int(foreign_keys), int(busy_ms), inline, split
     )

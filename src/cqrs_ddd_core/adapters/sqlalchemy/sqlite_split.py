@@ -5,7 +5,7 @@ take it back after each one. While the event loop is busy (many senders
 running their pipelines) each take-back waits for the loop to let go of the
 GIL: up to the interpreter's switch interval (5 ms), for every statement of
 every unit of work in a group. So when a commit fsyncs (``synchronous``
-``FULL``/``EXTRA``, ``sqlite_flush="auto"``) and nothing is out on the
+``FULL``/``EXTRA`` in WAL mode, ``sqlite_flush="auto"``) and nothing is out on the
 writer's thread, the group's writes run inline on the event loop's thread
 (``BEGIN IMMEDIATE``, the version checks and the inserts: local work,
 microseconds per unit of work, with nobody to hand the GIL to), and only the

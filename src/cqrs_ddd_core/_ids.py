@@ -4,6 +4,14 @@
 (~3 µs on the reference machine); every dispatch needs one or two ids. This
 takes the same 16 bytes from ``os.urandom`` and formats them directly
 (~1 µs), setting the version (4) and variant (RFC 4122) bits the same way.
+
+The random bytes are drawn from ``os.urandom`` in bulk, for
+:data:`BATCH` ids at a time, and the ids formatted then: ``os.urandom``
+releases the GIL, and under load (the SQLite writer's thread wanting the
+GIL back) each release cost about 57 µs where the call itself takes 1 µs.
+Taking the next id is one C-level ``next()`` on a list iterator, atomic
+under the GIL, so threads never get the same id; a forked child starts
+with a fresh batch (``os.register_at_fork``), never its parent's.
 """
 
 from __future__ import annotations
@@ -11,18 +19,51 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
+from collections.abc import Iterator
 
-__all__ = ["derived_id", "new_id"]
+__all__ = ["BATCH", "derived_id", "new_id"]
 
 _urandom = os.urandom
 # The variant nibble keeps its two low bits and gets the high bits 10 (8, 9, a, b).
 _VARIANT = {f"{i:x}": "89ab"[i & 3] for i in range(16)}
 
+BATCH = 256
+"""Ids formatted per draw of random bytes (16 bytes each)."""
+
+
+def _draw() -> Iterator[str]:
+    h = _urandom(16 * BATCH).hex()
+    v = _VARIANT
+    return iter(
+        [
+            f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-4{h[i + 13 : i + 16]}-"
+            f"{v[h[i + 16]]}{h[i + 17 : i + 20]}-{h[i + 20 : i + 32]}"
+            for i in range(0, 32 * BATCH, 32)
+        ]
+    )
+
+
+_batch: Iterator[str] = iter(())
+
+
+def _forget_batch() -> None:  # in a forked child: never hand out the parent's ids
+    global _batch
+    _batch = iter(())
+
+
+os.register_at_fork(after_in_child=_forget_batch)
+
 
 def new_id() -> str:
     """A new random identifier (UUID4, canonical lowercase text form)."""
-    h = _urandom(16).hex()
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+    global _batch
+    found = next(_batch, None)
+    while found is None:
+        # Two threads may both draw here: each takes from the batch it sees,
+        # and every batch is fresh, so no id is handed out twice.
+        _batch = batch = _draw()
+        found = next(batch, None)
+    return found
 
 
 _sha1 = hashlib.sha1

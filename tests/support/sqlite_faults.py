@@ -111,19 +111,21 @@ def hooked_writer(
     return Hooked
 
 
-def gate_on(
-    prefix: str,
-) -> tuple[Hook, asyncio.Future[None], threading.Event]:
-    """A hook that holds the writer's thread just before the first statement
+def gate_on(prefix: str, nth: int = 1) -> tuple[Hook, asyncio.Future[None], threading.Event]:
+    """A hook that holds the writer's thread just before the ``nth`` statement
     starting with ``prefix``: ``(hook, reached, release)``; the future resolves
     when the thread is held, the event lets it go on."""
     loop = asyncio.get_running_loop()
     reached: asyncio.Future[None] = loop.create_future()
     release = threading.Event()
     armed = [True]
+    seen = [0]
 
     def hook(when: str, sql: str) -> None:
         if when == "before" and armed[0] and sql.startswith(prefix):
+            seen[0] += 1
+            if seen[0] < nth:
+                return
             armed[0] = False
             loop.call_soon_threadsafe(lambda: None if reached.done() else reached.set_result(None))
             release.wait(10)

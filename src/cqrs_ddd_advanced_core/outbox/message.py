@@ -9,6 +9,7 @@ from opentelemetry import propagate, trace
 
 from cqrs_ddd_core.domain.messages import DomainEvent, utc_now
 from cqrs_ddd_core.persistence.records import OutboxMessage
+from cqrs_ddd_core.persistence.serialization import hand_over_payload_json
 
 __all__ = ["current_trace_context", "message_from_event"]
 
@@ -43,11 +44,13 @@ def message_from_event(
         SerializationError: a field of the event has no JSON form.
     """
     payload = event.payload()
+    payload_json = event.payload_json()
+    hand_over_payload_json(event, payload_json)  # the event store needs it next
     return OutboxMessage(
         message_id=event.event_id,
         message_type=event.type_name(),
         payload=payload,
-        payload_json=event.payload_json(),
+        payload_json=payload_json,
         created_at=utc_now() if created_at is None else created_at,
         aggregate_type=event.aggregate_type,
         aggregate_id=event.aggregate_id,

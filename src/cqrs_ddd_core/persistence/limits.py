@@ -32,6 +32,7 @@ __all__ = [
     "check_name",
     "check_outbox_message",
     "check_stream",
+    "names_ok",
 ]
 
 MAX_NAME_LENGTH: Final = 255
@@ -54,6 +55,34 @@ def check_name(type_name: str, field: str, value: object, *, optional: bool = Fa
     Raises:
         StorageLimitError: not a non-empty string, too long, NUL, lone surrogate.
     """
+    if (
+        value.__class__ is str
+        and 0 < len(value) <= MAX_NAME_LENGTH
+        and value.isascii()
+        and "\x00" not in value
+    ) or (value is None and optional):
+        return  # the common case: a plain ASCII name (C-level checks only)
+    _refuse_name(type_name, field, value, optional)
+
+
+def names_ok(*values: object) -> bool:
+    """Whether every value is a plain ASCII name that passes :func:`check_name`
+    (``None`` too, as if optional): one call for the common case; when it
+    says ``False``, check each with :func:`check_name` for the precise error."""
+    for value in values:
+        if value is None:
+            continue
+        if not (
+            value.__class__ is str
+            and 0 < len(value) <= MAX_NAME_LENGTH
+            and value.isascii()
+            and "\x00" not in value
+        ):
+            return False
+    return True
+
+
+def _refuse_name(type_name: str, field: str, value: object, optional: bool) -> None:
     if value is None and optional:
         return
     if not isinstance(value, str) or not value:
@@ -99,6 +128,12 @@ def check_stream(type_name: str, aggregate_type: str, aggregate_id: str) -> None
     Raises:
         StorageLimitError: see :func:`check_name`.
     """
+    if (
+        aggregate_type is not None
+        and aggregate_id is not None
+        and names_ok(aggregate_type, aggregate_id)
+    ):
+        return
     check_name(type_name, "aggregate_type", aggregate_type)
     check_name(type_name, "aggregate_id", aggregate_id)
 
@@ -109,6 +144,20 @@ def check_outbox_message(message: OutboxMessage, payload_json: str) -> None:
     Raises:
         StorageLimitError: see :func:`check_name` and :func:`check_json_text`.
     """
+    if (
+        message.message_id is not None
+        and message.message_type is not None
+        and names_ok(
+            message.message_id,
+            message.message_type,
+            message.aggregate_type,
+            message.aggregate_id,
+            message.correlation_id,
+            message.causation_id,
+        )
+        and payload_json.isascii()
+    ):
+        return  # the common case, in one call; else the precise error below
     kind = message.message_type if isinstance(message.message_type, str) else "OutboxMessage"
     check_name(kind, "message_id", message.message_id)
     check_name(kind, "message_type", message.message_type)

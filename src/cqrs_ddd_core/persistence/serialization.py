@@ -14,7 +14,7 @@ from typing import Any
 
 from cqrs_ddd_core.domain.messages import DomainEvent
 from cqrs_ddd_core.exceptions import SerializationError
-from cqrs_ddd_core.persistence.limits import check_json_text, check_name, check_stream
+from cqrs_ddd_core.persistence.limits import check_json_text, check_name, check_stream, names_ok
 
 __all__ = [
     "AppendBatch",
@@ -23,6 +23,7 @@ __all__ = [
     "encode_append",
     "encode_event",
     "envelope_fields",
+    "hand_over_payload_json",
 ]
 
 _ENVELOPE = frozenset(DomainEvent.model_fields)
@@ -62,6 +63,27 @@ def dumps(value: Any, type_name: str) -> str:
         raise SerializationError(type_name, str(exc)) from exc
 
 
+_handed: tuple[DomainEvent | None, str] = (None, "")
+
+
+def hand_over_payload_json(event: DomainEvent, payload_json: str) -> None:
+    """Leave ``event.payload_json()``, just computed, for the next :func:`encode_event`
+    of the same event object (the outbox step serialises the payload a moment
+    before the event store does, in the same dispatch). One event is kept,
+    and taken once, so no stale text can outlive that hand-over."""
+    global _handed
+    _handed = (event, payload_json)
+
+
+def _payload_json(event: DomainEvent) -> str:
+    global _handed
+    handed = _handed
+    if handed[0] is event:
+        _handed = (None, "")
+        return handed[1]
+    return event.payload_json()
+
+
 def encode_event(
     event: DomainEvent, aggregate_type: str, aggregate_id: str, version: int
 ) -> PendingEvent:
@@ -72,15 +94,23 @@ def encode_event(
         StorageLimitError: a name, id or text breaks an input rule.
     """
     type_name = event.type_name()
-    payload_json = event.payload_json()
+    payload_json = _payload_json(event)
     metadata_json = dumps(event.metadata, type_name) if event.metadata else "{}"
-    # The same input rules on every backend, before any SQL (see limits).
-    check_name(type_name, "event_type", type_name)
-    check_name(type_name, "event_id", event.event_id)
-    check_name(type_name, "correlation_id", event.correlation_id, optional=True)
-    check_name(type_name, "causation_id", event.causation_id, optional=True)
-    check_json_text(type_name, "payload", payload_json)
-    check_json_text(type_name, "metadata", metadata_json)
+    # The same input rules on every backend, before any SQL (see limits):
+    # the common case in one call, else each rule for the precise error.
+    event_id = event.event_id
+    if not (
+        event_id is not None
+        and names_ok(type_name, event_id, event.correlation_id, event.causation_id)
+        and payload_json.isascii()
+        and metadata_json.isascii()
+    ):
+        check_name(type_name, "event_type", type_name)
+        check_name(type_name, "event_id", event_id)
+        check_name(type_name, "correlation_id", event.correlation_id, optional=True)
+        check_name(type_name, "causation_id", event.causation_id, optional=True)
+        check_json_text(type_name, "payload", payload_json)
+        check_json_text(type_name, "metadata", metadata_json)
     return PendingEvent(
         event_id=event.event_id,
         aggregate_type=aggregate_type,

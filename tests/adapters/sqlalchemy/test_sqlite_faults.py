@@ -247,10 +247,45 @@ async def test_a_commit_cancelled_at_any_step_reports_what_the_file_holds(
 ) -> None:
     """Cancelled while the writer's thread is held at each statement in turn:
     before the write lock, it leaves and is never written; after, it waits and
-    learns the outcome (committed: the cancellation comes after)."""
+    learns the outcome (committed: the cancellation comes after). The whole
+    job on the thread (``sqlite_flush="thread"``)."""
+    hooked = hooked_writer(monkeypatch)
+    async with sqlite_engine(tmp_path, "FULL", "thread") as engine:
+        await cancelled_at_each_step(engine, hooked)
+
+
+async def test_a_commit_cancelled_while_its_commit_is_on_the_thread_reports_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At FULL with ``sqlite_flush="auto"`` the rows are written on the event loop
+    and only COMMIT goes to the thread: cancelled while the thread is held
+    before it, the caller waits, learns it committed, and the cancellation
+    comes after."""
     hooked = hooked_writer(monkeypatch)
     async with sqlite_engine(tmp_path, "FULL") as engine:
-        await cancelled_at_each_step(engine, hooked)
+        path = Path(str(engine.url.database))
+        await Open("base").commit(engine)
+        hook, reached, release = gate_on("COMMIT")
+        hooked.hook = hook
+        unit = Open("c1")
+        committed: list[bool] = []
+
+        async def command() -> None:
+            await unit.commit(engine)
+            committed.append(True)
+
+        task = asyncio.create_task(command())
+        await asyncio.wait_for(reached, 5)
+        task.cancel()
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert not task.done()  # written: it waits for the outcome
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        hooked.hook = None
+        assert committed == [True]
+        assert rows_of(path, unit) == full(unit)
 
 
 async def cancelled_at_each_step(engine: AsyncEngine, hooked: Any) -> None:

@@ -1,5 +1,6 @@
 """SQLite group commit: flushes queued while the writer's thread is busy share one
-transaction (one fsync at FULL), each in a savepoint of its own, each with its own outcome."""
+transaction (one fsync at FULL), each with its own outcome (in a savepoint of its own
+once one of them fails)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from cqrs_ddd_core.adapters.sqlalchemy import (
     SQLAlchemyUnitOfWork,
     create_tables,
     sqlite_batch,
+    sqlite_split,
 )
 from cqrs_ddd_core.adapters.sqlalchemy import sqlite as sqlite_flush
 from cqrs_ddd_core.adapters.sqlalchemy.sqlite import writer_for
@@ -45,13 +47,16 @@ async def full_db(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
 
 @pytest.fixture
 def batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The number of units of work each flush job sent to the thread wrote."""
+    """The number of units of work each flush job sent to the thread wrote (or,
+    written inline at FULL, committed: see sqlite_split)."""
     sizes: list[int] = []
     original = sqlite_flush.SQLiteWriter.execute
 
     async def counting(self: Any, job: Any, *args: Any, **kwargs: Any) -> Any:
         if job is sqlite_batch.batch_job:
             sizes.append(len(args[0]))
+        elif job is sqlite_split.commit_written:
+            sizes.append(len(args[1]))
         return await original(self, job, *args, **kwargs)
 
     monkeypatch.setattr(sqlite_flush.SQLiteWriter, "execute", counting)
@@ -169,6 +174,50 @@ async def test_two_commits_on_one_new_stream_in_a_group_the_first_wins(
     assert (second.expected_version, second.actual_version) == (0, 1)
 
 
+async def test_a_group_without_failure_writes_its_plans_with_no_savepoint(
+    full_db: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The happy path writes a group's plans one after another: two statements
+    fewer per plan (each a GIL hand-off between the writer and the loop)."""
+    statements: list[str] = []
+    hooked = hooked_writer(monkeypatch)
+    hooked.hook = lambda when, sql: statements.append(sql) if when == "before" else None
+    await open_the_writer(full_db)
+    statements.clear()
+
+    outcomes = await grouped_outcomes(full_db, [commit_new(full_db, f"h{i}") for i in range(3)])
+
+    assert all(isinstance(u, SQLAlchemyUnitOfWork) for u in outcomes)
+    assert len([s for s in statements if s.startswith("INSERT INTO events")]) == 4
+    assert not [s for s in statements if s.startswith(("SAVEPOINT", "RELEASE", "ROLLBACK"))]
+    assert await stored_ids(full_db) == ["a1", "leader", "h0", "h1", "h2"]
+
+
+async def test_a_group_with_a_failure_is_written_again_each_plan_in_a_savepoint(
+    full_db: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When one plan of a group fails, the group is rolled back and written again,
+    each plan in a savepoint: the others still commit, the failed one alone is refused."""
+    statements: list[str] = []
+    hooked = hooked_writer(monkeypatch)
+    hooked.hook = lambda when, sql: statements.append(sql) if when == "before" else None
+    await open_the_writer(full_db)
+    statements.clear()
+
+    outcomes = await grouped_outcomes(
+        full_db, [commit_new(full_db, "k1"), commit_new(full_db, "a1"), commit_new(full_db, "k2")]
+    )
+
+    assert isinstance(outcomes[0], SQLAlchemyUnitOfWork)
+    assert isinstance(outcomes[1], ConcurrencyError)  # the stream a1 exists
+    assert (outcomes[1].expected_version, outcomes[1].actual_version) == (0, 1)
+    assert isinstance(outcomes[2], SQLAlchemyUnitOfWork)
+    assert [s for s in statements if s.startswith("SAVEPOINT")] == [
+        "SAVEPOINT cqrs_ddd_plan_0", "SAVEPOINT cqrs_ddd_plan_1", "SAVEPOINT cqrs_ddd_plan_2"
+    ]  # fmt: skip
+    assert await stored_ids(full_db) == ["a1", "leader", "k1", "k2"]
+
+
 async def test_a_commit_cancelled_while_queued_writes_nothing(full_db: AsyncEngine) -> None:
     await open_the_writer(full_db)
 
@@ -245,7 +294,9 @@ async def test_a_grouped_commit_cancelled_while_its_group_is_written_reports_the
     batches.clear()
     ran: list[str] = []
     command = _command(full_db, ran)
-    hook, reached, release_gate = gate_on("SAVEPOINT cqrs_ddd_plan_2")  # g1 is written
+    # The group's rows are written on the event loop (FULL, "auto"): held on
+    # the thread before the group's COMMIT (the leader's came first).
+    hook, reached, release_gate = gate_on("COMMIT", nth=2)
     hooked.hook = hook
 
     release, blocked = await hold_thread(full_db)
@@ -510,3 +561,43 @@ async def test_a_writer_closed_under_a_queued_group_sends_each_command_to_a_new_
     assert sorted(await stored_ids(full_db)) == ["a1", "f0", "f1", "leader"]
     await commit_new(full_db, "later")
     assert "later" in await stored_ids(full_db)
+
+
+async def test_at_full_the_rows_are_written_on_the_loop_and_only_commit_on_the_thread(
+    full_db: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One take-back of the GIL per commit: every statement but COMMIT runs on the
+    event loop's thread; with sqlite_flush="thread" everything runs on the writer's."""
+    where: list[tuple[str, bool]] = []
+    loop_thread = threading.get_ident()
+    hooked = hooked_writer(monkeypatch)
+    hooked.hook = lambda when, sql: (
+        where.append((sql.split()[0], threading.get_ident() == loop_thread))
+        if when == "before"
+        else None
+    )
+    await open_the_writer(full_db)
+    where.clear()
+
+    await commit_new(full_db, "s1")
+
+    assert where == [
+        ("BEGIN", True), ("INSERT", True), ("INSERT", True), ("INSERT", True), ("COMMIT", False)
+    ]  # fmt: skip
+
+
+async def test_with_flush_thread_everything_runs_on_the_writer_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    where: list[bool] = []
+    loop_thread = threading.get_ident()
+    hooked = hooked_writer(monkeypatch)
+    hooked.hook = lambda when, _sql: (
+        where.append(threading.get_ident() == loop_thread) if when == "before" else None
+    )
+    async with sqlite_engine(tmp_path, "FULL", "thread") as engine:
+        await open_the_writer(engine)
+        where.clear()
+        await commit_new(engine, "s1")
+    assert len(where) == 5
+    assert not any(where)

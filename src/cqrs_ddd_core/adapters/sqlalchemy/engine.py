@@ -104,8 +104,9 @@ def create_engine(
             A caller that cancels earlier gets control back at once.
         sqlite_flush: Where a SQLite commit's writes run: ``"auto"`` (inline
             on the event loop's thread when the commit does not fsync, i.e.
-            ``synchronous`` ``NORMAL`` or ``OFF``; on the writer's own thread
-            when it does), ``"thread"`` or ``"loop"`` (always). Inline never
+            ``synchronous`` ``NORMAL`` or ``OFF``; when it does, the rows
+            inline and the ``COMMIT`` on the writer's own thread),
+            ``"thread"`` or ``"loop"`` (everything, always). Inline never
             waits for another process's write lock on the loop: such a
             commit moves to the thread. Stored as the engine's
             ``sqlite_flush`` execution option.

@@ -7,7 +7,8 @@ The unit of work hands it **one** job per commit (:mod:`.sqlite_batch`)
 that writes and commits the whole flush: one hop there and back. When the
 commit does not wait on the disk (``synchronous`` ``NORMAL``/``OFF``; see
 ``create_engine``'s ``sqlite_flush``) the job runs inline on the event loop
-instead, on the same connection, while the thread is idle.
+instead, on the same connection, while the thread is idle; when it does wait
+on the disk, only its ``COMMIT`` goes to the thread (:mod:`.sqlite_split`).
 
 SQLite has a single writer anyway: the thread runs the flushes of concurrent
 commits one after the other, with no lock in the event loop, and flushes
@@ -67,7 +68,8 @@ SQLiteFlushMode = Literal["auto", "thread", "loop"]
 """Where a SQLite commit's flush runs: ``"thread"`` on the writer's thread (one
 hop there and back), ``"loop"`` inline on the event loop's thread, ``"auto"``
 (the default) inline when the commit cannot wait on the disk (WAL with
-``synchronous`` ``NORMAL`` or ``OFF``) and on the thread when it fsyncs."""
+``synchronous`` ``NORMAL`` or ``OFF``) and, when it fsyncs, the rows inline and
+the ``COMMIT`` on the thread (:mod:`.sqlite_split`)."""
 
 CHECKPOINT_EVERY = 250
 """An inline writer checkpoints the WAL on its thread after this many commits:
@@ -100,9 +102,12 @@ class SQLiteWriter(WriterQueue):
 
     **Group commit on the thread.** Flushes that arrive while a job is on the
     thread wait in a queue; the next job takes all of them (up to
-    ``GROUP_LIMIT``) and writes them in one transaction, each in a savepoint
-    of its own, so they share one ``COMMIT`` (one fsync at ``FULL``) and each
-    keeps its own outcome (see :func:`.sqlite_batch.batch_job`). The commit
+    ``GROUP_LIMIT``) and writes them in one transaction (again each in a
+    savepoint of its own if one fails), so they share one ``COMMIT`` (one
+    fsync at ``FULL``) and each keeps its own outcome (see
+    :func:`.sqlite_batch.batch_job`; at ``FULL`` with ``"auto"`` the rows are
+    written on the event loop and the job is the ``COMMIT``, see
+    :mod:`.sqlite_split`). The commit
     that finds no job running sends its own right away (a lone sender waits
     for nobody); if flushes queued meanwhile, a task goes on sending them.
     """

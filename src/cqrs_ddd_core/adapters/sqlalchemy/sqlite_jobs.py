@@ -21,7 +21,8 @@ A clash (a version conflict, an event id stored already) is checked against
 the unit of work's own event ids before it is reported: a unit of work
 committed before ends without error and writes nothing
 (:mod:`.sqlite_outcome`). :func:`.sqlite_batch.batch_job` writes several
-units of work in one transaction, each in a savepoint of its own (group commit).
+units of work in one transaction (group commit), each in a savepoint of its own
+once one of them fails.
 """
 
 from __future__ import annotations
@@ -203,6 +204,7 @@ def commit_until(conn: sqlite3.Connection, deadline: float | None) -> None:
                 or not healthy_in_transaction(conn)
             ):
                 raise
+            time.sleep(0.001)  # (a connection whose busy timeout is 0 would spin)
 
 
 def healthy_in_transaction(conn: sqlite3.Connection) -> bool:

@@ -8,7 +8,7 @@ connection of the engine has (what ``create_engine`` or an application's
 ``connect`` hooks set): ``journal_mode``, ``synchronous``, ``busy_timeout``
 and ``foreign_keys``. The busy timeout becomes the commit's deadline for the
 write lock; the connection itself waits in short slices (see
-:data:`.sqlite_batch.SLICE_MS`), or not at all when it flushes inline.
+:data:`.sqlite_batch.SLICE_MS`), or not at all when it writes inline.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ class WriterSettings:
     foreign_keys: int
     busy_ms: int
     inline: bool
+    split: bool = False  # fsyncing, "auto": rows written inline, COMMIT on the thread
 
     @property
     def busy_seconds(self) -> float:
@@ -53,7 +54,9 @@ class WriterSettings:
     def connect(self) -> sqlite3.Connection:
         """Open and prepare a writer connection (on the writer's thread).
 
-        Inline, its busy timeout is 0 (the loop never waits for a lock) and it
+        Inline, or writing inline and committing on the thread (``split``: see
+        :mod:`.sqlite_split`), its busy timeout is 0 (the loop never waits for
+        a lock; jobs on the thread wait in slices). Inline, it
         never checkpoints the WAL as part of a commit (a checkpoint syncs the
         database file, milliseconds the event loop must not wait for): the
         writer checkpoints on its thread instead, every so many commits.
@@ -68,7 +71,8 @@ class WriterSettings:
         try:
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
             conn.execute(f"PRAGMA foreign_keys={self.foreign_keys}")
-            conn.execute(f"PRAGMA busy_timeout={0 if self.inline else SLICE_MS}")
+            busy = 0 if self.inline or self.split else SLICE_MS
+            conn.execute(f"PRAGMA busy_timeout={busy}")
             if self.inline:
                 conn.execute("PRAGMA wal_autocheckpoint=0")
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # a database?
@@ -127,6 +131,10 @@ async def read_settings(engine: AsyncEngine, mode: str, modes: tuple[str, ...]) 
     inline = mode == "loop" or (
         mode == "auto" and journal == "wal" and synchronous in _SYNCHRONOUS_WITHOUT_FSYNC
     )
+    # WAL only: there a COMMIT never waits for readers (the connection's busy
+    # timeout is 0 when it splits); a rollback journal keeps the whole job on
+    # the thread.
+    split = not inline and mode == "auto" and journal == "wal"
     return WriterSettings(
-        tuple(args), dict(options), int(synchronous), int(foreign_keys), int(busy_ms), inline
+        tuple(args), dict(options), int(synchronous), int(foreign_keys), int(busy_ms), inline, split
     )

@@ -3,7 +3,7 @@
 :class:`WriterQueue` is the part of :class:`~.sqlite.SQLiteWriter` that sends
 jobs to its thread (:mod:`.sqlite_thread`): the commit that finds no job out
 sends its own at once; commits arriving while a job is out wait in a bounded
-queue and go together in the next job, each in a savepoint of its own
+queue and go together in the next job, each with an outcome of its own
 (:func:`.sqlite_batch.batch_job`). Each caller gets its own outcome, also
 when it is cancelled: before its writing began it leaves (never written);
 after, it learns what the database did.
@@ -17,6 +17,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from cqrs_ddd_core.adapters.sqlalchemy.sqlite_batch import SLICE_MS, WITHDRAWN, batch_job
+from cqrs_ddd_core.adapters.sqlalchemy.sqlite_jobs import rollback
 from cqrs_ddd_core.adapters.sqlalchemy.sqlite_outcome import (
     InDoubtError,
     outcome_after_failed_commit,
@@ -31,7 +32,12 @@ from cqrs_ddd_core.adapters.sqlalchemy.sqlite_pending import (
     job_done,
     settle,
 )
-from cqrs_ddd_core.adapters.sqlalchemy.sqlite_thread import WriterClosedError, WriterThread
+from cqrs_ddd_core.adapters.sqlalchemy.sqlite_split import Written, commit_written, write_inline
+from cqrs_ddd_core.adapters.sqlalchemy.sqlite_thread import (
+    WriterClosedError,
+    WriterThread,
+    healthy,
+)
 from cqrs_ddd_core.domain.messages import utc_now
 from cqrs_ddd_core.exceptions import PersistenceError
 
@@ -79,6 +85,12 @@ class WriterQueue:
     def inline(self) -> bool:
         """Whether flushes run on the event loop's thread (decided when the writer opens)."""
         return self._settings is not None and self._settings.inline
+
+    @property
+    def split(self) -> bool:
+        """Whether groups are written on the event loop's thread and committed on
+        the writer's (see :mod:`.sqlite_split`; decided when the writer opens)."""
+        return self._settings is not None and self._settings.split
 
     @property
     def thread(self) -> WriterThread | None:
@@ -189,10 +201,13 @@ class WriterQueue:
         thread = open_thread(self)
         if thread is None:
             return unknown_outcome(plan, cause)
-        try:
-            future = thread.submit(outcome_after_failed_commit, plan, cause)
+        try:  # counted, so that nothing writes inline meanwhile
+            future = thread.submit(
+                counted, self._jobs, Box(), outcome_after_failed_commit, plan, cause
+            )
         except Exception:
             return unknown_outcome(plan, cause)
+        self._jobs.sent += 1
         cancelled = False
         while not future.done():  # a short local query: wait for it through cancellation
             try:
@@ -208,7 +223,8 @@ class WriterQueue:
                 current.cancel()
         if future.cancelled() or future.exception() is not None:
             return unknown_outcome(plan, cause)
-        return future.result()
+        found: BaseException | None = future.result()
+        return found
 
     def _take(self) -> list[Pending]:
         queue = self._queue
@@ -238,12 +254,22 @@ class WriterQueue:
         """
         box = Box()
         deadline = min(entry.deadline for entry in batch)
-        slice_ms = SLICE_MS if self.inline else None
+        slice_ms = SLICE_MS if self.inline or self.split else None
         plans = [entry.plan for entry in batch]
+        written: Written | None = None
         try:
-            outcomes = await self.execute(
-                batch_job, plans, batch, utc_now(), deadline, slice_ms, box=box
-            )
+            written_on = None if self._thread is None else self._thread.connection
+            written = self._write_inline(plans, batch)
+            if written is None:
+                outcomes = await self.execute(
+                    batch_job, plans, batch, utc_now(), deadline, slice_ms, box=box
+                )
+            elif written[1]:  # written: the COMMIT waits on the disk, on the thread
+                outcomes = await self.execute(
+                    commit_written, written_on, plans, written[0], deadline, box=box
+                )
+            else:
+                outcomes = written[0]  # refused, or withdrawn: nothing to commit
         except asyncio.CancelledError as exc:
             lone = len(batch) == 1 and batch[0].waiter is None  # its caller is the one cancelled
             if lone and not box.done and batch[0].withdraw():
@@ -254,6 +280,8 @@ class WriterQueue:
             settle(batch, box, exc)
             return exc
         except BaseException as exc:
+            if written is not None and written[1] and not box.ran:
+                self._undo_inline()  # its COMMIT never went: keep nothing of it
             settle(batch, box, exc)
             if not isinstance(exc, Exception):
                 raise
@@ -261,6 +289,27 @@ class WriterQueue:
         for entry, outcome in zip(batch, outcomes, strict=True):
             entry.finish(outcome)
         return None
+
+    def _write_inline(self, plans: list[FlushPlan], batch: list[Pending]) -> Written | None:
+        """Write ``plans`` on the event loop's thread when the writer splits its
+        commits and nothing is out on its thread (see :mod:`.sqlite_split`);
+        ``None``: not written, send the whole job to the thread."""
+        thread = self._thread
+        if not self.split or thread is None or not thread.idle:
+            return None
+        conn = thread.connection
+        if conn is None:
+            return None
+        written = write_inline(conn, plans, list(batch), utc_now())
+        if written is not None and not written[1] and not healthy(conn):
+            thread.discard_inline(conn)  # its ROLLBACK failed: never reuse it
+        return written
+
+    def _undo_inline(self) -> None:
+        thread = self._thread
+        conn = None if thread is None else thread.connection
+        if conn is not None:
+            rollback(conn)
 
     async def execute(self, job: Callable[..., T], *args: Any, box: Box | None = None) -> T:
         """Run ``job(connection, *args)`` on the writer's thread, counted (see

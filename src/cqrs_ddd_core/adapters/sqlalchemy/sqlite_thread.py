@@ -79,12 +79,14 @@ class WriterThread:
         name: The thread's name (in stack dumps).
     """
 
-    __slots__ = ("_closed", "_connect", "_queue", "_thread", "connection")
+    __slots__ = ("_closed", "_connect", "_done", "_queue", "_sent", "_thread", "connection")
 
     def __init__(self, connect: Connect, *, name: str = "cqrs-ddd-sqlite-writer") -> None:
         self._connect = connect
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._closed = False
+        self._sent = 0  # jobs submitted (by the event loop's thread)
+        self._done = 0  # jobs finished (by this thread)
         self.connection: sqlite3.Connection | None = None
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
 
@@ -92,6 +94,12 @@ class WriterThread:
     def closed(self) -> bool:
         """Whether :meth:`close` was called (no job is accepted any more)."""
         return self._closed
+
+    @property
+    def idle(self) -> bool:
+        """Whether every job submitted so far has finished (checked on the event
+        loop's thread, which alone submits: nothing then uses the connection)."""
+        return self._sent == self._done
 
     @property
     def ident(self) -> int | None:
@@ -124,6 +132,7 @@ class WriterThread:
         if self._closed:
             raise WriterClosedError("The SQLite writer connection is closed")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._sent += 1
         self._queue.put((future, job, args))
         return future
 
@@ -152,6 +161,7 @@ class WriterThread:
                         self._discard(conn)
             except BaseException as exc:  # delivered to the caller, never lost here
                 error = exc
+            self._done += 1
             loop = future.get_loop()
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
                 loop.call_soon_threadsafe(_resolve, future, result, error)

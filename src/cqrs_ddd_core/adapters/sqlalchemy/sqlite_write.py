@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, func, insert, select, update
@@ -98,6 +98,8 @@ _UPDATE_STATE = _sql(
 
 def sqlite_timestamp(value: datetime) -> str:
     """``value`` in UTC as SQLAlchemy's SQLite ``DATETIME`` stores it (sorts as text)."""
+    if value.tzinfo is UTC:  # the common case (utc_now()): drop the "+00:00"
+        return value.isoformat(" ", "microseconds")[:-6]
     return as_utc(value).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 

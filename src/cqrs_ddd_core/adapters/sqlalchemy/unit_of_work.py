@@ -53,7 +53,7 @@ from cqrs_ddd_core.exceptions import CommitOutcomeUnknownError, ConfigurationErr
 from cqrs_ddd_core.persistence.unit_of_work import BaseUnitOfWork, StagedGroup
 
 if TYPE_CHECKING:
-    from cqrs_ddd_core.persistence.records import StepTiming
+    from cqrs_ddd_core.persistence.records import DatabaseIdentity, StepTiming
 
 __all__ = ["SQLAlchemyUnitOfWork", "engine_of"]
 
@@ -85,20 +85,28 @@ class SQLAlchemyUnitOfWork(BaseUnitOfWork):
     system: ClassVar[str] = "sqlalchemy"  # the steps name the real one (sqlite, postgresql)
 
     def __init__(self, bind: AsyncEngine | async_sessionmaker[Any]) -> None:
-        super().__init__()
-        self.engine = engine_of(bind)
-        self._flush: _Flush = _FLUSHES[dialect_name(self.engine)]
-        self.database = database_identity(self.engine)  # db.namespace, server.* of its steps
+        engine = engine_of(bind)
+        self._setup(engine, _FLUSHES[dialect_name(engine)], database_identity(engine))
+
+    def _setup(self, engine: AsyncEngine, flush: _Flush, database: DatabaseIdentity) -> None:
+        BaseUnitOfWork.__init__(self)
+        self.engine = engine
+        self._flush = flush
+        self.database = database  # db.namespace, server.* of its steps
         self.commit_window: tuple[int, int] | None = None
 
     @classmethod
     def factory(
         cls, bind: AsyncEngine | async_sessionmaker[Any]
     ) -> Callable[[], SQLAlchemyUnitOfWork]:
-        """A ``uow_factory`` making units of work over ``bind``'s engine."""
+        """A ``uow_factory`` making units of work over ``bind``'s engine.
+
+        The engine's dialect, flush and identity are looked up once, here
+        (fails now, not at the first command), not for every unit of work.
+        """
         engine = engine_of(bind)
-        dialect_name(engine)  # fail now, not at the first command
-        return functools.partial(cls, engine)
+        flush = _FLUSHES[dialect_name(engine)]
+        return functools.partial(_made, cls, engine, flush, database_identity(engine))
 
     async def _write_and_commit(self, groups: list[StagedGroup]) -> None:
         if not groups:
@@ -113,7 +121,10 @@ class SQLAlchemyUnitOfWork(BaseUnitOfWork):
                     f"{writer!r} staged records on a SQLAlchemyUnitOfWork but is not a SQL "
                     "store; stores and unit of work must come from the same adapter"
                 )
-            if writer.engine.sync_engine.pool is not self.engine.sync_engine.pool:
+            engine = writer.engine
+            if engine is not self.engine and (
+                engine.sync_engine.pool is not self.engine.sync_engine.pool
+            ):
                 raise UnitOfWorkError(
                     f"{writer!r} writes to {writer.engine.url!r} but this unit of work "
                     f"commits to {self.engine.url!r}; one transaction needs one database"
@@ -132,6 +143,14 @@ class SQLAlchemyUnitOfWork(BaseUnitOfWork):
 
     def __repr__(self) -> str:
         return f"SQLAlchemyUnitOfWork({self.engine.url.render_as_string(hide_password=True)!r})"
+
+
+def _made(
+    cls: type[SQLAlchemyUnitOfWork], engine: AsyncEngine, flush: _Flush, database: DatabaseIdentity
+) -> SQLAlchemyUnitOfWork:
+    uow = cls.__new__(cls)
+    uow._setup(engine, flush, database)
+    return uow
 
 
 async def _flush_sqlite(engine: AsyncEngine, plan: FlushPlan, timings: list[StepTiming]) -> None:

@@ -42,7 +42,7 @@ from benchmarks.harness import (
 from benchmarks.logs import configure_filtered
 
 NAME = "messaging"
-TITLE = "7. Messaging: relay vs raw aio-pika (confirms), commit-to-consumer latency"
+TITLE = "8. Messaging: relay vs raw aio-pika (confirms), commit-to-consumer latency"
 
 BATCH = 200
 RATE = 500.0  # commands per second for the latency run

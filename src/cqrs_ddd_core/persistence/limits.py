@@ -55,12 +55,7 @@ def check_name(type_name: str, field: str, value: object, *, optional: bool = Fa
     Raises:
         StorageLimitError: not a non-empty string, too long, NUL, lone surrogate.
     """
-    if (
-        value.__class__ is str
-        and 0 < len(value) <= MAX_NAME_LENGTH
-        and value.isascii()
-        and "\x00" not in value
-    ) or (value is None and optional):
+    if (value is not None and names_ok(value)) or (value is None and optional):
         return  # the common case: a plain ASCII name (C-level checks only)
     _refuse_name(type_name, field, value, optional)
 

@@ -601,3 +601,51 @@ async def test_with_flush_thread_everything_runs_on_the_writer_thread(
         await commit_new(engine, "s1")
     assert len(where) == 5
     assert not any(where)
+
+
+async def test_a_group_whose_lock_is_taken_after_its_rollback_is_written_again_on_the_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inline, a group with a failed plan is rolled back, which lets the write lock
+    go. Another connection (another process, or the application's own pool)
+    may take it before the group is written again in savepoints. Inline
+    nothing waits for a lock: the thread writes the group again, waiting for
+    the lock as configured, so only the failed plan is refused (found by the
+    demo in CI: every command of the group got "database is locked")."""
+    loop_thread = threading.get_ident()
+    holders: list[threading.Timer] = []
+
+    def take_the_lock_after(rollback: Any) -> Any:
+        def rolled_back(conn: sqlite3.Connection) -> None:
+            rollback(conn)
+            if holders or threading.get_ident() != loop_thread:
+                return
+            other = sqlite3.connect(
+                tmp_path / "cqrs.db", isolation_level=None, check_same_thread=False
+            )
+            other.execute("BEGIN IMMEDIATE")  # the lock is gone to another connection
+
+            def let_go() -> None:
+                other.rollback()
+                other.close()
+
+            holders.append(threading.Timer(0.3, let_go))
+            holders[0].start()
+
+        return rolled_back
+
+    monkeypatch.setattr(sqlite_split, "rollback", take_the_lock_after(sqlite_split.rollback))
+    monkeypatch.setattr(sqlite_batch, "rollback", take_the_lock_after(sqlite_batch.rollback))
+    async with sqlite_engine(tmp_path, "FULL") as engine:
+        await open_the_writer(engine)
+
+        outcomes = await grouped_outcomes(
+            engine, [commit_new(engine, "k1"), commit_new(engine, "a1"), commit_new(engine, "k2")]
+        )
+
+        assert len(holders) == 1  # the lock was taken between the rollback and the BEGIN
+        holders[0].join(5)
+        assert isinstance(outcomes[0], SQLAlchemyUnitOfWork)
+        assert isinstance(outcomes[1], ConcurrencyError)  # the stream a1 exists
+        assert isinstance(outcomes[2], SQLAlchemyUnitOfWork)
+        assert await stored_ids(engine) == ["a1", "leader", "k1", "k2"]

@@ -60,7 +60,15 @@ from cqrs_ddd_core.persistence.records import StepTiming
 if TYPE_CHECKING:
     from cqrs_ddd_core.adapters.sqlalchemy.plan import FlushPlan
 
-__all__ = ["SLICE_MS", "WITHDRAWN", "Ticket", "batch_job", "commit_group", "write_group"]
+__all__ = [
+    "SLICE_MS",
+    "WITHDRAWN",
+    "Ticket",
+    "batch_job",
+    "commit_group",
+    "write_at_once",
+    "write_group",
+]
 
 SLICE_MS = 50
 """The writer's thread waits for another connection's write lock in slices of
@@ -93,6 +101,13 @@ class Ticket:
                 self._state = 1
                 return True
             return False
+
+    def unclaim(self) -> None:
+        """Give back a claim whose writing was undone before anything of it was
+        kept (see :func:`.sqlite_split.write_inline`): the commit waits again."""
+        with _claims:
+            if self._state == 1:
+                self._state = 0
 
     def withdraw(self) -> bool:
         """On the event loop: leave, unless the writing has begun (``False`` then)."""
@@ -188,23 +203,24 @@ def write_group(
     claimed: list[bool],
     now_text: str,
     begin: StepTiming,
-    tickets: list[Ticket] | None = None,
-    deadline: float | None = None,
+    tickets: list[Ticket],
+    deadline: float,
 ) -> tuple[list[Outcome], bool]:
     """Write the claimed ``plans`` in the transaction just begun: all at once,
     or, if one fails, again each in a savepoint. Returns each plan's outcome
     so far and whether the transaction waits for its ``COMMIT`` (``False``:
-    rolled back, the outcomes are final). ``deadline``: how long to wait for
-    the write lock again (``None``: not at all). Never raises (bar an interrupt).
+    rolled back, the outcomes are final). ``deadline``: until when to wait
+    for the write lock again (another connection may take it between the
+    ``ROLLBACK`` and the ``BEGIN``). Never raises (bar an interrupt).
     """
-    outcomes = _group_at_once(conn, plans, claimed, now_text, begin)
+    outcomes = write_at_once(conn, plans, claimed, now_text, begin)
     if outcomes is None:
         # One of them failed: undo the lot and write each in a savepoint of
         # its own, so that each gets its own outcome.
         rollback(conn)
         start = now()
         try:
-            _begin(conn, tickets or [], deadline)
+            _begin(conn, tickets, deadline)
         except BaseException as exc:
             step = ("BEGIN", None, 0, start)
             return [
@@ -240,7 +256,7 @@ def commit_group(
     return outcomes
 
 
-def _group_at_once(
+def write_at_once(
     conn: sqlite3.Connection,
     plans: list[FlushPlan],
     claimed: list[bool],

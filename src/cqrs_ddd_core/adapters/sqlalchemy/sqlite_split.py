@@ -13,11 +13,13 @@ microseconds per unit of work, with nobody to hand the GIL to), and only the
 take-back of the GIL per group, however many statements it wrote.
 
 The outcomes are those of :func:`.sqlite_batch.batch_job`, step for step:
-the same writing code (each plan alone, or again each in a savepoint after a
-failure), the same commit and commit-failure code. Inline, the connection's
-busy timeout is 0: when another process holds the write lock the write
-gives up at once, having written nothing, and the whole job goes to the
-thread, which waits for the lock as configured.
+the same writing code, the same commit and commit-failure code. Inline, the
+connection's busy timeout is 0: when another connection holds the write lock
+the write gives up at once, having written nothing, and the whole job goes
+to the thread, which waits for the lock as configured. So does a group one
+of whose plans failed: it is rolled back and written again on the thread,
+each plan in a savepoint, because taking the write lock again could find it
+held by another connection.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from cqrs_ddd_core.adapters.sqlalchemy.sqlite_batch import (
     WITHDRAWN,
     Ticket,
     commit_group,
-    write_group,
+    write_at_once,
 )
 from cqrs_ddd_core.adapters.sqlalchemy.sqlite_jobs import (
     failed_outcome,
@@ -70,8 +72,9 @@ def write_inline(
 ) -> Written | None:
     """``BEGIN IMMEDIATE`` and write ``plans`` on the event loop's thread, without
     waiting for any lock; ``None`` (nothing written, no ticket claimed) when
-    another connection holds the write lock: the caller sends the whole job
-    to the thread. Never raises (bar an interrupt, after rolling back).
+    another connection holds the write lock, or when a plan of a group
+    failed: the caller sends the whole job to the thread. Never raises (bar
+    an interrupt, after rolling back).
     """
     start = now()
     try:
@@ -96,7 +99,19 @@ def write_inline(
             step = (failed.operation, failed.collection, failed.rows, failed.start)
             return [failed_outcome(conn, plans[0], timings, failed.exc, step)], False
         return [(timings, None)], True
-    return write_group(conn, plans, claimed, now_text, begin)
+    outcomes = write_at_once(conn, plans, claimed, now_text, begin)
+    if outcomes is None:
+        # One of them failed, and the group must be written again, each plan in
+        # a savepoint. That takes the write lock afresh, and another connection
+        # may take it first between the ROLLBACK and the BEGIN. Inline nothing
+        # may wait for a lock, so the thread writes the group again (as
+        # batch_job: savepoints, waiting for the lock as configured).
+        rollback(conn)
+        for ticket, taken in zip(tickets, claimed, strict=True):
+            if taken:
+                ticket.unclaim()
+        return None
+    return outcomes, True
 
 
 def commit_written(

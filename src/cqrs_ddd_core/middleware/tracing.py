@@ -88,10 +88,11 @@ class TracingMiddleware:
             ``error.type`` and ``cqrs.db.failed_step``: one span instead of four
             on SQLite, about a quarter of their cost with the SDK.
             ``"events"``: that ``"COMMIT"`` span, plus one span event per step
-            (named like the step's span, at the step's start, with
-            ``cqrs.db.duration_ms``, the rows and, on failure, ``error.type``):
-            the steps' timeline for a few microseconds per step instead of a
-            span each. ``"none"``: no persistence spans.
+            (named like the step's span, at the step's start; the span holds
+            the durations, rows and failure), and each read an event of the
+            dispatch's span (with ``cqrs.db.duration_ms``,
+            ``db.response.returned_rows``): the commit's timeline for an event
+            per step instead of a span. ``"none"``: no persistence spans.
         refusals: Exception types reported as refusals, not errors.
     """
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 
 from opentelemetry import context as otel_context
@@ -11,44 +11,30 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from cqrs_ddd_core.pipeline.pipeline import CallNext, Placement
 from cqrs_ddd_core.telemetry.api import error_type, get_tracer
+from cqrs_ddd_core.telemetry.db_spans import DatabaseSpans
 from cqrs_ddd_core.telemetry.names import (
     ATTR_CAUSATION_ID,
     ATTR_CORRELATION_ID,
-    ATTR_DB_BEGIN_MS,
-    ATTR_DB_COLLECTION,
-    ATTR_DB_FAILED_STEP,
-    ATTR_DB_NAMESPACE,
-    ATTR_DB_OPERATION,
-    ATTR_DB_QUERY_SUMMARY,
-    ATTR_DB_RETURN_MS,
-    ATTR_DB_RETURNED_ROWS,
-    ATTR_DB_ROWS,
-    ATTR_DB_STEP_DURATION_MS,
-    ATTR_DB_SYSTEM,
-    ATTR_DB_WAIT_MS,
     ATTR_ERROR_TYPE,
     ATTR_MESSAGE_ID,
     ATTR_MESSAGE_KIND,
     ATTR_MESSAGE_TYPE,
     ATTR_OUTCOME,
     ATTR_REFUSAL_TYPE,
-    ATTR_SERVER_ADDRESS,
-    ATTR_SERVER_PORT,
     OUTCOME_REFUSED,
 )
 from cqrs_ddd_core.telemetry.outcomes import DEFAULT_REFUSALS, Refusals
 
 if TYPE_CHECKING:
     from cqrs_ddd_core.context import DispatchContext
-    from cqrs_ddd_core.persistence.records import DatabaseIdentity, StepTiming
 
 __all__ = ["PersistenceSpans", "TracingMiddleware"]
 
-PersistenceSpans = Literal["steps", "commit", "none"]
+PersistenceSpans = Literal["steps", "commit", "events", "none"]
 """How a commit's persistence steps appear under the dispatch span (see ``TracingMiddleware``)."""
 
 _MODES: Final = frozenset(get_args(PersistenceSpans))
-_CACHE_LIMIT: Final = 512  # attribute sets kept per middleware (bounded: rows vary)
+_READS: Final = frozenset({"steps", "events"})  # the modes that measure a dispatch's reads
 _Attributes = dict[str, Any]
 
 
@@ -78,7 +64,8 @@ class TracingMiddleware:
     their real start and end times, as ``persistence_spans`` says; so are the
     database reads the dispatch made (``SELECT events``, ``SELECT
     aggregate_state``: loading aggregates, a query handler's lookups), in
-    ``"steps"`` mode. Database spans carry ``db.system.name``,
+    ``"steps"`` mode (as spans) and ``"events"`` mode (as events of the
+    dispatch's span). Database spans carry ``db.system.name``,
     ``db.namespace`` and, for a database server, ``server.address`` and
     ``server.port``.
 
@@ -100,7 +87,12 @@ class TracingMiddleware:
             ``cqrs.db.step.commit_ms``...), the rows written and, on failure,
             ``error.type`` and ``cqrs.db.failed_step``: one span instead of four
             on SQLite, about a quarter of their cost with the SDK.
-            ``"none"``: no persistence spans.
+            ``"events"``: that ``"COMMIT"`` span, plus one span event per step
+            (named like the step's span, at the step's start; the span holds
+            the durations, rows and failure), and each read an event of the
+            dispatch's span (with ``cqrs.db.duration_ms``,
+            ``db.response.returned_rows``): the commit's timeline for an event
+            per step instead of a span. ``"none"``: no persistence spans.
         refusals: Exception types reported as refusals, not errors.
     """
 
@@ -108,13 +100,11 @@ class TracingMiddleware:
     placement = Placement.of(outside=("unit_of_work",))
 
     __slots__ = (
-        "_attributes",
-        "_duration_keys",
+        "_database",
         "_names",
         "_noop",
         "_persistence",
         "_refusals",
-        "_steps",
         "_tracer",
         "_unset",
     )
@@ -137,11 +127,9 @@ class TracingMiddleware:
         self._persistence: PersistenceSpans = persistence_spans
         self._refusals = tuple(refusals)
         # Caches keyed by low-cardinality names, not call state: span name per
-        # message class, span name and attributes per step shape.
+        # message class here, span names and attributes per step shape there.
         self._names: dict[type, str] = {}
-        self._steps: dict[tuple[str, str | None], str] = {}
-        self._attributes: dict[tuple[Any, ...], tuple[str, _Attributes]] = {}
-        self._duration_keys: dict[tuple[str, str | None], str] = {}
+        self._database = DatabaseSpans()
 
     @property
     def persistence_spans(self) -> PersistenceSpans:
@@ -197,7 +185,7 @@ class TracingMiddleware:
         # steps the parent's span reports.
         owns_uow = context.uow is None
         mode = self._persistence
-        if mode == "steps":
+        if mode in _READS:
             context.db_steps = []  # the reads of this dispatch are measured from now on
         # One context for the whole dispatch: attached while the rest of the
         # pipeline runs, then the parent of the persistence spans.
@@ -214,196 +202,40 @@ class TracingMiddleware:
         finally:
             otel_context.detach(token)
             if mode != "none":
-                reads = context.db_steps
-                if reads and mode == "steps":
-                    self._emit_steps(span_context, reads, None, None)
-                uow = context.uow
-                if owns_uow and uow is not None and uow.timings:
-                    database = getattr(uow, "database", None)
-                    window = getattr(uow, "commit_window", None)
-                    if mode == "steps":
-                        self._emit_steps(span_context, uow.timings, database, window)
-                    else:
-                        self._emit_commit(span_context, uow.timings, database, window)
+                self._report(span, span_context, context, owns_uow, mode)
             span.end()
 
-    # -- persistence spans ---------------------------------------------------
-
-    def _step_name(self, step: StepTiming) -> str:
-        key = (step.operation, step.collection)
-        name = self._steps.get(key)
-        if name is None:
-            name = self._steps[key] = (
-                f"{step.operation} {step.collection}" if step.collection else step.operation
-            )
-        return name
-
-    def _step_shape(
-        self, step: StepTiming, database: DatabaseIdentity | None
-    ) -> tuple[str, _Attributes]:
-        """``(span name, attributes)`` of a step span, built once per step shape.
-
-        The SDK copies the attributes it is given, so the same dict serves
-        every span of that shape; a span that needs more (``cqrs.db.begin_ms``,
-        ``cqrs.db.wait_ms``...) gets a copy.
-        """
-        database = step.database or database
-        key = (step.system, step.operation, step.collection, step.rows, step.error_type, database)
-        found = self._attributes.get(key)
-        if found is None:
-            attributes: _Attributes = {
-                ATTR_DB_SYSTEM: step.system,
-                ATTR_DB_OPERATION: step.operation,
-            }
-            _identify(attributes, database)
-            name = self._step_name(step)
-            if step.collection:
-                attributes[ATTR_DB_COLLECTION] = step.collection
-                attributes[ATTR_DB_QUERY_SUMMARY] = name
-                if step.operation == "SELECT":
-                    attributes[ATTR_DB_RETURNED_ROWS] = step.rows
-                else:
-                    attributes[ATTR_DB_ROWS] = step.rows
-            if step.error_type:
-                attributes[ATTR_ERROR_TYPE] = step.error_type
-            if len(self._attributes) >= _CACHE_LIMIT:
-                self._attributes.clear()
-            found = self._attributes[key] = (name, attributes)
-        return found
-
-    def _emit_steps(
+    def _report(
         self,
-        parent_context: otel_context.Context,
-        timings: Sequence[StepTiming],
-        database: DatabaseIdentity | None,
-        window: tuple[int, int] | None,
+        span: trace.Span,
+        span_context: otel_context.Context,
+        context: DispatchContext,
+        owns_uow: bool,
+        mode: PersistenceSpans,
     ) -> None:
-        start_span = self._tracer.start_span
-        shape = self._step_shape
-        last = len(timings) - 1
-        begin_start = begin_ns = 0
-        wait_start, return_end = _window(timings, window)
-        for index, step in enumerate(timings):
-            if step.operation == "BEGIN" and not step.error_type and index < last:
-                # Folded into the next step: one span less, and no gap in the trace.
-                begin_start, begin_ns = step.start_ns, step.end_ns - step.start_ns
-                continue
-            name, attributes = shape(step, database)
-            start = begin_start if begin_ns else step.start_ns
-            end = step.end_ns
-            extra = begin_ns or wait_start or (index == last and return_end)
-            if extra:
-                attributes = dict(attributes)
-                if begin_ns:
-                    attributes[ATTR_DB_BEGIN_MS] = round(begin_ns / 1e6, 3)
-                if wait_start:  # the first span starts when the commit was asked for
-                    attributes[ATTR_DB_WAIT_MS] = round((start - wait_start) / 1e6, 3)
-                    start, wait_start = wait_start, 0
-                if index == last and return_end:  # the last one ends when the caller knew
-                    attributes[ATTR_DB_RETURN_MS] = round((return_end - end) / 1e6, 3)
-                    end = return_end
-                begin_start = begin_ns = 0
-            child = start_span(
-                name,
-                context=parent_context,
-                kind=SpanKind.CLIENT,
-                attributes=attributes,
-                start_time=start,
-            )
-            if step.error_type:
-                child.set_status(Status(StatusCode.ERROR, step.error_type))
-            child.end(end_time=end)
-
-    def _duration_key(self, step: StepTiming) -> str:
-        key = (step.operation, step.collection)
-        found = self._duration_keys.get(key)
-        if found is None:
-            found = self._duration_keys[key] = ATTR_DB_STEP_DURATION_MS.format(
-                step=self._step_name(step).lower().replace(" ", "_")
-            )
-        return found
-
-    def _emit_commit(
-        self,
-        parent_context: otel_context.Context,
-        timings: Sequence[StepTiming],
-        database: DatabaseIdentity | None,
-        window: tuple[int, int] | None,
-    ) -> None:
-        first = timings[0]
-        attributes: _Attributes = {
-            ATTR_DB_SYSTEM: first.system,
-            ATTR_DB_OPERATION: "COMMIT",
-        }
-        _identify(attributes, first.database or database)
-        start, end, rows, failed = first.start_ns, first.end_ns, 0, None
-        for step in timings:
-            # One scalar per step (cheaper for the SDK than arrays, and
-            # searchable: cqrs.db.step.commit_ms > 5).
-            key = self._duration_key(step)
-            duration = (step.end_ns - step.start_ns) / 1e6
-            attributes[key] = round(attributes.get(key, 0.0) + duration, 3)
-            rows += step.rows
-            if step.start_ns < start:
-                start = step.start_ns
-            if step.end_ns > end:
-                end = step.end_ns
-            if step.error_type and failed is None:
-                failed = step
-        attributes[ATTR_DB_ROWS] = rows if failed is None else 0  # rolled back: none kept
-        wait_start, return_end = _window(timings, window)
-        if wait_start:
-            attributes[ATTR_DB_WAIT_MS] = round((start - wait_start) / 1e6, 3)
-            start = wait_start
-        if return_end:
-            attributes[ATTR_DB_RETURN_MS] = round((return_end - end) / 1e6, 3)
-            end = return_end
-        if failed is not None:
-            attributes[ATTR_ERROR_TYPE] = failed.error_type
-            attributes[ATTR_DB_FAILED_STEP] = self._step_name(failed)
-        child = self._tracer.start_span(
-            "COMMIT",
-            context=parent_context,
-            kind=SpanKind.CLIENT,
-            attributes=attributes,
-            start_time=start,
-        )
-        if failed is not None:
-            child.set_status(Status(StatusCode.ERROR, failed.error_type))
-        child.end(end_time=end)
+        """The dispatch's reads and, if it owned the unit of work, its commit, as ``mode`` says."""
+        database_spans, tracer = self._database, self._tracer
+        reads = context.db_steps
+        if reads:
+            if mode == "steps":
+                database_spans.steps(tracer, span_context, reads, None, None)
+            elif mode == "events":
+                database_spans.events(span, reads)
+        uow = context.uow
+        if owns_uow and uow is not None and uow.timings:
+            database = getattr(uow, "database", None)
+            window = getattr(uow, "commit_window", None)
+            if mode == "steps":
+                database_spans.steps(tracer, span_context, uow.timings, database, window)
+            else:
+                database_spans.commit(
+                    tracer, span_context, uow.timings, database, window, events=mode == "events"
+                )
 
     def __repr__(self) -> str:
         return (
             f"TracingMiddleware(tracer={self._tracer!r}, persistence_spans={self._persistence!r})"
         )
-
-
-def _window(timings: Sequence[StepTiming], window: tuple[int, int] | None) -> tuple[int, int]:
-    """``(wait start, return end)`` to stretch a commit's first and last span to (0: no).
-
-    Only when the window holds every step (the steps measured with the same
-    clock, in the same commit) and ends before the ``ROLLBACK`` the unit of
-    work added after it, if any.
-    """
-    if window is None:
-        return 0, 0
-    started, ended = window
-    first_start = min(step.start_ns for step in timings)
-    last = timings[-1]
-    if started > first_start or last.operation == "ROLLBACK" or ended < last.end_ns:
-        return (started if started <= first_start else 0), 0
-    return started, ended
-
-
-def _identify(attributes: _Attributes, database: DatabaseIdentity | None) -> None:
-    if database is None:
-        return
-    if database.namespace is not None:
-        attributes[ATTR_DB_NAMESPACE] = database.namespace
-    if database.server_address is not None:
-        attributes[ATTR_SERVER_ADDRESS] = database.server_address
-    if database.server_port is not None:
-        attributes[ATTR_SERVER_PORT] = database.server_port
 
 
 def _refuse(span: trace.Span, exc: BaseException) -> None:

@@ -16,6 +16,7 @@ __all__ = [
     "ATTR_CORRELATION_ID",
     "ATTR_DB_BEGIN_MS",
     "ATTR_DB_COLLECTION",
+    "ATTR_DB_DURATION_MS",
     "ATTR_DB_FAILED_STEP",
     "ATTR_DB_NAMESPACE",
     "ATTR_DB_OPERATION",
@@ -88,6 +89,8 @@ ATTR_DB_BEGIN_MS: Final = "cqrs.db.begin_ms"
 ATTR_DB_STEP_DURATION_MS: Final = "cqrs.db.step.{step}_ms"
 """On a ``persistence_spans="commit"`` span, per step: its duration in ms; ``{step}``
 is the step span's name in lower case with ``_`` for spaces (``insert_events``, ``commit``)."""
+ATTR_DB_DURATION_MS: Final = "cqrs.db.duration_ms"
+"""On a step's span event (``persistence_spans="events"``): how long the step took, in ms."""
 ATTR_DB_WAIT_MS: Final = "cqrs.db.wait_ms"
 """On the first step span of a commit: how long the commit waited before its first
 step started on the database side (a writer thread's queue, a group commit, a pooled

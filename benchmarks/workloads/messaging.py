@@ -84,6 +84,25 @@ async def _analyze(engine: Any) -> None:
         await conn.exec_driver_sql("ANALYZE outbox")
 
 
+def raw_message(m: Any) -> Any:
+    """The AMQP message the raw baseline publishes for outbox message ``m``: the
+    relay's (``RabbitMQPublisher`` without a tracing SDK), property for property."""
+    import aio_pika
+
+    from cqrs_ddd_advanced_core.messaging.headers import encode_headers
+
+    return aio_pika.Message(
+        m.payload_json.encode(),
+        headers=encode_headers(m, m.trace_context),
+        content_type="application/json",
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=m.message_id,
+        correlation_id=m.correlation_id,
+        type=m.message_type,
+        timestamp=m.created_at,
+    )
+
+
 async def _relay_vs_raw(persisted: Any, url: str, rounds: int, k: int) -> list[CaseStats]:
     import aio_pika
 
@@ -93,7 +112,7 @@ async def _relay_vs_raw(persisted: Any, url: str, rounds: int, k: int) -> list[C
         declare_exchange,
     )
     from cqrs_ddd_advanced_core.messaging import OutboxRelay
-    from cqrs_ddd_advanced_core.messaging.headers import encode_headers, routing_key
+    from cqrs_ddd_advanced_core.messaging.headers import routing_key
     from cqrs_ddd_core.adapters.sqlalchemy import SQLAlchemyOutboxStore
 
     exchange_name = f"bench-{time.time_ns()}"
@@ -127,17 +146,7 @@ async def _relay_vs_raw(persisted: Any, url: str, rounds: int, k: int) -> list[C
                 for start in range(0, k, BATCH):
                     await asyncio.gather(
                         *(
-                            exchange.publish(
-                                aio_pika.Message(
-                                    (m.payload_json or "{}").encode(),
-                                    headers=encode_headers(m, {}),
-                                    message_id=m.message_id,
-                                    type=m.message_type,
-                                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                                ),
-                                routing_key(m),
-                                mandatory=False,
-                            )
+                            exchange.publish(raw_message(m), routing_key(m), mandatory=False)
                             for m in messages[start : start + BATCH]
                         )
                     )

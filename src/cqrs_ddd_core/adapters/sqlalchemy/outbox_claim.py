@@ -103,6 +103,20 @@ def _take(dialect: str, columns: tuple[Any, ...]) -> Any:
 
 
 _TAKES: dict[tuple[str, tuple[Any, ...]], Any] = {}
+_POSITIONS: dict[tuple[Any, ...], tuple[int, int, int]] = {}
+
+
+def _positions(columns: tuple[Any, ...]) -> tuple[int, int, int]:
+    """Where ``id``, ``aggregate_type`` and ``aggregate_id`` are in ``columns``, found by
+    identity once per column list (``tuple.index`` compares with ``==``, which builds a
+    SQL expression per column: it cost more CPU than the rest of a small claim)."""
+    found = _POSITIONS.get(columns)
+    if found is None:
+        wanted = (outbox.c.id, outbox.c.aggregate_type, outbox.c.aggregate_id)
+        at = [next(i for i, c in enumerate(columns) if c is w) for w in wanted]
+        found = _POSITIONS[columns] = (at[0], at[1], at[2])
+    return found
+
 
 # Step 2: the unpublished messages of the streams taken, older than the newest taken.
 _LOOK_BACK = select(outbox.c.id, outbox.c.aggregate_type, outbox.c.aggregate_id).where(
@@ -138,9 +152,7 @@ async def claim(
     taken = list((await conn.execute(take, parameters)).all())
     if not taken:
         return []
-    id_at = columns.index(outbox.c.id)
-    type_at = columns.index(outbox.c.aggregate_type)
-    agg_at = columns.index(outbox.c.aggregate_id)
+    id_at, type_at, agg_at = _positions(columns)
     taken.sort(key=lambda row: row[id_at])
     taken_ids = {row[id_at] for row in taken}
     streams = {(row[type_at], row[agg_at]) for row in taken if row[agg_at] is not None}

@@ -79,6 +79,9 @@ def _published(dialect: str) -> Any:
 
 _PUBLISHED: dict[str, Any] = {}
 
+_OLDEST_UNPUBLISHED = select(func.min(outbox.c.created_at)).where(is_unpublished())
+"""The relay's lag query (built once: it runs after every batch that emptied the outbox)."""
+
 
 def _published_for(dialect: str) -> Any:
     statement = _PUBLISHED.get(dialect)
@@ -326,8 +329,7 @@ class SQLAlchemyOutboxStore:
 
     async def oldest_unpublished_at(self) -> datetime | None:
         """When the oldest unpublished message (dead letters included) was written."""
-        statement = select(func.min(outbox.c.created_at)).where(is_unpublished())
-        rows = await self._read(statement)
+        rows = await self._read(_OLDEST_UNPUBLISHED)
         return aware(rows[0][0]) if rows else None
 
     async def get(self, message_id: str) -> OutboxMessage | None:

@@ -6,9 +6,15 @@ drains them to RabbitMQ with publisher confirms: its own loop (``run``, what
 ``cqrs-ddd relay`` runs: claims, the next claim overlapping the publishes,
 marks them published, measures the lag), stopped once all ``K`` are confirmed.
 The baseline, in the same round: raw aio-pika publishing the same ``K``
-messages (same bodies, the JSON text stored in the outbox, and headers)
-with confirms on one channel, ``batch_size`` at a time concurrently, as the
-relay does with distinct streams. Rounds alternate which goes first.
+messages with confirms on one channel, ``batch_size`` at a time
+concurrently, as the relay does with distinct streams. "The same" is the
+AMQP message the relay sends without a tracing SDK, property for property
+(:func:`raw_message`: the JSON text stored in the outbox as body, the
+headers with the stored trace context, persistent, message id, type,
+correlation id, content type, timestamp); until 2026-12-03 the baseline
+left out the trace context, the correlation id, the content type and the
+timestamp, and published a smaller message than the relay. Rounds
+alternate which goes first.
 
 **Commit-to-consumer latency.** Commands are sent at a fixed rate (500/s, open
 loop) through the persisted command's pipeline; a relay

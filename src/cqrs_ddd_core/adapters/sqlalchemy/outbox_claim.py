@@ -30,7 +30,17 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Integer, any_, bindparam, func, literal_column, or_, select, update
+from sqlalchemy import (
+    Integer,
+    String,
+    any_,
+    bindparam,
+    func,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql
 
 from cqrs_ddd_core.adapters.sqlalchemy.tables import outbox
@@ -69,7 +79,10 @@ def in_list(column: Any, name: str, dialect: str) -> Any:
     parameter is rendered anew per execution and prepared anew per length);
     elsewhere ``IN (...)``."""
     if dialect == "postgresql":
-        return column == any_(bindparam(name, type_=postgresql.ARRAY(column.type)))
+        # Text without the column's length: an explicit cast to VARCHAR(n) would
+        # truncate a longer value instead of failing to match.
+        item = String() if isinstance(column.type, String) else column.type
+        return column == any_(bindparam(name, type_=postgresql.ARRAY(item)))
     return column.in_(bindparam(name, expanding=True))
 
 

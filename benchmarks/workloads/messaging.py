@@ -6,9 +6,15 @@ drains them to RabbitMQ with publisher confirms: its own loop (``run``, what
 ``cqrs-ddd relay`` runs: claims, the next claim overlapping the publishes,
 marks them published, measures the lag), stopped once all ``K`` are confirmed.
 The baseline, in the same round: raw aio-pika publishing the same ``K``
-messages (same bodies, the JSON text stored in the outbox, and headers)
-with confirms on one channel, ``batch_size`` at a time concurrently, as the
-relay does with distinct streams. Rounds alternate which goes first.
+messages with confirms on one channel, ``batch_size`` at a time
+concurrently, as the relay does with distinct streams. "The same" is the
+AMQP message the relay sends without a tracing SDK, property for property
+(:func:`raw_message`: the JSON text stored in the outbox as body, the
+headers with the stored trace context, persistent, message id, type,
+correlation id, content type, timestamp); until 2026-12-03 the baseline
+left out the trace context, the correlation id, the content type and the
+timestamp, and published a smaller message than the relay. Rounds
+alternate which goes first.
 
 **Commit-to-consumer latency.** Commands are sent at a fixed rate (500/s, open
 loop) through the persisted command's pipeline; a relay
@@ -84,6 +90,25 @@ async def _analyze(engine: Any) -> None:
         await conn.exec_driver_sql("ANALYZE outbox")
 
 
+def raw_message(m: Any) -> Any:
+    """The AMQP message the raw baseline publishes for outbox message ``m``: the
+    relay's (``RabbitMQPublisher`` without a tracing SDK), property for property."""
+    import aio_pika
+
+    from cqrs_ddd_advanced_core.messaging.headers import encode_headers
+
+    return aio_pika.Message(
+        m.payload_json.encode(),
+        headers=encode_headers(m, m.trace_context),
+        content_type="application/json",
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=m.message_id,
+        correlation_id=m.correlation_id,
+        type=m.message_type,
+        timestamp=m.created_at,
+    )
+
+
 async def _relay_vs_raw(persisted: Any, url: str, rounds: int, k: int) -> list[CaseStats]:
     import aio_pika
 
@@ -93,7 +118,7 @@ async def _relay_vs_raw(persisted: Any, url: str, rounds: int, k: int) -> list[C
         declare_exchange,
     )
     from cqrs_ddd_advanced_core.messaging import OutboxRelay
-    from cqrs_ddd_advanced_core.messaging.headers import encode_headers, routing_key
+    from cqrs_ddd_advanced_core.messaging.headers import routing_key
     from cqrs_ddd_core.adapters.sqlalchemy import SQLAlchemyOutboxStore
 
     exchange_name = f"bench-{time.time_ns()}"
@@ -127,17 +152,7 @@ async def _relay_vs_raw(persisted: Any, url: str, rounds: int, k: int) -> list[C
                 for start in range(0, k, BATCH):
                     await asyncio.gather(
                         *(
-                            exchange.publish(
-                                aio_pika.Message(
-                                    (m.payload_json or "{}").encode(),
-                                    headers=encode_headers(m, {}),
-                                    message_id=m.message_id,
-                                    type=m.message_type,
-                                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                                ),
-                                routing_key(m),
-                                mandatory=False,
-                            )
+                            exchange.publish(raw_message(m), routing_key(m), mandatory=False)
                             for m in messages[start : start + BATCH]
                         )
                     )

@@ -90,6 +90,7 @@ class Billing:
     handled_ids: list[str] = field(default_factory=list)
     outcomes: Counter[str] = field(default_factory=Counter)
     attempts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    attempt_numbers: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
 
     def __post_init__(self) -> None:
         self.inbox = SQLAlchemyInboxStore(self.engine)
@@ -105,6 +106,7 @@ class Billing:
 
     async def charge(self, message: IncomingMessage, tx: InboxTransaction) -> None:
         self.attempts[message.message_id] += 1
+        self.attempt_numbers[message.message_id].append(message.attempt)
         if self.fail(message):
             raise RuntimeError(f"billing refuses {message.message_id}")
         assert message.aggregate_id is not None

@@ -23,12 +23,14 @@ a failing handler (retried, then dead-lettered), before anything is written.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 
 from cqrs_ddd_advanced_core.messaging.ports import IncomingMessage, MessageHandler, Outcome
@@ -40,11 +42,12 @@ from cqrs_ddd_advanced_core.messaging.telemetry import (
     ATTR_OPERATION_NAME,
     ATTR_OPERATION_TYPE,
     ATTR_SYSTEM,
+    LazyTracer,
     MessagingInstruments,
 )
 from cqrs_ddd_core.context import correlation_scope
 from cqrs_ddd_core.exceptions import ConfigurationError
-from cqrs_ddd_core.telemetry.api import error_type, get_meter, get_tracer
+from cqrs_ddd_core.telemetry.api import error_type, get_meter
 from cqrs_ddd_core.telemetry.names import ATTR_ERROR_TYPE, ATTR_MESSAGE_TYPE, ATTR_OUTCOME
 
 if TYPE_CHECKING:
@@ -160,8 +163,11 @@ class MessageConsumer:
         self._inbox = inbox
         self._handlers: dict[str, list[MessageHandler]] = {}
         self._system = system
-        self._tracer = get_tracer(tracer_provider)
+        self._tracer = LazyTracer(tracer_provider)
         self._instruments = MessagingInstruments(get_meter(meter_provider))
+        # Metric attributes per message type, and per (type, outcome): built once.
+        self._attributes: dict[str, dict[str, str]] = {}
+        self._outcome_attributes: dict[tuple[str, str], dict[str, str]] = {}
         steps: list[ConsumerMiddleware] = [self._trace, self._logging, self._metrics]
         steps.extend(middlewares)
         self._upcaster = upcaster
@@ -218,7 +224,9 @@ class MessageConsumer:
     async def _trace(
         self, message: IncomingMessage, context: ConsumeContext, call_next: ConsumeNext
     ) -> Outcome:
-        parent = propagate.extract(dict(message.trace_context))
+        if not self._tracer.recording():
+            return await _in_producer_context(message, context, call_next)
+        parent = propagate.extract(message.trace_context)
         attributes = {
             ATTR_SYSTEM: self._system,
             ATTR_OPERATION_NAME: "process",
@@ -230,7 +238,7 @@ class MessageConsumer:
         }
         if message.correlation_id:
             attributes[ATTR_CONVERSATION_ID] = message.correlation_id
-        with self._tracer.start_as_current_span(
+        with self._tracer.tracer.start_as_current_span(
             f"process {message.destination}".rstrip(),
             context=parent,
             kind=trace.SpanKind.CONSUMER,
@@ -250,25 +258,39 @@ class MessageConsumer:
     async def _logging(
         self, message: IncomingMessage, context: ConsumeContext, call_next: ConsumeNext
     ) -> Outcome:
-        log = _log.bind(
-            consumer=self.name,
-            message_id=message.message_id,
-            message_type=message.message_type,
-            attempt=message.attempt,
-        )
+        # No logger bound per delivery (structlog's lazy proxy builds one per call):
+        # fields are passed with the event, and a success is logged only at DEBUG.
         try:
             outcome = await call_next(message, context)
         except Exception as exc:
-            log.warning("message_processing_failed", error_type=type(exc).__name__)
+            _log.warning(
+                "message_processing_failed",
+                consumer=self.name,
+                message_id=message.message_id,
+                message_type=message.message_type,
+                attempt=message.attempt,
+                error_type=type(exc).__name__,
+            )
             raise
-        log.debug("message_processed", outcome=outcome.value)
+        if _debug_enabled():
+            _log.debug(
+                "message_processed",
+                consumer=self.name,
+                message_id=message.message_id,
+                message_type=message.message_type,
+                attempt=message.attempt,
+                outcome=outcome.value,
+            )
         return outcome
 
     async def _metrics(
         self, message: IncomingMessage, context: ConsumeContext, call_next: ConsumeNext
     ) -> Outcome:
         start = time.perf_counter()
-        attributes = {ATTR_CONSUMER_GROUP: self.name, ATTR_MESSAGE_TYPE: message.message_type}
+        message_type = message.message_type
+        attributes = self._attributes.get(message_type)
+        if attributes is None:
+            attributes = self._type_attributes(message_type)
         try:
             outcome = await call_next(message, context)
         except Exception as exc:
@@ -277,9 +299,20 @@ class MessageConsumer:
                 time.perf_counter() - start, {**attributes, ATTR_ERROR_TYPE: error_type(exc)}
             )
             raise
-        self._instruments.consumed.add(1, {**attributes, ATTR_OUTCOME: outcome.value})
+        by_outcome = self._outcome_attributes.get((message_type, outcome))
+        if by_outcome is None:
+            by_outcome = {**attributes, ATTR_OUTCOME: outcome.value}
+            if message_type in self._attributes:  # subscribed types only, as above
+                self._outcome_attributes[(message_type, outcome)] = by_outcome
+        self._instruments.consumed.add(1, by_outcome)
         self._instruments.process_duration.record(time.perf_counter() - start, attributes)
         return outcome
+
+    def _type_attributes(self, message_type: str) -> dict[str, str]:
+        attributes = {ATTR_CONSUMER_GROUP: self.name, ATTR_MESSAGE_TYPE: message_type}
+        if message_type in self._handlers:  # kept for subscribed types only (bounded)
+            self._attributes[message_type] = attributes
+        return attributes
 
     async def _upcasting(
         self, message: IncomingMessage, context: ConsumeContext, call_next: ConsumeNext
@@ -320,6 +353,51 @@ class MessageConsumer:
 
     def __repr__(self) -> str:
         return f"MessageConsumer({self.name!r}, types={sorted(self._handlers)})"
+
+
+async def _in_producer_context(
+    message: IncomingMessage, context: ConsumeContext, call_next: ConsumeNext
+) -> Outcome:
+    """Without a tracing SDK: the producer's context is current while the delivery is
+    processed (what a non-recording CONSUMER span would make current), so that what
+    the handler sends carries it on; no span, no attributes."""
+    if not message.trace_context:
+        return await call_next(message, context)
+    producer = trace.get_current_span(propagate.extract(message.trace_context))
+    if not producer.get_span_context().is_valid:
+        return await call_next(message, context)
+    token = otel_context.attach(trace.set_span_in_context(producer))
+    try:
+        return await call_next(message, context)
+    finally:
+        otel_context.detach(token)
+
+
+class _DebugGate:
+    """Whether structlog's configuration emits DEBUG for the consumer's logger, asked
+    again only when the configuration changed (compared by identity). A logger class
+    without ``is_enabled_for`` (stdlib-backed: its level may change at any time) is
+    always handed the event, and filters it itself."""
+
+    __slots__ = ("_key", "_on")
+
+    def __init__(self) -> None:
+        self._key: tuple[object, ...] = ()
+        self._on = True
+
+    def __call__(self) -> bool:
+        config = structlog.get_config()
+        key = (config["wrapper_class"], config["logger_factory"], config["processors"])
+        if len(self._key) != len(key) or any(
+            a is not b for a, b in zip(key, self._key, strict=True)
+        ):
+            check = getattr(config["wrapper_class"], "is_enabled_for", None)
+            self._on = not callable(check) or bool(_log.bind().is_enabled_for(logging.DEBUG))
+            self._key = key
+        return self._on
+
+
+_debug_enabled = _DebugGate()
 
 
 def _link(step: ConsumerMiddleware, call_next: ConsumeNext) -> ConsumeNext:

@@ -19,6 +19,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
+from opentelemetry import trace
+
+from cqrs_ddd_core.telemetry.api import get_tracer
 from cqrs_ddd_core.telemetry.names import DURATION_BUCKETS
 
 if TYPE_CHECKING:
@@ -42,6 +45,7 @@ __all__ = [
     "METRIC_PROCESS_DURATION",
     "METRIC_PUBLISH_DURATION",
     "METRIC_SENT",
+    "LazyTracer",
     "MessagingInstruments",
     "observe_lag",
 ]
@@ -62,6 +66,41 @@ METRIC_CONSUMED: Final = "messaging.client.consumed.messages"
 METRIC_OUTBOX_DEAD_LETTERED: Final = "cqrs.outbox.dead_lettered"
 METRIC_CONSUMER_DEAD_LETTERED: Final = "cqrs.consumer.dead_lettered"
 METRIC_OUTBOX_LAG: Final = "cqrs.outbox.lag"
+
+
+class LazyTracer:
+    """The messaging spans' tracer, and whether a tracing SDK is there to record them.
+
+    With no SDK (the API's no-op tracer, directly or behind the global proxy
+    while no provider is installed) :meth:`recording` is False and the
+    publisher and the consumer skip their span work: extracting the stored
+    context, building attributes, starting a span that records nothing. An
+    SDK installed later is picked up by the next call.
+
+    Args:
+        tracer_provider: Use this provider instead of the global one.
+    """
+
+    __slots__ = ("_noop", "_unset", "tracer")
+
+    def __init__(self, tracer_provider: trace.TracerProvider | None = None) -> None:
+        tracer = get_tracer(tracer_provider)
+        self.tracer: trace.Tracer = tracer
+        # No provider given and none installed: the API's placeholder provider,
+        # remembered; while it is still the global one there is nothing to record.
+        self._unset = trace.get_tracer_provider() if type(tracer) is trace.ProxyTracer else None
+        self._noop = isinstance(tracer, trace.NoOpTracer)
+
+    def recording(self) -> bool:
+        """Whether spans can record (an SDK is installed); ``tracer`` is then the SDK's."""
+        unset = self._unset
+        if unset is not None:
+            provider = trace.get_tracer_provider()
+            if provider is unset:
+                return False
+            self.tracer, self._unset = get_tracer(provider), None  # installed: for good
+            self._noop = isinstance(self.tracer, trace.NoOpTracer)
+        return not self._noop
 
 
 class MessagingInstruments:

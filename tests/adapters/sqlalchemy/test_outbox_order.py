@@ -243,3 +243,38 @@ async def test_the_unpublished_rows_have_a_partial_index_of_their_own(outbox: Ou
     for status in ("pending", "failed", "dead"):
         assert f"'{status}'" in definition
     assert "published'" not in definition.replace("'pending'", "")
+
+
+async def test_on_postgresql_claims_and_marks_of_any_size_run_the_same_statements(
+    outbox: Outbox,
+) -> None:
+    store = outbox.store
+    if not isinstance(store, SQLAlchemyOutboxStore) or store.engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL binds lists as one array")
+    from sqlalchemy import event
+
+    seen: list[set[str]] = []
+
+    def record(*args: Any) -> None:
+        seen[-1].add(args[2])  # (conn, cursor, statement, parameters, context, executemany)
+
+    event.listen(store.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        previous: list[str] = []
+        for size in (1, 3, 2):
+            for n in range(size):
+                await outbox.add(f"s{size}-{n}")  # one stream each: the look-back runs
+            seen.append(set())
+            claimed = await store.mark_published_and_claim(previous, 10, at=T0, now=T0)
+            assert len(claimed) == size
+            previous = ids(claimed)
+    finally:
+        event.remove(store.engine.sync_engine, "before_cursor_execute", record)
+    # Marking 1 then 3 messages, claiming 3 then 2: the same statements' text (one
+    # prepared statement each), the statuses written in it (the partial index applies).
+    assert seen[1] == seen[2]
+    assert len(seen[1]) == 3  # mark, take, look back
+    assert any("IN ('pending', 'failed')" in statement for statement in seen[1])
+    assert sum("IN ('pending', 'failed', 'dead')" in statement for statement in seen[1]) == 1
+    (mark,) = [s for s in seen[1] if s.startswith("UPDATE outbox SET status")]
+    assert "message_id = ANY (" in mark

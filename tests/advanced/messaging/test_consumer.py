@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from typing import Any
 
 import pytest
+import structlog
 from opentelemetry import trace
+from opentelemetry.trace import SpanContext
 
 from cqrs_ddd_advanced_core.messaging import (
     ConsumeContext,
@@ -158,3 +162,70 @@ async def test_metrics_count_outcomes_and_time_processing_in_seconds() -> None:
     (point,) = metrics.points("messaging.process.duration")
     assert point.count == 2
     assert point.explicit_bounds[0] == 0.001
+
+
+async def test_without_a_tracing_sdk_the_handler_runs_in_the_producers_context() -> None:
+    seen: list[SpanContext] = []
+
+    async def handler(incoming: IncomingMessage, tx: InboxTransaction) -> None:
+        seen.append(trace.get_current_span().get_span_context())
+
+    built = MessageConsumer(
+        "billing", InMemoryInboxStore(), tracer_provider=trace.NoOpTracerProvider()
+    )
+    built.subscribe("OrderPlaced", handler)
+    assert await built.process(message()) is Outcome.HANDLED
+    assert await built.process(dataclasses.replace(message("m2"), trace_context={})) is (
+        Outcome.HANDLED
+    )
+    producer, without = seen
+    assert producer.trace_id == int("0af7651916cd43dd8448eb211c80319c", 16)
+    assert producer.span_id == int("b7ad6b7169203331", 16)  # what it sends carries it on
+    assert not without.is_valid
+    assert not trace.get_current_span().get_span_context().is_valid  # detached afterwards
+
+
+@pytest.fixture
+def debug_logs() -> Any:
+    """structlog emitting DEBUG while the test runs; its configuration restored after."""
+    previous = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    try:
+        yield
+    finally:
+        structlog.configure(**previous)
+
+
+@pytest.mark.usefixtures("debug_logs")
+async def test_deliveries_are_logged_with_their_fields_and_successes_at_debug_only() -> None:
+    built, effects, _ = consumer()
+    with structlog.testing.capture_logs() as logs:
+        await built.process(message())
+        effects.fail = True
+        with pytest.raises(RuntimeError):
+            await built.process(message("m2"))
+    fields = {"consumer": "billing", "message_type": "OrderPlaced", "attempt": 1}
+    assert [e for e in logs if e["event"].startswith("message_")] == [
+        {
+            "event": "message_processed",
+            "log_level": "debug",
+            "message_id": "m1",
+            "outcome": "handled",
+            **fields,
+        },
+        {
+            "event": "message_processing_failed",
+            "log_level": "warning",
+            "message_id": "m2",
+            "error_type": "RuntimeError",
+            **fields,
+        },
+    ]
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
+    effects.fail = False
+    with structlog.testing.capture_logs() as quiet:
+        await built.process(message("m3"))
+        effects.fail = True
+        with pytest.raises(RuntimeError):
+            await built.process(message("m4"))
+    assert [e["event"] for e in quiet] == ["message_processing_failed"]

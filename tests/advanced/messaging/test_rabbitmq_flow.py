@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aio_pika
@@ -24,7 +24,7 @@ from cqrs_ddd_advanced_core.adapters.rabbitmq import (
 from cqrs_ddd_advanced_core.domain.exceptions import PublishError
 from cqrs_ddd_advanced_core.messaging import OutboxRelay
 from cqrs_ddd_advanced_core.outbox import Backoff
-from cqrs_ddd_core.persistence import OutboxStatus
+from cqrs_ddd_core.persistence import OutboxMessage, OutboxStatus
 from cqrs_ddd_core.testing import MetricCapture, SpanCapture
 from tests.support.backends import sqlite_engine
 from tests.support.messaging import Billing, Shop, create_billing_tables, until
@@ -195,6 +195,7 @@ async def test_a_failing_handler_is_retried_then_dead_lettered_while_other_strea
     assert dead.headers["cqrs-aggregate-id"] == "poison"
     poison_id = dead.message_id
     assert billing.attempts[poison_id] == 3
+    assert billing.attempt_numbers[poison_id] == [1, 2, 3]
     assert not await billing.inbox.has_handled(billing.name, poison_id)
 
 
@@ -290,3 +291,37 @@ async def test_an_undecodable_message_is_dead_lettered_at_once(
         dead = await _get_one(rabbitmq_url, topology.dead_letter_queue)
     assert dead.message_id == "m-bad"
     assert billing.attempts == {}  # never reached the handler
+
+
+async def test_without_a_tracing_sdk_a_message_carries_the_commands_stored_context(
+    rabbitmq_url: str,
+) -> None:
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    exchange = unique_name("events")
+    sent = OutboxMessage(
+        "m-1",
+        "OrderPlaced",
+        {"total": 3},
+        datetime(2026, 1, 1, tzinfo=UTC),
+        aggregate_type="Order",
+        aggregate_id="o-1",
+        correlation_id="flow-1",
+        trace_context={"traceparent": traceparent},
+        aggregate_version=1,
+    )
+    connection = await aio_pika.connect(rabbitmq_url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(unique_name("sink"), exclusive=True)
+        events = await channel.declare_exchange(exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+        await queue.bind(events, "#")
+        async with RabbitMQPublisher(
+            rabbitmq_url, exchange=exchange, tracer_provider=trace.NoOpTracerProvider()
+        ) as publisher:
+            await publisher.publish(sent)
+        # Confirmed: the queue has it (a confirm follows the routing to every queue).
+        received = await queue.get(timeout=30)
+    assert received.headers["traceparent"] == traceparent
+    assert received.message_id == "m-1"
+    assert received.correlation_id == "flow-1"
+    assert received.delivery_mode is aio_pika.DeliveryMode.PERSISTENT

@@ -22,8 +22,9 @@ from cqrs_ddd_advanced_core.messaging.telemetry import (
     ATTR_OPERATION_TYPE,
     ATTR_ROUTING_KEY,
     ATTR_SYSTEM,
+    LazyTracer,
 )
-from cqrs_ddd_core.telemetry.api import error_type, get_tracer
+from cqrs_ddd_core.telemetry.api import error_type
 from cqrs_ddd_core.telemetry.names import ATTR_ERROR_TYPE, ATTR_MESSAGE_TYPE
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ class RabbitMQPublisher:
         self._exchange_name = exchange
         self._connect_timeout = connect_timeout
         self._confirm_timeout = confirm_timeout
-        self._tracer = get_tracer(tracer_provider)
+        self._tracer = LazyTracer(tracer_provider)
         self._span_name = f"publish {exchange}"
         self._attributes: dict[str, str] = {  # the same on every span
             ATTR_SYSTEM: "rabbitmq",
@@ -116,6 +117,12 @@ class RabbitMQPublisher:
             PublishError: no connection, a nack, or no confirm in time.
         """
         key = routing_key(message)
+        stored = message.trace_context
+        if not self._tracer.recording():
+            # No tracing SDK: no span to make; the message carries the command's
+            # context as stored (what injecting its non-recording span would write).
+            await self._publish(message, key, stored)
+            return
         attributes = {
             **self._attributes,
             ATTR_ROUTING_KEY: key,
@@ -124,11 +131,10 @@ class RabbitMQPublisher:
         }
         if message.correlation_id:
             attributes[ATTR_CONVERSATION_ID] = message.correlation_id
-        stored = message.trace_context
         command = propagate.extract(stored) if stored else None
         parent = trace.get_current_span(command)
         command_span = parent.get_span_context()
-        span = self._tracer.start_span(
+        span = self._tracer.tracer.start_span(
             self._span_name,
             context=command,
             kind=trace.SpanKind.PRODUCER,
@@ -138,8 +144,8 @@ class RabbitMQPublisher:
             set_status_on_exception=False,
         )
         if span is parent:
-            # No tracing SDK: the API hands the command's own (non-recording) span
-            # back, so the message carries the command's context, as stored.
+            # A tracer that hands the command's own (non-recording) span back: the
+            # message carries the command's context, as stored.
             await self._publish(message, key, stored)
             return
         carrier: dict[str, str] = {}

@@ -181,7 +181,10 @@ class RabbitMQSubscriber:
         for attempt in range(1, self._max_attempts + 1):
             try:
                 async with asyncio.timeout(self._process_timeout):
-                    await processor(dataclasses.replace(message, attempt=attempt))
+                    # decode() made it attempt 1: copied only for a retry.
+                    await processor(
+                        message if attempt == 1 else dataclasses.replace(message, attempt=attempt)
+                    )
             except Exception as exc:
                 if attempt == self._max_attempts:
                     _log.error(

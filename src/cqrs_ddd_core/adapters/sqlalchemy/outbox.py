@@ -16,7 +16,7 @@ from sqlalchemy import Text, bindparam, cast, func, select, update
 from sqlalchemy.exc import DBAPIError
 
 from cqrs_ddd_core.adapters.sqlalchemy.errors import persistence_error
-from cqrs_ddd_core.adapters.sqlalchemy.outbox_claim import claim, is_unpublished
+from cqrs_ddd_core.adapters.sqlalchemy.outbox_claim import claim, in_list, is_unpublished
 from cqrs_ddd_core.adapters.sqlalchemy.plan import as_utc
 from cqrs_ddd_core.adapters.sqlalchemy.reads import Query, aware, fetch
 from cqrs_ddd_core.adapters.sqlalchemy.tables import outbox
@@ -63,16 +63,31 @@ def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
-_PUBLISHED = (
-    update(outbox)
-    .where(outbox.c.message_id.in_(bindparam("message_ids", expanding=True)))
-    .values(
-        status=OutboxStatus.PUBLISHED.value,
-        published_at=bindparam("published_at", type_=outbox.c.published_at.type),
-        next_attempt_at=None,
+def _published(dialect: str) -> Any:
+    """Marks messages published (built once per dialect: building it cost more than
+    running it)."""
+    return (
+        update(outbox)
+        .where(in_list(outbox.c.message_id, "message_ids", dialect))
+        .values(
+            status=OutboxStatus.PUBLISHED.value,
+            published_at=bindparam("published_at", type_=outbox.c.published_at.type),
+            next_attempt_at=None,
+        )
     )
-)
-"""Marks messages published (built once: building it cost more than running it)."""
+
+
+_PUBLISHED: dict[str, Any] = {}
+
+_OLDEST_UNPUBLISHED = select(func.min(outbox.c.created_at)).where(is_unpublished())
+"""The relay's lag query (built once: it runs after every batch that emptied the outbox)."""
+
+
+def _published_for(dialect: str) -> Any:
+    statement = _PUBLISHED.get(dialect)
+    if statement is None:
+        statement = _PUBLISHED[dialect] = _published(dialect)
+    return statement
 
 
 def _message(row: Any) -> OutboxMessage:
@@ -227,7 +242,7 @@ class SQLAlchemyOutboxStore:
             async with self._engine.begin() as conn:
                 if published:
                     await conn.execute(
-                        _PUBLISHED,
+                        _published_for(conn.dialect.name),
                         {
                             "message_ids": list(published),
                             "published_at": as_utc(at) if at else moment,
@@ -244,7 +259,8 @@ class SQLAlchemyOutboxStore:
         if not message_ids:
             return
         await self._write(
-            _PUBLISHED, {"message_ids": list(message_ids), "published_at": as_utc(at or utc_now())}
+            _published_for(self._engine.dialect.name),
+            {"message_ids": list(message_ids), "published_at": as_utc(at or utc_now())},
         )
 
     async def mark_failed(self, message_id: str, error: str, *, next_attempt_at: datetime) -> None:
@@ -313,8 +329,7 @@ class SQLAlchemyOutboxStore:
 
     async def oldest_unpublished_at(self) -> datetime | None:
         """When the oldest unpublished message (dead letters included) was written."""
-        statement = select(func.min(outbox.c.created_at)).where(is_unpublished())
-        rows = await self._read(statement)
+        rows = await self._read(_OLDEST_UNPUBLISHED)
         return aware(rows[0][0]) if rows else None
 
     async def get(self, message_id: str) -> OutboxMessage | None:

@@ -30,7 +30,18 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Integer, bindparam, func, or_, select, update
+from sqlalchemy import (
+    Integer,
+    String,
+    any_,
+    bindparam,
+    func,
+    literal_column,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql
 
 from cqrs_ddd_core.adapters.sqlalchemy.tables import outbox
 from cqrs_ddd_core.persistence.records import OutboxStatus
@@ -38,7 +49,7 @@ from cqrs_ddd_core.persistence.records import OutboxStatus
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
 
-__all__ = ["UNPUBLISHED", "claim", "is_unpublished"]
+__all__ = ["UNPUBLISHED", "claim", "in_list", "is_unpublished"]
 
 _DUE_STATUSES = (OutboxStatus.PENDING.value, OutboxStatus.FAILED.value)
 UNPUBLISHED = (OutboxStatus.PENDING.value, OutboxStatus.FAILED.value, OutboxStatus.DEAD.value)
@@ -47,16 +58,32 @@ UNPUBLISHED = (OutboxStatus.PENDING.value, OutboxStatus.FAILED.value, OutboxStat
 are never scanned."""
 
 
-def _status_in(values: tuple[str, ...], name: str) -> Any:
-    # Rendered as literals, not bound parameters: PostgreSQL uses a partial index
-    # only where it can prove the query's condition implies the index's, and a
-    # generic plan of a prepared statement knows no parameter values.
-    return outbox.c.status.in_(bindparam(name, values, expanding=True, literal_execute=True))
+def _status_in(values: tuple[str, ...], status: Any = outbox.c.status) -> Any:
+    # Literals, not bound parameters: PostgreSQL uses a partial index only where it
+    # can prove the query's condition implies the index's, and a generic plan of a
+    # prepared statement knows no parameter values. Written into the statement's
+    # text when it is compiled (once, cached), not rendered anew at every execution
+    # as ``literal_execute`` parameters are. The values are the statuses' own names.
+    return status.in_([literal_column(f"'{value}'") for value in values])
 
 
 def is_unpublished() -> Any:
     """``outbox.status IN ('pending', 'failed', 'dead')``, as the partial index says it."""
-    return _status_in(UNPUBLISHED, "unpublished_statuses")
+    return _status_in(UNPUBLISHED)
+
+
+def in_list(column: Any, name: str, dialect: str) -> Any:
+    """``column`` is one of the list bound as ``name``: on PostgreSQL ``= ANY(:name)``
+    with one array parameter, so that the statement's text, and the server's prepared
+    statement, is the same whatever the list's length (``IN`` with an expanding
+    parameter is rendered anew per execution and prepared anew per length);
+    elsewhere ``IN (...)``."""
+    if dialect == "postgresql":
+        # Text without the column's length: an explicit cast to VARCHAR(n) would
+        # truncate a longer value instead of failing to match.
+        item = String() if isinstance(column.type, String) else column.type
+        return column == any_(bindparam(name, type_=postgresql.ARRAY(item)))
+    return column.in_(bindparam(name, expanding=True))
 
 
 def _take(dialect: str, columns: tuple[Any, ...]) -> Any:
@@ -70,7 +97,7 @@ def _take(dialect: str, columns: tuple[Any, ...]) -> Any:
     behind_a_failure = (
         select(stuck.c.id)
         .where(
-            stuck.c.status.in_((OutboxStatus.FAILED.value, OutboxStatus.DEAD.value)),
+            _status_in((OutboxStatus.FAILED.value, OutboxStatus.DEAD.value), stuck.c.status),
             stuck.c.aggregate_type == outbox.c.aggregate_type,
             stuck.c.aggregate_id == outbox.c.aggregate_id,
             stuck.c.id < outbox.c.id,
@@ -81,7 +108,7 @@ def _take(dialect: str, columns: tuple[Any, ...]) -> Any:
     due = (
         select(outbox.c.id)
         .where(
-            _status_in(_DUE_STATUSES, "due_statuses"),
+            _status_in(_DUE_STATUSES),
             or_(outbox.c.next_attempt_at.is_(None), outbox.c.next_attempt_at <= now),
             ~behind_a_failure,
         )
@@ -103,20 +130,39 @@ def _take(dialect: str, columns: tuple[Any, ...]) -> Any:
 
 
 _TAKES: dict[tuple[str, tuple[Any, ...]], Any] = {}
+_POSITIONS: dict[tuple[Any, ...], tuple[int, int, int]] = {}
 
-# Step 2: the unpublished messages of the streams taken, older than the newest taken.
-_LOOK_BACK = select(outbox.c.id, outbox.c.aggregate_type, outbox.c.aggregate_id).where(
-    is_unpublished(),
-    outbox.c.id < bindparam("newest"),
-    outbox.c.aggregate_id.in_(bindparam("streams", expanding=True)),
-)
 
-# Step 3: due again at once.
-_GIVE_BACK = (
-    update(outbox)
-    .where(outbox.c.id.in_(bindparam("given_back", expanding=True)))
-    .values(next_attempt_at=None)
-)
+def _positions(columns: tuple[Any, ...]) -> tuple[int, int, int]:
+    """Where ``id``, ``aggregate_type`` and ``aggregate_id`` are in ``columns``, found by
+    identity once per column list (``tuple.index`` compares with ``==``, which builds a
+    SQL expression per column: it cost more CPU than the rest of a small claim)."""
+    found = _POSITIONS.get(columns)
+    if found is None:
+        wanted = (outbox.c.id, outbox.c.aggregate_type, outbox.c.aggregate_id)
+        at = [next(i for i, c in enumerate(columns) if c is w) for w in wanted]
+        found = _POSITIONS[columns] = (at[0], at[1], at[2])
+    return found
+
+
+def _look_back_and_give_back(dialect: str) -> tuple[Any, Any]:
+    """Steps 2 and 3's statements for ``dialect`` (built once)."""
+    # Step 2: the unpublished messages of the streams taken, older than the newest taken.
+    look_back = select(outbox.c.id, outbox.c.aggregate_type, outbox.c.aggregate_id).where(
+        is_unpublished(),
+        outbox.c.id < bindparam("newest"),
+        in_list(outbox.c.aggregate_id, "streams", dialect),
+    )
+    # Step 3: due again at once.
+    give_back = (
+        update(outbox)
+        .where(in_list(outbox.c.id, "given_back", dialect))
+        .values(next_attempt_at=None)
+    )
+    return look_back, give_back
+
+
+_STEPS: dict[str, tuple[Any, Any]] = {}
 
 
 async def claim(
@@ -138,17 +184,19 @@ async def claim(
     taken = list((await conn.execute(take, parameters)).all())
     if not taken:
         return []
-    id_at = columns.index(outbox.c.id)
-    type_at = columns.index(outbox.c.aggregate_type)
-    agg_at = columns.index(outbox.c.aggregate_id)
+    id_at, type_at, agg_at = _positions(columns)
     taken.sort(key=lambda row: row[id_at])
     taken_ids = {row[id_at] for row in taken}
     streams = {(row[type_at], row[agg_at]) for row in taken if row[agg_at] is not None}
     if not streams:
         return taken
     newest = taken[-1][id_at]
+    steps = _STEPS.get(conn.dialect.name)
+    if steps is None:
+        steps = _STEPS[conn.dialect.name] = _look_back_and_give_back(conn.dialect.name)
+    look_back, give_back = steps
     earlier = await conn.execute(
-        _LOOK_BACK, {"newest": newest, "streams": sorted({agg for _, agg in streams})}
+        look_back, {"newest": newest, "streams": sorted({agg for _, agg in streams})}
     )
     first_blocker: dict[tuple[Any, Any], int] = {}
     for row_id, aggregate_type, aggregate_id in earlier.all():
@@ -167,5 +215,5 @@ async def claim(
             given_back.append(row[id_at])
         else:
             kept.append(row)
-    await conn.execute(_GIVE_BACK, {"given_back": given_back})
+    await conn.execute(give_back, {"given_back": given_back})
     return kept

@@ -11,6 +11,14 @@ unit of work does not send its flush alone while others are on their way:
   and stopping before one that touches a stream or state row already in the
   batch, merges them into one plan and sends one statement; it goes on
   until the queue is empty. While a statement is out, new commits gather.
+* When no other statement is out and more than one commit waits, the drain
+  takes the older half only and a second drain sends the rest at once (both
+  statements travel together). Senders that all came back from one
+  statement, and so all commit at about the same time, then split into two
+  cohorts: while one waits for its commit (the round trip and the server's
+  WAL flush), the other runs its handlers, instead of everyone waiting and
+  then everyone computing. Once two statements alternate, each drain takes
+  everything queued, as above.
 * A batch is taken from the queue only once its drain holds a connection:
   a commit counts as sent from then on.
 * Success: every flush of the batch committed, in the same transaction.
@@ -62,6 +70,13 @@ from cqrs_ddd_core.adapters.sqlalchemy.postgres import (
     unknown_outcome,
 )
 from cqrs_ddd_core.adapters.sqlalchemy.postgres_cancel import CANCEL_GRACE, deliver
+from cqrs_ddd_core.adapters.sqlalchemy.postgres_pending import (
+    Pending,
+    committed,
+    copy_error,
+    fail,
+    merged,
+)
 from cqrs_ddd_core.adapters.sqlalchemy.postgres_settings import (
     DEFAULT_COMMIT_QUEUE,
     settings_of,
@@ -90,30 +105,6 @@ DEFAULT_BATCH = 32
 DEFAULT_IN_FLIGHT = 4
 
 
-class _Outcome:
-    __slots__ = ("error", "timings")
-
-    def __init__(self, timings: list[StepTiming], error: BaseException | None) -> None:
-        self.timings, self.error = timings, error
-
-
-class _Pending:
-    """One unit of work's flush, waiting for its statement."""
-
-    __slots__ = ("outcome", "plan", "sent", "waiter")
-
-    def __init__(self, plan: FlushPlan, waiter: asyncio.Future[None]) -> None:
-        self.plan = plan
-        self.waiter = waiter
-        self.sent = False
-        self.outcome: _Outcome | None = None
-
-    def finish(self, timings: list[StepTiming], error: BaseException | None) -> None:
-        self.outcome = _Outcome(timings, error)
-        if not self.waiter.done():
-            self.waiter.set_result(None)
-
-
 class GroupCommitter:
     """The commit queue of one engine (see the module's description)."""
 
@@ -127,6 +118,7 @@ class GroupCommitter:
         "_queue",
         "_queue_limit",
         "_room",
+        "_sending",
     )
 
     def __init__(
@@ -145,8 +137,9 @@ class GroupCommitter:
         self._batch = batch
         self._limit = in_flight
         self._queue_limit = queue_limit
-        self._queue: deque[_Pending] = deque()
-        self._in_flight = 0
+        self._queue: deque[Pending] = deque()
+        self._in_flight = 0  # drain tasks
+        self._sending = 0  # statements taken from the queue and not yet answered
         self._drains: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._room: asyncio.Semaphore | None = None
@@ -169,6 +162,11 @@ class GroupCommitter:
         """Commits waiting in the queue now (not yet on a connection)."""
         return len(self._queue)
 
+    @property
+    def sending(self) -> int:
+        """Statements taken from the queue and not answered yet."""
+        return self._sending
+
     async def commit(self, engine: AsyncEngine, plan: FlushPlan, timings: list[StepTiming]) -> None:
         """Write and commit ``plan``, maybe in one statement with concurrent commits.
 
@@ -182,7 +180,7 @@ class GroupCommitter:
         """
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # a new event loop (tests run one per test)
-            self._loop, self._queue, self._in_flight = loop, deque(), 0
+            self._loop, self._queue, self._in_flight, self._sending = loop, deque(), 0, 0
             self._room = asyncio.Semaphore(self._queue_limit)
         room = self._room
         assert room is not None
@@ -198,13 +196,15 @@ class GroupCommitter:
                 ) from None
         else:
             await room.acquire()  # free: returns at once
-        entry = _Pending(plan, loop.create_future())
+        entry = Pending(plan, loop.create_future())
         self._queue.append(entry)
-        if self._in_flight < self._limit:
-            self._in_flight += 1
-            task = loop.create_task(self._drain(engine))
-            self._drains.add(task)
-            task.add_done_callback(self._drains.discard)
+        # A drain that has not taken its batch yet takes this commit too: start
+        # another only when none is waiting, or the queue outgrows their batches.
+        waiting = self._in_flight - self._sending
+        if self._in_flight < self._limit and (
+            not waiting or len(self._queue) > waiting * self._batch
+        ):
+            self._spawn(loop, engine)
         try:
             await entry.waiter
         except asyncio.CancelledError as exc:
@@ -217,7 +217,7 @@ class GroupCommitter:
             raise outcome.error
 
     async def _cancelled(
-        self, entry: _Pending, timings: list[StepTiming], cancelled: asyncio.CancelledError
+        self, entry: Pending, timings: list[StepTiming], cancelled: asyncio.CancelledError
     ) -> None:
         if not entry.sent:
             self._queue.remove(entry)  # never sent: nothing was written
@@ -234,15 +234,34 @@ class GroupCommitter:
         timings.extend(outcome.timings)
         deliver(outcome.error, cancelled)
 
-    def _take(self) -> list[_Pending]:
+    def _spawn(self, loop: asyncio.AbstractEventLoop, engine: AsyncEngine) -> None:
+        self._in_flight += 1
+        task = loop.create_task(self._drain(engine))
+        self._drains.add(task)
+        task.add_done_callback(self._drains.discard)
+
+    def _take(self, engine: AsyncEngine) -> list[Pending]:
         """The next batch: queued flushes in order, none sharing a stream or state row
         (a flush that would goes in a later statement; with several statements in
         flight, two commits on one stream may still race, as without grouping, and
-        the versions decide)."""
+        the versions decide).
+
+        With no other statement out, the older half only, when another drain
+        can send the rest now (see the module's description)."""
         queue, batch = self._queue, [self._queue.popleft()]
+        limit = self._batch
+        # Another drain, waiting for its turn or started here, takes the rest.
+        if (
+            not self._sending
+            and queue
+            and self._limit > 1
+            and (self._in_flight > 1 or self._spawn_now(engine))
+        ):
+            limit = min(limit, (len(queue) + 2) // 2)
+        self._sending += 1
         streams = set(batch[0].plan.streams)
         states = set(batch[0].plan.states)
-        while queue and len(batch) < self._batch:
+        while queue and len(batch) < limit:
             plan = queue[0].plan
             if not streams.isdisjoint(plan.streams) or not states.isdisjoint(plan.states):
                 break  # it goes in a later statement
@@ -255,6 +274,13 @@ class GroupCommitter:
             if room is not None:
                 room.release()
         return batch
+
+    def _spawn_now(self, engine: AsyncEngine) -> bool:
+        loop = self._loop
+        if loop is None or self._in_flight >= self._limit:
+            return False
+        self._spawn(loop, engine)
+        return True
 
     async def _drain(self, engine: AsyncEngine) -> None:
         try:
@@ -272,20 +298,20 @@ class GroupCommitter:
             entry.sent = True  # answered: no longer in the queue
             if self._room is not None:
                 self._room.release()
-            entry.finish([], _copy(error, "PostgreSQL commit not sent"))
+            entry.finish([], copy_error(error, "PostgreSQL commit not sent"))
 
     async def _send(self, engine: AsyncEngine) -> None:
         """Send the next batch as one statement and give every entry its outcome,
         whatever happens (only a cancellation of the drain itself propagates)."""
-        batch: list[_Pending] = []
+        batch: list[Pending] = []
         attempt = Attempt()
 
         def take() -> FlushPlan | None:
             if not self._queue:
                 return None
-            batch.extend(self._take())
+            batch.extend(self._take(engine))
             attempt.diagnose = len(batch) == 1
-            return batch[0].plan if len(batch) == 1 else _merged(batch)
+            return batch[0].plan if len(batch) == 1 else merged(batch)
 
         try:
             try:
@@ -301,10 +327,9 @@ class GroupCommitter:
                     for entry in batch:  # each on its own: its own outcome
                         await _send_alone(engine, entry)
                     return
-                _fail(batch, failed)
+                fail(batch, failed)
                 return
-            for entry in batch:
-                entry.finish(step_timings(entry.plan, start, end, None), None)
+            committed(batch, start, end)
         except BaseException as exc:
             if not batch and isinstance(exc, Exception):  # a bug if ever: answer everyone
                 self._fail_queued(persistence_error(exc, "PostgreSQL commit not sent"))
@@ -324,49 +349,21 @@ class GroupCommitter:
                     entry.finish([], error)
             if not isinstance(exc, Exception):
                 raise
+        finally:
+            if batch:
+                self._sending -= 1
 
 
-async def _send_alone(engine: AsyncEngine, entry: _Pending) -> None:
+async def _send_alone(engine: AsyncEngine, entry: Pending) -> None:
     try:
         start, end = await run_flush(engine, entry.plan)
     except StatementFailed as failed:
-        _fail([entry], failed)
+        fail([entry], failed)
         return
     except Exception as exc:  # a bug if ever: this caller learns it, the others go on
         entry.finish([], persistence_error(exc, "PostgreSQL commit failed"))
         return
     entry.finish(step_timings(entry.plan, start, end, None), None)
-
-
-def _fail(batch: list[_Pending], failed: StatementFailed) -> None:
-    """Give every entry of ``batch`` the failure (one exception object each)."""
-    kind = type(failed.error).__name__
-    for index, entry in enumerate(batch):
-        error = failed.error
-        if failed.kind == "unknown":
-            error = unknown_outcome(entry.plan, failed.__cause__)
-        elif index:
-            error = persistence_error(failed.error, "PostgreSQL group commit failed")
-        entry.finish(step_timings(entry.plan, failed.start, failed.end, kind), error)
-
-
-def _copy(error: PersistenceError, what: str) -> PersistenceError:
-    copied = PersistenceError(str(error) or what)
-    copied.__cause__ = error.__cause__
-    return copied
-
-
-def _merged(batch: list[_Pending]) -> FlushPlan:
-    """One plan writing every plan of ``batch`` (they share no stream or state row)."""
-    merged = FlushPlan()
-    for entry in batch:
-        plan = entry.plan
-        merged.streams.update(plan.streams)
-        merged.events.extend(plan.events)
-        merged.outbox.extend(plan.outbox)
-        merged.audit.extend(plan.audit)
-        merged.states.update(plan.states)
-    return merged
 
 
 _committers: weakref.WeakKeyDictionary[Engine, GroupCommitter] = weakref.WeakKeyDictionary()

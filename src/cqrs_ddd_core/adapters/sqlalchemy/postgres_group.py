@@ -5,8 +5,10 @@ of a command's cost is per statement: the client's encoding and pool
 checkout, the round trip, the server's parse, plan and transaction. So a
 unit of work does not send its flush alone while others are on their way:
 
-* A commit joins a queue. If fewer than ``in_flight`` statements are running,
-  a drain task starts at once, so a lone sender waits for nobody.
+* A commit joins a queue. If fewer than ``in_flight`` drain tasks run and
+  none of them is waiting to take a batch, one starts at once, so a lone
+  sender waits for nobody (a drain waiting for its turn takes this commit
+  too: starting another would only make a task with nothing to send).
 * A drain task takes the queued flushes, in order, up to ``batch`` of them
   and stopping before one that touches a stream or state row already in the
   batch, merges them into one plan and sends one statement; it goes on

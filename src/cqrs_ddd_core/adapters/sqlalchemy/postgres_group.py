@@ -13,14 +13,6 @@ unit of work does not send its flush alone while others are on their way:
   and stopping before one that touches a stream or state row already in the
   batch, merges them into one plan and sends one statement; it goes on
   until the queue is empty. While a statement is out, new commits gather.
-* When no other statement is out and more than one commit waits, the drain
-  takes the older half only and a second drain sends the rest at once (both
-  statements travel together). Senders that all came back from one
-  statement, and so all commit at about the same time, then split into two
-  cohorts: while one waits for its commit (the round trip and the server's
-  WAL flush), the other runs its handlers, instead of everyone waiting and
-  then everyone computing. Once two statements alternate, each drain takes
-  everything queued, as above.
 * A batch is taken from the queue only once its drain holds a connection:
   a commit counts as sent from then on.
 * Success: every flush of the batch committed, in the same transaction.
@@ -242,28 +234,16 @@ class GroupCommitter:
         self._drains.add(task)
         task.add_done_callback(self._drains.discard)
 
-    def _take(self, engine: AsyncEngine) -> list[Pending]:
+    def _take(self) -> list[Pending]:
         """The next batch: queued flushes in order, none sharing a stream or state row
         (a flush that would goes in a later statement; with several statements in
         flight, two commits on one stream may still race, as without grouping, and
-        the versions decide).
-
-        With no other statement out, the older half only, when another drain
-        can send the rest now (see the module's description)."""
+        the versions decide)."""
         queue, batch = self._queue, [self._queue.popleft()]
-        limit = self._batch
-        # Another drain, waiting for its turn or started here, takes the rest.
-        if (
-            not self._sending
-            and queue
-            and self._limit > 1
-            and (self._in_flight > 1 or self._spawn_now(engine))
-        ):
-            limit = min(limit, (len(queue) + 2) // 2)
         self._sending += 1
         streams = set(batch[0].plan.streams)
         states = set(batch[0].plan.states)
-        while queue and len(batch) < limit:
+        while queue and len(batch) < self._batch:
             plan = queue[0].plan
             if not streams.isdisjoint(plan.streams) or not states.isdisjoint(plan.states):
                 break  # it goes in a later statement
@@ -276,13 +256,6 @@ class GroupCommitter:
             if room is not None:
                 room.release()
         return batch
-
-    def _spawn_now(self, engine: AsyncEngine) -> bool:
-        loop = self._loop
-        if loop is None or self._in_flight >= self._limit:
-            return False
-        self._spawn(loop, engine)
-        return True
 
     async def _drain(self, engine: AsyncEngine) -> None:
         try:
@@ -311,7 +284,7 @@ class GroupCommitter:
         def take() -> FlushPlan | None:
             if not self._queue:
                 return None
-            batch.extend(self._take(engine))
+            batch.extend(self._take())
             attempt.diagnose = len(batch) == 1
             return batch[0].plan if len(batch) == 1 else merged(batch)
 

@@ -1,4 +1,4 @@
-"""PostgreSQL group commit: commits made together, with no statement out, go as two."""
+"""PostgreSQL group commit: how many drains start, and what each statement carries."""
 
 from __future__ import annotations
 
@@ -59,20 +59,39 @@ async def until(condition: Callable[[], bool]) -> None:
             await asyncio.sleep(0)
 
 
-async def test_commits_made_together_with_none_out_go_as_two_statements_at_once(
-    postgres_database_url: str, statements: list[int], gate: asyncio.Event
+@pytest.fixture
+def drains_started(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One entry per drain task started."""
+    started: list[int] = []
+    original = postgres_group.GroupCommitter._spawn
+
+    def counting(self: postgres_group.GroupCommitter, *args: Any) -> None:
+        started.append(1)
+        original(self, *args)
+
+    monkeypatch.setattr(postgres_group.GroupCommitter, "_spawn", counting)
+    return started
+
+
+async def test_commits_made_together_go_in_one_statement_sent_by_one_drain(
+    postgres_database_url: str,
+    statements: list[int],
+    gate: asyncio.Event,
+    drains_started: list[int],
 ) -> None:
     async with empty_pg_engine(postgres_database_url) as engine:  # batch 32, 4 in flight
         committer = postgres_group.committer_for(engine)
         assert committer is not None
         ids = [f"t{i:02d}" for i in range(16)]
         commits = [asyncio.create_task(commit_new(engine, i)) for i in ids]
-        # Both halves are taken while neither has been answered: they travel together.
-        await until(lambda: committer.queued == 0 and committer.sending == 2)
+        await until(lambda: committer.queued == 0 and committer.sending == 1)
         gate.set()
         uows = await asyncio.gather(*commits)
 
-        assert statements == [8, 8]
+        assert statements == [16]
+        # The first commit's drain was waiting to take a batch: the 15 others
+        # started none (it took them all).
+        assert drains_started == [1]
         assert committer.sending == 0
         for uow in uows:  # each its own steps, though they share the timings' objects
             assert [(t.operation, t.collection, t.rows) for t in uow.timings] == [
@@ -84,8 +103,11 @@ async def test_commits_made_together_with_none_out_go_as_two_statements_at_once(
         assert sorted(await stored_ids(engine)) == ids
 
 
-async def test_commits_made_while_a_statement_is_out_go_together_in_one(
-    postgres_database_url: str, statements: list[int], gate: asyncio.Event
+async def test_commits_made_while_a_statement_is_out_go_in_a_second_one_at_once(
+    postgres_database_url: str,
+    statements: list[int],
+    gate: asyncio.Event,
+    drains_started: list[int],
 ) -> None:
     async with empty_pg_engine(postgres_database_url) as engine:
         committer = postgres_group.committer_for(engine)
@@ -93,26 +115,31 @@ async def test_commits_made_while_a_statement_is_out_go_together_in_one(
         held = asyncio.create_task(commit_new(engine, "held"))
         await until(lambda: committer.sending == 1)
         others = [asyncio.create_task(commit_new(engine, f"o{i}")) for i in range(6)]
+        # The second statement is taken while the first is still out.
         await until(lambda: committer.queued == 0 and committer.sending == 2)
         gate.set()
         await asyncio.gather(held, *others)
 
-        assert sorted(statements) == [1, 6]  # the six were not split
+        assert sorted(statements) == [1, 6]
+        assert drains_started == [1, 1]
         assert sorted(await stored_ids(engine)) == ["held", "o0", "o1", "o2", "o3", "o4", "o5"]
 
 
-async def test_one_statement_in_flight_takes_everything_queued(
-    postgres_database_url: str, statements: list[int], gate: asyncio.Event
+async def test_a_queue_longer_than_a_batch_starts_another_drain(
+    postgres_database_url: str,
+    statements: list[int],
+    gate: asyncio.Event,
+    drains_started: list[int],
 ) -> None:
-    """With one statement at a time there is no second one to send the rest at once."""
-    async with empty_pg_engine(postgres_database_url, postgres_commits_in_flight=1) as engine:
+    async with empty_pg_engine(postgres_database_url, postgres_commit_batch=4) as engine:
         committer = postgres_group.committer_for(engine)
         assert committer is not None
-        ids = [f"t{i:02d}" for i in range(16)]
+        ids = [f"t{i:02d}" for i in range(10)]
         commits = [asyncio.create_task(commit_new(engine, i)) for i in ids]
-        await until(lambda: committer.queued == 0 and committer.sending == 1)
+        await until(lambda: committer.queued == 0 and committer.sending == 3)
         gate.set()
         await asyncio.gather(*commits)
 
-        assert statements == [16]
+        assert sorted(statements) == [2, 4, 4]
+        assert drains_started == [1, 1, 1]
         assert sorted(await stored_ids(engine)) == ids

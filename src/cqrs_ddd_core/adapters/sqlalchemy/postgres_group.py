@@ -65,7 +65,7 @@ from cqrs_ddd_core.adapters.sqlalchemy.postgres import (
 )
 from cqrs_ddd_core.adapters.sqlalchemy.postgres_cancel import CANCEL_GRACE, deliver
 from cqrs_ddd_core.adapters.sqlalchemy.postgres_pending import (
-    Pending,
+    QueuedCommit,
     committed,
     copy_error,
     fail,
@@ -131,7 +131,7 @@ class GroupCommitter:
         self._batch = batch
         self._limit = in_flight
         self._queue_limit = queue_limit
-        self._queue: deque[Pending] = deque()
+        self._queue: deque[QueuedCommit] = deque()
         self._in_flight = 0  # drain tasks
         self._sending = 0  # statements taken from the queue and not yet answered
         self._drains: set[asyncio.Task[None]] = set()
@@ -190,7 +190,7 @@ class GroupCommitter:
                 ) from None
         else:
             await room.acquire()  # free: returns at once
-        entry = Pending(plan, loop.create_future())
+        entry = QueuedCommit(plan, loop.create_future())
         self._queue.append(entry)
         # A drain that has not taken its batch yet takes this commit too: start
         # another only when none is waiting, or the queue outgrows their batches.
@@ -211,7 +211,7 @@ class GroupCommitter:
             raise outcome.error
 
     async def _cancelled(
-        self, entry: Pending, timings: list[StepTiming], cancelled: asyncio.CancelledError
+        self, entry: QueuedCommit, timings: list[StepTiming], cancelled: asyncio.CancelledError
     ) -> None:
         if not entry.sent:
             self._queue.remove(entry)  # never sent: nothing was written
@@ -234,7 +234,7 @@ class GroupCommitter:
         self._drains.add(task)
         task.add_done_callback(self._drains.discard)
 
-    def _take(self) -> list[Pending]:
+    def _take(self) -> list[QueuedCommit]:
         """The next batch: queued flushes in order, none sharing a stream or state row
         (a flush that would goes in a later statement; with several statements in
         flight, two commits on one stream may still race, as without grouping, and
@@ -278,7 +278,7 @@ class GroupCommitter:
     async def _send(self, engine: AsyncEngine) -> None:
         """Send the next batch as one statement and give every entry its outcome,
         whatever happens (only a cancellation of the drain itself propagates)."""
-        batch: list[Pending] = []
+        batch: list[QueuedCommit] = []
         attempt = Attempt()
 
         def take() -> FlushPlan | None:
@@ -329,7 +329,7 @@ class GroupCommitter:
                 self._sending -= 1
 
 
-async def _send_alone(engine: AsyncEngine, entry: Pending) -> None:
+async def _send_alone(engine: AsyncEngine, entry: QueuedCommit) -> None:
     try:
         start, end = await run_flush(engine, entry.plan)
     except StatementFailed as failed:

@@ -16,10 +16,10 @@ if TYPE_CHECKING:
     from cqrs_ddd_core.adapters.sqlalchemy.postgres import StatementFailed
     from cqrs_ddd_core.persistence.records import StepTiming
 
-__all__ = ["Outcome", "Pending", "committed", "copy_error", "fail", "merged"]
+__all__ = ["GroupOutcome", "QueuedCommit", "committed", "copy_error", "fail", "merged"]
 
 
-class Outcome:
+class GroupOutcome:
     """What became of one queued commit: its step timings and its error (``None``: committed)."""
 
     __slots__ = ("error", "timings")
@@ -28,7 +28,7 @@ class Outcome:
         self.timings, self.error = timings, error
 
 
-class Pending:
+class QueuedCommit:
     """One unit of work's flush, waiting for its statement."""
 
     __slots__ = ("outcome", "plan", "sent", "waiter")
@@ -37,15 +37,16 @@ class Pending:
         self.plan = plan
         self.waiter = waiter
         self.sent = False
-        self.outcome: Outcome | None = None
+        self.outcome: GroupOutcome | None = None
 
     def finish(self, timings: list[StepTiming], error: BaseException | None) -> None:
-        self.outcome = Outcome(timings, error)
+        """Give this commit its outcome and wake its caller (once)."""
+        self.outcome = GroupOutcome(timings, error)
         if not self.waiter.done():
             self.waiter.set_result(None)
 
 
-def committed(batch: list[Pending], start: int, end: int) -> None:
+def committed(batch: list[QueuedCommit], start: int, end: int) -> None:
     """Tell every entry of ``batch`` it committed. Entries writing as many rows of
     each kind get the same (immutable) step timings, built once."""
     made: dict[tuple[int, int, int, int, int], list[StepTiming]] = {}
@@ -59,7 +60,7 @@ def committed(batch: list[Pending], start: int, end: int) -> None:
         entry.finish(timings, None)
 
 
-def fail(batch: list[Pending], failed: StatementFailed) -> None:
+def fail(batch: list[QueuedCommit], failed: StatementFailed) -> None:
     """Give every entry of ``batch`` the failure (one exception object each)."""
     kind = type(failed.error).__name__
     for index, entry in enumerate(batch):
@@ -78,7 +79,7 @@ def copy_error(error: PersistenceError, what: str) -> PersistenceError:
     return copied
 
 
-def merged(batch: list[Pending]) -> FlushPlan:
+def merged(batch: list[QueuedCommit]) -> FlushPlan:
     """One plan writing every plan of ``batch`` (they share no stream or state row)."""
     whole = FlushPlan()
     for entry in batch:

@@ -2,7 +2,7 @@
 
 **One round trip.** The unit of work sends a single statement whose
 data-modifying CTEs write every table (``INSERT ... SELECT FROM
-json_to_recordset($n::json) ...``, one JSON parameter per table): its text
+jsonb_array_elements($n::jsonb) ...``, one JSON parameter per table): its text
 depends only on which tables are written, so it is built once per shape and
 asyncpg prepares it once per connection. It runs outside an explicit
 transaction, so PostgreSQL commits it on its own: flush and commit cost one

@@ -5,8 +5,10 @@ of a command's cost is per statement: the client's encoding and pool
 checkout, the round trip, the server's parse, plan and transaction. So a
 unit of work does not send its flush alone while others are on their way:
 
-* A commit joins a queue. If fewer than ``in_flight`` statements are running,
-  a drain task starts at once, so a lone sender waits for nobody.
+* A commit joins a queue. If fewer than ``in_flight`` drain tasks run and
+  none of them is waiting to take a batch, one starts at once, so a lone
+  sender waits for nobody (a drain waiting for its turn takes this commit
+  too: starting another would only make a task with nothing to send).
 * A drain task takes the queued flushes, in order, up to ``batch`` of them
   and stopping before one that touches a stream or state row already in the
   batch, merges them into one plan and sends one statement; it goes on
@@ -62,6 +64,13 @@ from cqrs_ddd_core.adapters.sqlalchemy.postgres import (
     unknown_outcome,
 )
 from cqrs_ddd_core.adapters.sqlalchemy.postgres_cancel import CANCEL_GRACE, deliver
+from cqrs_ddd_core.adapters.sqlalchemy.postgres_pending import (
+    QueuedCommit,
+    committed,
+    copy_error,
+    fail,
+    merged,
+)
 from cqrs_ddd_core.adapters.sqlalchemy.postgres_settings import (
     DEFAULT_COMMIT_QUEUE,
     settings_of,
@@ -90,30 +99,6 @@ DEFAULT_BATCH = 32
 DEFAULT_IN_FLIGHT = 4
 
 
-class _Outcome:
-    __slots__ = ("error", "timings")
-
-    def __init__(self, timings: list[StepTiming], error: BaseException | None) -> None:
-        self.timings, self.error = timings, error
-
-
-class _Pending:
-    """One unit of work's flush, waiting for its statement."""
-
-    __slots__ = ("outcome", "plan", "sent", "waiter")
-
-    def __init__(self, plan: FlushPlan, waiter: asyncio.Future[None]) -> None:
-        self.plan = plan
-        self.waiter = waiter
-        self.sent = False
-        self.outcome: _Outcome | None = None
-
-    def finish(self, timings: list[StepTiming], error: BaseException | None) -> None:
-        self.outcome = _Outcome(timings, error)
-        if not self.waiter.done():
-            self.waiter.set_result(None)
-
-
 class GroupCommitter:
     """The commit queue of one engine (see the module's description)."""
 
@@ -127,6 +112,7 @@ class GroupCommitter:
         "_queue",
         "_queue_limit",
         "_room",
+        "_sending",
     )
 
     def __init__(
@@ -145,8 +131,9 @@ class GroupCommitter:
         self._batch = batch
         self._limit = in_flight
         self._queue_limit = queue_limit
-        self._queue: deque[_Pending] = deque()
-        self._in_flight = 0
+        self._queue: deque[QueuedCommit] = deque()
+        self._in_flight = 0  # drain tasks
+        self._sending = 0  # statements taken from the queue and not yet answered
         self._drains: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._room: asyncio.Semaphore | None = None
@@ -169,6 +156,11 @@ class GroupCommitter:
         """Commits waiting in the queue now (not yet on a connection)."""
         return len(self._queue)
 
+    @property
+    def sending(self) -> int:
+        """Statements taken from the queue and not answered yet."""
+        return self._sending
+
     async def commit(self, engine: AsyncEngine, plan: FlushPlan, timings: list[StepTiming]) -> None:
         """Write and commit ``plan``, maybe in one statement with concurrent commits.
 
@@ -182,7 +174,7 @@ class GroupCommitter:
         """
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # a new event loop (tests run one per test)
-            self._loop, self._queue, self._in_flight = loop, deque(), 0
+            self._loop, self._queue, self._in_flight, self._sending = loop, deque(), 0, 0
             self._room = asyncio.Semaphore(self._queue_limit)
         room = self._room
         assert room is not None
@@ -198,13 +190,15 @@ class GroupCommitter:
                 ) from None
         else:
             await room.acquire()  # free: returns at once
-        entry = _Pending(plan, loop.create_future())
+        entry = QueuedCommit(plan, loop.create_future())
         self._queue.append(entry)
-        if self._in_flight < self._limit:
-            self._in_flight += 1
-            task = loop.create_task(self._drain(engine))
-            self._drains.add(task)
-            task.add_done_callback(self._drains.discard)
+        # A drain that has not taken its batch yet takes this commit too: start
+        # another only when none is waiting, or the queue outgrows their batches.
+        waiting = self._in_flight - self._sending
+        if self._in_flight < self._limit and (
+            not waiting or len(self._queue) > waiting * self._batch
+        ):
+            self._spawn(loop, engine)
         try:
             await entry.waiter
         except asyncio.CancelledError as exc:
@@ -217,7 +211,7 @@ class GroupCommitter:
             raise outcome.error
 
     async def _cancelled(
-        self, entry: _Pending, timings: list[StepTiming], cancelled: asyncio.CancelledError
+        self, entry: QueuedCommit, timings: list[StepTiming], cancelled: asyncio.CancelledError
     ) -> None:
         if not entry.sent:
             self._queue.remove(entry)  # never sent: nothing was written
@@ -234,12 +228,19 @@ class GroupCommitter:
         timings.extend(outcome.timings)
         deliver(outcome.error, cancelled)
 
-    def _take(self) -> list[_Pending]:
+    def _spawn(self, loop: asyncio.AbstractEventLoop, engine: AsyncEngine) -> None:
+        self._in_flight += 1
+        task = loop.create_task(self._drain(engine))
+        self._drains.add(task)
+        task.add_done_callback(self._drains.discard)
+
+    def _take(self) -> list[QueuedCommit]:
         """The next batch: queued flushes in order, none sharing a stream or state row
         (a flush that would goes in a later statement; with several statements in
         flight, two commits on one stream may still race, as without grouping, and
         the versions decide)."""
         queue, batch = self._queue, [self._queue.popleft()]
+        self._sending += 1
         streams = set(batch[0].plan.streams)
         states = set(batch[0].plan.states)
         while queue and len(batch) < self._batch:
@@ -272,12 +273,12 @@ class GroupCommitter:
             entry.sent = True  # answered: no longer in the queue
             if self._room is not None:
                 self._room.release()
-            entry.finish([], _copy(error, "PostgreSQL commit not sent"))
+            entry.finish([], copy_error(error, "PostgreSQL commit not sent"))
 
     async def _send(self, engine: AsyncEngine) -> None:
         """Send the next batch as one statement and give every entry its outcome,
         whatever happens (only a cancellation of the drain itself propagates)."""
-        batch: list[_Pending] = []
+        batch: list[QueuedCommit] = []
         attempt = Attempt()
 
         def take() -> FlushPlan | None:
@@ -285,7 +286,7 @@ class GroupCommitter:
                 return None
             batch.extend(self._take())
             attempt.diagnose = len(batch) == 1
-            return batch[0].plan if len(batch) == 1 else _merged(batch)
+            return batch[0].plan if len(batch) == 1 else merged(batch)
 
         try:
             try:
@@ -301,10 +302,9 @@ class GroupCommitter:
                     for entry in batch:  # each on its own: its own outcome
                         await _send_alone(engine, entry)
                     return
-                _fail(batch, failed)
+                fail(batch, failed)
                 return
-            for entry in batch:
-                entry.finish(step_timings(entry.plan, start, end, None), None)
+            committed(batch, start, end)
         except BaseException as exc:
             if not batch and isinstance(exc, Exception):  # a bug if ever: answer everyone
                 self._fail_queued(persistence_error(exc, "PostgreSQL commit not sent"))
@@ -324,49 +324,21 @@ class GroupCommitter:
                     entry.finish([], error)
             if not isinstance(exc, Exception):
                 raise
+        finally:
+            if batch:
+                self._sending -= 1
 
 
-async def _send_alone(engine: AsyncEngine, entry: _Pending) -> None:
+async def _send_alone(engine: AsyncEngine, entry: QueuedCommit) -> None:
     try:
         start, end = await run_flush(engine, entry.plan)
     except StatementFailed as failed:
-        _fail([entry], failed)
+        fail([entry], failed)
         return
     except Exception as exc:  # a bug if ever: this caller learns it, the others go on
         entry.finish([], persistence_error(exc, "PostgreSQL commit failed"))
         return
     entry.finish(step_timings(entry.plan, start, end, None), None)
-
-
-def _fail(batch: list[_Pending], failed: StatementFailed) -> None:
-    """Give every entry of ``batch`` the failure (one exception object each)."""
-    kind = type(failed.error).__name__
-    for index, entry in enumerate(batch):
-        error = failed.error
-        if failed.kind == "unknown":
-            error = unknown_outcome(entry.plan, failed.__cause__)
-        elif index:
-            error = persistence_error(failed.error, "PostgreSQL group commit failed")
-        entry.finish(step_timings(entry.plan, failed.start, failed.end, kind), error)
-
-
-def _copy(error: PersistenceError, what: str) -> PersistenceError:
-    copied = PersistenceError(str(error) or what)
-    copied.__cause__ = error.__cause__
-    return copied
-
-
-def _merged(batch: list[_Pending]) -> FlushPlan:
-    """One plan writing every plan of ``batch`` (they share no stream or state row)."""
-    merged = FlushPlan()
-    for entry in batch:
-        plan = entry.plan
-        merged.streams.update(plan.streams)
-        merged.events.extend(plan.events)
-        merged.outbox.extend(plan.outbox)
-        merged.audit.extend(plan.audit)
-        merged.states.update(plan.states)
-    return merged
 
 
 _committers: weakref.WeakKeyDictionary[Engine, GroupCommitter] = weakref.WeakKeyDictionary()

@@ -3,10 +3,13 @@
 The text depends only on the *shape* of a flush (which of events, outbox,
 audit records, new and updated state rows it writes), so it is built once
 per shape; the rows of each table travel as one JSON text parameter (an array
-of objects read back by ``json_to_recordset``), so asyncpg prepares each shape
-once per connection whatever the row counts, and encodes one text per table
-instead of one array per column. JSON columns travel as JSON *strings* holding
-their text, cast to ``json`` in the statement, so they are stored byte for byte.
+of rows, each an array of its values in column order, read back with
+``jsonb_array_elements`` and ``->> i``), so asyncpg prepares each shape once
+per connection whatever the row counts, and encodes one text per table
+instead of one array per column. Rows as arrays rather than objects cost the
+client about half as much to encode (no keys, no dict per row). JSON columns travel as
+JSON *strings* holding their text, cast to ``json`` in the statement, so they
+are stored byte for byte.
 How the statement keeps the global order gap-free is explained in
 :mod:`cqrs_ddd_core.adapters.sqlalchemy.postgres`.
 """
@@ -16,7 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -78,10 +81,6 @@ _AUDIT_COLUMNS: tuple[tuple[str, str], ...] = (
 _JSON = frozenset({"payload", "metadata", "trace_context", "state"})
 
 
-def _keys(width: int) -> tuple[str, ...]:
-    return tuple(f"c{i}" for i in range(width))
-
-
 class _Params:
     """Numbers the parameters of one statement, in the order the arguments are built."""
 
@@ -93,14 +92,16 @@ class _Params:
         return f"${self.count}::{cast}"
 
     def rows(self, columns: Sequence[tuple[str, str]], param: str | None = None) -> str:
-        """The rows of one JSON parameter (``[{"c0": ..., "c1": ...}, ...]``) as
+        """The rows of one JSON parameter (``[[v0, v1, ...], ...]``) as
         ``u(col, ..., ord)``; ``param`` reads an earlier parameter again."""
-        source = param if param is not None else self.one("json")
-        types = ", ".join(f"c{i} {kind}" for i, (_, kind) in enumerate(columns))
-        names = ", ".join(name for name, _ in columns)
+        source = param if param is not None else self.one("jsonb")
+        fields = ", ".join(
+            f"r ->> {i} AS {name}" if kind == "text" else f"(r ->> {i})::{kind} AS {name}"
+            for i, (name, kind) in enumerate(columns)
+        )
         return (
-            f"ROWS FROM (json_to_recordset({source}) AS ({types})) "
-            f"WITH ORDINALITY AS u({names}, ord)"
+            f"(SELECT {fields}, x.ord FROM jsonb_array_elements({source}) "
+            "WITH ORDINALITY AS x(r, ord)) AS u"
         )
 
 
@@ -138,7 +139,7 @@ def _statement(shape: Shape) -> str:
     after = ""  # the dependency that orders the other writes after the events
     if has_events:
         key = p.one("int8")
-        heads = p.one("json")
+        heads = p.one("jsonb")
         ctes.append(
             f"stream_conflicts AS (SELECT 1 FROM {p.rows(_HEAD_COLUMNS, heads)} WHERE u.expected "
             "<> coalesce((SELECT max(e.version) FROM events e WHERE e.aggregate_type = "
@@ -188,7 +189,7 @@ def _statement(shape: Shape) -> str:
             f"FROM {after}{p.rows(_STATE_INSERT_COLUMNS)})"
         )
     if has_updates:
-        updates = p.one("json")
+        updates = p.one("jsonb")
         ctes.append(
             "state_updates AS (UPDATE aggregate_state AS s SET version = u.version, "
             f"state = u.state::json, updated_at = now() FROM {after}"
@@ -225,10 +226,12 @@ _dumps = json.JSONEncoder(
 ).encode
 
 
-def _table(rows: Iterable[Sequence[Any]], width: int) -> str:
-    """One table's rows as the JSON text :meth:`_Params.rows` reads."""
-    keys = _keys(width)
-    return _dumps([dict(zip(keys, row, strict=True)) for row in rows])
+def _table(rows: Sequence[Sequence[Any]], width: int) -> str:
+    """One table's rows as the JSON text :meth:`_Params.rows` reads (an array per row)."""
+    for row in rows:
+        if len(row) != width:
+            raise ValueError(f"a row of {len(row)} values for {width} columns")
+    return _dumps(rows)
 
 
 def _float(value: float) -> float | str:

@@ -112,7 +112,8 @@ async def test_every_status_and_time_of_an_enqueued_message_is_stored_as_given(
 
     failed = await db.outbox_store.get("m-failed")
     published = await db.outbox_store.get("m-published")
-    assert failed is not None and published is not None
+    assert failed is not None
+    assert published is not None
     assert (failed.status, failed.attempts, failed.last_error) == (
         OutboxStatus.FAILED,
         2,

@@ -38,3 +38,25 @@ def test_a_whole_second_keeps_its_six_zero_digits_so_that_text_sorts_as_time() -
     assert sqlite_timestamp(datetime(2026, 1, 2, 3, 4, 5, 1, tzinfo=UTC)) > (
         sqlite_timestamp(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
     )
+
+
+def test_timestamps_within_one_second_and_across_seconds_keep_their_own_text() -> None:
+    """The text of the last second is kept: each value must still get its own."""
+    base = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    moments = [
+        base,
+        base.replace(microsecond=999_999),
+        base + timedelta(seconds=1),
+        base + timedelta(days=31),
+        base.replace(microsecond=7),
+        datetime(2026, 1, 2, 4, 4, 5, tzinfo=timezone(timedelta(hours=1))),  # = base
+    ]
+
+    assert [sqlite_timestamp(m) for m in moments] == [
+        "2026-01-02 03:04:05.000000",
+        "2026-01-02 03:04:05.999999",
+        "2026-01-02 03:04:06.000000",
+        "2026-02-02 03:04:05.000000",
+        "2026-01-02 03:04:05.000007",
+        "2026-01-02 03:04:05.000000",
+    ]

@@ -66,10 +66,12 @@ def new_id() -> str:
     return found
 
 
-_sha1 = hashlib.sha1
 # The namespace of derived event ids (a fixed UUID: changing it changes every id).
 EVENT_ID_NAMESPACE = uuid.UUID("6f1d0c52-9a4e-4f63-8f0b-2b7c3a1e5d90")
-_NAMESPACE = EVENT_ID_NAMESPACE.bytes
+# SHA-1 with the namespace hashed in already: each id copies it and hashes its
+# name only. A copy skips what a new hash object costs (the digest looked up
+# and initialised by OpenSSL: half the time of an id, more with cold caches).
+_SEEDED = hashlib.sha1(EVENT_ID_NAMESPACE.bytes, usedforsecurity=False)
 
 
 def derived_id(message_id: str, aggregate_type: str, aggregate_id: str, ordinal: int) -> str:
@@ -81,7 +83,11 @@ def derived_id(message_id: str, aggregate_type: str, aggregate_id: str, ordinal:
     EVENT_ID_NAMESPACE, name))`` with ``name`` the four values joined by
     ``"\\x1f"``, made without the ``UUID`` object (about 1 µs).
     """
-    name = f"{message_id}\x1f{aggregate_type}\x1f{aggregate_id}\x1f{ordinal}"
-    h = _sha1(_NAMESPACE + name.encode("utf-8", "surrogatepass"), usedforsecurity=False)
+    h = _SEEDED.copy()
+    h.update(
+        f"{message_id}\x1f{aggregate_type}\x1f{aggregate_id}\x1f{ordinal}".encode(
+            "utf-8", "surrogatepass"
+        )
+    )
     x = h.hexdigest()
     return f"{x[:8]}-{x[8:12]}-5{x[13:16]}-{_VARIANT[x[16]]}{x[17:20]}-{x[20:32]}"

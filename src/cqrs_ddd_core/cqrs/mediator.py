@@ -252,6 +252,14 @@ def _with_unreturned(
     the order recorded, and leave their aggregate's pending list (they are
     persisted now, not by a later ``collect_events``).
     """
+    if len(returned) == len(recorded):
+        # The common case: the handler returned exactly what it recorded, in
+        # order (CommandResponse.from_aggregates); checked by identity.
+        for (_, recorded_event), event in zip(recorded, returned, strict=True):
+            if recorded_event is not event:
+                break
+        else:
+            return returned
     returned_ids = {event.event_id for event in returned}
     missing = [(agg, event) for agg, event in recorded if event.event_id not in returned_ids]
     if not missing:

@@ -123,14 +123,27 @@ def check_stream(type_name: str, aggregate_type: str, aggregate_id: str) -> None
     Raises:
         StorageLimitError: see :func:`check_name`.
     """
+    global _stream_ok
+    last_type, last_id = _stream_ok
+    if aggregate_type is last_type and aggregate_id is last_id:
+        # The key passed a moment ago (a command saves an aggregate's state and
+        # appends its events: the same two string objects, checked twice).
+        return
     if (
         aggregate_type is not None
         and aggregate_id is not None
         and names_ok(aggregate_type, aggregate_id)
     ):
+        _stream_ok = (aggregate_type, aggregate_id)
         return
     check_name(type_name, "aggregate_type", aggregate_type)
     check_name(type_name, "aggregate_id", aggregate_id)
+
+
+# The last stream key check_stream passed (strings are immutable: the same
+# objects pass again); at first a key no input can be.
+_NOTHING = object()
+_stream_ok: tuple[object, object] = (_NOTHING, _NOTHING)
 
 
 def check_outbox_message(message: OutboxMessage, payload_json: str) -> None:

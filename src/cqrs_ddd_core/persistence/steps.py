@@ -125,11 +125,6 @@ def record_read(step: StepTiming) -> None:
         steps.append(step)
 
 
-def _count(counts: dict[str, int], aggregate_type: str | None, n: int) -> None:
-    key = aggregate_type or "none"
-    counts[key] = counts.get(key, 0) + n
-
-
 def written_by_aggregate_type(
     committed: Iterable[StagedGroup],
 ) -> tuple[dict[str, int], dict[str, int]]:
@@ -143,17 +138,16 @@ def written_by_aggregate_type(
     """
     stored: dict[str, int] = {}
     enqueued: dict[str, int] = {}
+    # Counted inline (no helper call per record): metrics ask on every commit.
     for writer, records in committed:
         collection = getattr(writer, "collection", None)
         if collection == EVENTS_COLLECTION:
             for record in records:
-                _count(stored, record[0], len(record[3]))
+                key = record[0] or "none"
+                stored[key] = stored.get(key, 0) + len(record[3])
         elif collection == OUTBOX_COLLECTION:
             type_of: Any = getattr(writer, "aggregate_type_of", None)
             for record in records:
-                _count(
-                    enqueued,
-                    type_of(record) if type_of is not None else record.aggregate_type,
-                    1,
-                )
+                key = (type_of(record) if type_of is not None else record.aggregate_type) or "none"
+                enqueued[key] = enqueued.get(key, 0) + 1
     return stored, enqueued

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import structlog
 
+from cqrs_ddd_core.context import _current
 from cqrs_ddd_core.exceptions import UnitOfWorkError
 from cqrs_ddd_core.persistence.ports import AfterHook
 from cqrs_ddd_core.persistence.records import StepTiming
@@ -186,9 +187,9 @@ def require_uow(uow: Any | None, what: str) -> Any:
     Stores call this so a write can never happen outside a transaction.
     """
     if uow is None:
-        from cqrs_ddd_core.context import current_uow
-
-        uow = current_uow()
+        # (Inlined current_uow(): stores ask on every write.)
+        context = _current.get()
+        uow = None if context is None else context.uow
     if uow is None:
         raise UnitOfWorkError(
             f"{what} needs a unit of work: pass uow=..., or dispatch through a pipeline "

@@ -9,7 +9,7 @@ import pytest
 
 from cqrs_ddd_core.adapters.sqlalchemy import SQLAlchemyOutboxStore
 from cqrs_ddd_core.exceptions import SerializationError
-from cqrs_ddd_core.persistence import OutboxMessage
+from cqrs_ddd_core.persistence import OutboxMessage, OutboxStatus
 from tests.support.backends import Backend
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -78,3 +78,63 @@ async def test_a_payload_without_a_json_form_is_refused_when_enqueued(db: Backen
 def test_the_claim_timeout_must_be_positive() -> None:
     with pytest.raises(ValueError, match="claim_timeout"):
         SQLAlchemyOutboxStore(None, claim_timeout=timedelta(0))  # type: ignore[arg-type]
+
+
+async def test_every_status_and_time_of_an_enqueued_message_is_stored_as_given(
+    db: Backend,
+) -> None:
+    uow = db.uow_factory()
+    await db.outbox_store.enqueue(
+        [
+            OutboxMessage(
+                "m-failed",
+                "T",
+                {},
+                T0,
+                status=OutboxStatus.FAILED,
+                attempts=2,
+                next_attempt_at=T0 + timedelta(minutes=5),
+                last_error="broker down",
+            ),
+            # A status given as its text, as a caller without the enum might.
+            OutboxMessage(
+                "m-published",
+                "T",
+                {},
+                T0,
+                status="published",  # type: ignore[arg-type]
+                published_at=T0 + timedelta(seconds=1, microseconds=250),
+            ),
+        ],
+        uow=uow,
+    )
+    await uow.commit()
+
+    failed = await db.outbox_store.get("m-failed")
+    published = await db.outbox_store.get("m-published")
+    assert failed is not None
+    assert published is not None
+    assert (failed.status, failed.attempts, failed.last_error) == (
+        OutboxStatus.FAILED,
+        2,
+        "broker down",
+    )
+    assert failed.next_attempt_at == T0 + timedelta(minutes=5)
+    assert (failed.created_at, failed.published_at) == (T0, None)
+    assert published.status is OutboxStatus.PUBLISHED
+    assert published.published_at == T0 + timedelta(seconds=1, microseconds=250)
+    assert published.next_attempt_at is None
+
+
+async def test_an_unknown_status_is_refused_when_enqueued_and_nothing_is_staged(
+    db: Backend,
+) -> None:
+    uow = db.uow_factory()
+    with pytest.raises(ValueError, match="sent"):
+        await db.outbox_store.enqueue(
+            [OutboxMessage("m1", "T", {}, T0, status="sent")],  # type: ignore[arg-type]
+            uow=uow,
+        )
+    await uow.commit()
+
+    assert (await db.counts())["outbox"] == 0

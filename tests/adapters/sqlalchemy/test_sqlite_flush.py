@@ -331,3 +331,28 @@ async def test_a_commit_on_the_open_writer_needs_no_task(
         await uow.commit()
 
     assert len(shielded) == 1  # only the first commit, which opened the writer
+
+
+async def test_each_engine_keeps_its_own_writer_when_commits_alternate_between_two(
+    tmp_path: Path,
+) -> None:
+    """``writer_for`` remembers the last engine's writer: it must never hand it to another."""
+    first = create_engine(f"sqlite:///{tmp_path / 'first.db'}")
+    second = create_engine(f"sqlite:///{tmp_path / 'second.db'}")
+    try:
+        await create_tables(first)
+        await create_tables(second)
+        for i in range(4):
+            for engine in (first, second):
+                uow = SQLAlchemyUnitOfWork(engine)
+                await stage_command(engine, uow, f"a{i}")
+                await uow.commit()
+
+        assert writer_for(first) is writer_for(first)
+        assert writer_for(first) is not writer_for(second)
+        assert writer_for(second) is writer_for(second)
+        assert len(await SQLAlchemyEventStore(first).read_all()) == 4
+        assert len(await SQLAlchemyEventStore(second).read_all()) == 4
+    finally:
+        await first.dispose()
+        await second.dispose()

@@ -660,3 +660,32 @@ async def test_event_handlers_see_parents_first_depth_first_and_no_slot_for_sile
     # Each command's events before those of the commands it sent, siblings in
     # the order sent; a command raising none takes no place.
     assert published == ["root", "a", "a1", "a2", "q1", "b"]
+
+
+async def test_without_a_unit_of_work_each_aggregate_counts_its_derived_ids_per_command(
+    registry: HandlerRegistry,
+) -> None:
+    """No unit of work to count in: the aggregate counts the events it recorded
+    under the running command (1, 2, ...), and from 1 again under the next."""
+    order = Order(id="o-1")
+
+    async def handler(command: PlaceOrder) -> CommandResponse[str]:
+        order.record_event(OrderPlaced(amount=command.amount))
+        order.pay()
+        return CommandResponse.from_aggregates(order.id, order)
+
+    registry.register_command_handler(PlaceOrder, handler)
+    mediator = Mediator(registry, middlewares=[])
+    first, second = PlaceOrder(order_id="o-1", amount=1), PlaceOrder(order_id="o-1", amount=2)
+
+    one = await mediator.send(first)
+    two = await mediator.send(second)
+
+    assert [e.event_id for e in one.events] == [
+        derived_id(first.message_id, "Order", "o-1", 1),
+        derived_id(first.message_id, "Order", "o-1", 2),
+    ]
+    assert [e.event_id for e in two.events] == [
+        derived_id(second.message_id, "Order", "o-1", 1),
+        derived_id(second.message_id, "Order", "o-1", 2),
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Any, ClassVar
 
 import pytest
@@ -155,3 +156,30 @@ def test_an_event_type_name_over_the_limit_is_named_as_the_type_too() -> None:
         encode_append("Account", "a-1", [LongNamed()], 0)
 
     assert (caught.value.type_name, caught.value.field) == (LongNamed.event_type, "event_type")
+
+
+@pytest.mark.parametrize(
+    ("aggregate_type", "aggregate_id"),
+    [("", ""), ("Account", ""), ("", "a-1"), (None, None), ("Account", "a\x00")],
+)
+def test_a_bad_stream_key_is_refused_even_right_after_a_good_one_passed(
+    aggregate_type: Any, aggregate_id: Any
+) -> None:
+    """check_stream remembers the last key that passed; nothing else may slip through."""
+    check_stream("Deposited", "Account", "a-1")
+    check_stream("Deposited", "Account", "a-1")  # the remembered key, again
+
+    with pytest.raises(StorageLimitError):
+        check_stream("Deposited", aggregate_type, aggregate_id)
+    with pytest.raises(StorageLimitError):  # and again: a refusal is not remembered
+        check_stream("Deposited", aggregate_type, aggregate_id)
+
+
+def test_an_empty_stream_key_is_refused_by_the_first_check_of_a_process() -> None:
+    """Before any key passed, nothing is remembered (not even the empty string)."""
+    from cqrs_ddd_core.persistence import limits
+
+    importlib.reload(limits)  # the module as a new process has it
+
+    with pytest.raises(StorageLimitError):
+        limits.check_stream("Deposited", "", "")

@@ -113,6 +113,13 @@ def _message(row: Any) -> OutboxMessage:
     )
 
 
+# A status's stored text by member (or by its text: a StrEnum member hashes and
+# compares as its value): a dict lookup on every enqueued message, where
+# ``OutboxStatus(status).value`` is two Python-level calls; an unknown status
+# still raises the enum's ValueError.
+_STATUS_TEXT: dict[str, str] = {status: status.value for status in OutboxStatus}
+
+
 class SQLAlchemyOutboxStore:
     """Outbox messages in the ``outbox`` table.
 
@@ -171,7 +178,7 @@ class SQLAlchemyOutboxStore:
                 dumps(m.payload, m.message_type) if m.payload_json is None else m.payload_json,
                 m.aggregate_type,
                 m.aggregate_id,
-                OutboxStatus(m.status).value,
+                _STATUS_TEXT.get(m.status) or OutboxStatus(m.status).value,
                 m.attempts,
                 None if m.next_attempt_at is None else as_utc(m.next_attempt_at),
                 m.last_error,

@@ -88,7 +88,8 @@ class SQLAlchemyStateRepository(Generic[TAggregate]):
         except (PydanticSerializationError, TypeError, ValueError) as exc:
             raise SerializationError(self._type_name, str(exc)) from exc
         check_stream(self._type_name, self._type_name, aggregate.id)
-        check_json_text(self._type_name, "state", state)
+        if not state.isascii():  # (the common case needs no call)
+            check_json_text(self._type_name, "state", state)
         uow.stage(self, (aggregate.id, aggregate.original_version, aggregate.version, state))
 
     def add_to_plan(self, plan: FlushPlan, records: list[_Row]) -> None:

@@ -41,6 +41,8 @@ from cqrs_ddd_core.domain.messages import utc_now
 from cqrs_ddd_core.exceptions import PersistenceError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from sqlalchemy.ext.asyncio import AsyncEngine
     from sqlalchemy.pool import Pool
 
@@ -184,7 +186,28 @@ _writers: weakref.WeakKeyDictionary[Pool, SQLiteWriter] = weakref.WeakKeyDiction
 
 def writer_for(engine: AsyncEngine) -> SQLiteWriter:
     """The writer of ``engine``'s current pool (a new one after ``dispose()``)."""
-    return per_pool(_writers, engine, SQLiteWriter)
+    global _last
+    pool = engine.sync_engine.pool
+    last_pool, last_writer = _last
+    if last_pool() is pool:
+        # Every commit asks: the last answer, checked by the pool's identity,
+        # saves the weak dictionary's lookup (a Python-level call that makes a
+        # weak reference each time).
+        writer = last_writer()
+        if writer is not None:
+            return writer
+    writer = per_pool(_writers, engine, SQLiteWriter)
+    _last = (weakref.ref(pool), weakref.ref(writer))
+    return writer
+
+
+def _gone() -> None:
+    return None
+
+
+# The pool and writer writer_for found last, both held weakly (as _writers
+# holds them): a pool dropped without dispose() still takes its writer along.
+_last: tuple[Callable[[], Pool | None], Callable[[], SQLiteWriter | None]] = (_gone, _gone)
 
 
 async def flush_sqlite(engine: AsyncEngine, plan: FlushPlan, timings: list[StepTiming]) -> None:

@@ -259,7 +259,10 @@ def write_and_commit(
         return failed_outcome(conn, plan, timings, failed.exc, step)
     start = now()
     try:
-        commit_until(conn, deadline)
+        if deadline is None:
+            conn.commit()  # (what commit_until does without a deadline)
+        else:
+            commit_until(conn, deadline)
     except BaseException as exc:
         return commit_failed(conn, plan, timings, exc, start)
     timings.append(StepTiming("COMMIT", None, SYSTEM, start, now()))

@@ -29,7 +29,7 @@ from cqrs_ddd_core.exceptions import ConcurrencyError
 from cqrs_ddd_core.persistence.records import StepTiming
 
 if TYPE_CHECKING:
-    from cqrs_ddd_core.adapters.sqlalchemy.plan import FlushPlan
+    from cqrs_ddd_core.adapters.sqlalchemy.plan import FlushPlan, StateWrite
 
 __all__ = [
     "EVENT_COLUMNS",
@@ -97,14 +97,27 @@ _UPDATE_STATE = _sql(
 
 
 def sqlite_timestamp(value: datetime) -> str:
-    """``value`` in UTC as SQLAlchemy's SQLite ``DATETIME`` stores it (sorts as text)."""
-    if value.tzinfo is UTC:  # the common case (utc_now()): drop the "+00:00"
-        return value.isoformat(" ", "microseconds")[:-6]
-    return as_utc(value).replace(tzinfo=None).isoformat(" ", "microseconds")
+    """``value`` in UTC as SQLAlchemy's SQLite ``DATETIME`` stores it (sorts as text):
+    ``YYYY-MM-DD HH:MM:SS.ffffff``."""
+    global _second
+    if value.tzinfo is not UTC:
+        value = as_utc(value)
+    # A command's timestamps (the event's, the outbox row's, the commit's)
+    # nearly always share their second: its text is made once and kept (one
+    # tuple, replaced whole, so threads never see half of it); only the
+    # microseconds are formatted each time. Formatting the whole value, or
+    # ``isoformat`` (which formats the UTC offset only for it to be cut off),
+    # costs two to three times as much.
+    key = (value.second, value.minute, value.hour, value.day, value.month, value.year)
+    second = _second
+    if second[0] != key:
+        second = _second = (key, _SECOND % key[::-1])
+    return f"{second[1]}{value.microsecond:06d}"
 
 
-def _opt_timestamp(value: datetime | None) -> str | None:
-    return None if value is None else sqlite_timestamp(value)
+_SECOND = "%04d-%02d-%02d %02d:%02d:%02d."
+# The last second sqlite_timestamp wrote, and its text.
+_second: tuple[tuple[int, ...], str] = ((), "")
 
 
 class Failure(Exception):
@@ -182,7 +195,10 @@ def write_plan(
             conn.executemany(_INSERT_AUDIT, [_audit_row(row) for row in plan.audit])
             timings.append(StepTiming(operation, collection, SYSTEM, start, now(), rows))
 
-        inserts, updates = plan.state_inserts, plan.state_updates
+        inserts: list[StateWrite] = []
+        updates: list[StateWrite] = []
+        for write in plan.states.values():  # one pass (state_inserts/_updates: two)
+            (updates if write.expected_version else inserts).append(write)
         if inserts:
             operation, collection, rows, start = "INSERT", "aggregate_state", len(inserts), now()
             for write in inserts:
@@ -224,10 +240,17 @@ def write_plan(
 
 
 def _outbox_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
-    values = list(row)
-    for index in (7, 9, 10):  # next_attempt_at, created_at, published_at
-        values[index] = _opt_timestamp(values[index])
-    return tuple(values)
+    # next_attempt_at (7), created_at (9) and published_at (10) as stored text;
+    # a new message has a created_at only.
+    next_attempt_at, created_at, published_at = row[7], row[9], row[10]
+    return (
+        *row[:7],
+        None if next_attempt_at is None else sqlite_timestamp(next_attempt_at),
+        row[8],
+        None if created_at is None else sqlite_timestamp(created_at),
+        None if published_at is None else sqlite_timestamp(published_at),
+        *row[11:],
+    )
 
 
 def _audit_row(row: tuple[Any, ...]) -> tuple[Any, ...]:

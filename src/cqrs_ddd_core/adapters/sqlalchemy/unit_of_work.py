@@ -116,12 +116,12 @@ class SQLAlchemyUnitOfWork(BaseUnitOfWork):
             # Not isinstance(writer, SqlWriter): a runtime protocol check costs
             # tens of microseconds per writer, on every commit.
             add_to_plan = getattr(writer, "add_to_plan", None)
-            if add_to_plan is None or not hasattr(writer, "engine"):
+            engine = getattr(writer, "engine", None)  # (a property: read once)
+            if add_to_plan is None or engine is None:
                 raise UnitOfWorkError(
                     f"{writer!r} staged records on a SQLAlchemyUnitOfWork but is not a SQL "
                     "store; stores and unit of work must come from the same adapter"
                 )
-            engine = writer.engine
             if engine is not self.engine and (
                 engine.sync_engine.pool is not self.engine.sync_engine.pool
             ):

@@ -57,8 +57,9 @@ class OpenAccount(Command[str]):
 
 
 PERSISTENCE_SPANS_ENV = "CQRS_BENCH_PERSISTENCE_SPANS"
-"""``TracingMiddleware(persistence_spans=...)`` of the listed pipelines: ``steps`` (default),
-``events``, ``commit`` or ``none``; read from the environment so that every workload's process sees it."""
+"""``TracingMiddleware(persistence_spans=...)`` of the listed pipelines: ``steps``
+(default), ``events``, ``commit`` or ``none``; read from the environment so that
+every workload's process sees it."""
 
 
 def persistence_spans() -> str:

@@ -20,6 +20,8 @@ TO_0_1_0 = (
     "DROP TABLE snapshots",
     "DROP TABLE projection_checkpoints",
     "DROP INDEX ix_outbox_unpublished",
+    "DROP INDEX ix_outbox_stuck",
+    "CREATE INDEX ix_outbox_status_next_attempt_at ON outbox (status, next_attempt_at)",
     "ALTER TABLE outbox DROP COLUMN aggregate_version",
     "ALTER TABLE outbox DROP COLUMN schema_version",
 )
@@ -34,6 +36,8 @@ def _describe(diff: object) -> str:
         return f"new nullable column `{diff[2]}.{diff[3].name}`"
     if kind == "add_index":
         return f"new partial index `{diff[1].name}`"
+    if kind == "remove_index":
+        return f"dropped index `{diff[1].name}`"
     raise AssertionError(f"a change the changelog does not list: {diff!r}")
 
 
@@ -58,8 +62,8 @@ def test_autogenerate_on_a_0_1_0_database_finds_what_the_changelog_lists(tmp_pat
     listed = sorted(
         line.split(" | ")[0].removeprefix("| ").split(" on ")[0]
         for line in changelog.splitlines()
-        if line.startswith("| new ")
+        if line.startswith(("| new ", "| dropped "))
     )
 
-    assert len(found) == 6
+    assert len(found) == 8
     assert found == listed

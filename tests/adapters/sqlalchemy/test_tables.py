@@ -45,7 +45,7 @@ def test_the_tables_compile_for_both_databases() -> None:
     assert "TIMESTAMP WITH TIME ZONE" in ddl
 
 
-async def test_create_tables_is_idempotent_and_creates_the_claim_index(
+async def test_create_tables_is_idempotent_and_creates_the_claim_indexes(
     sqlite_db: AsyncEngine,
 ) -> None:
     await create_tables(sqlite_db)  # a second time: nothing happens
@@ -54,4 +54,7 @@ async def test_create_tables_is_idempotent_and_creates_the_claim_index(
         names = await conn.run_sync(lambda c: inspect(c).get_table_names())
         indexes = await conn.run_sync(lambda c: inspect(c).get_indexes("outbox"))
     assert {"events", "outbox", "audit_log", "aggregate_state"} <= set(names)
-    assert ["status", "next_attempt_at"] in [ix["column_names"] for ix in indexes]
+    assert {ix["name"]: ix["column_names"] for ix in indexes} == {
+        "ix_outbox_unpublished": ["id"],
+        "ix_outbox_stuck": ["status", "aggregate_type", "aggregate_id", "id"],
+    }

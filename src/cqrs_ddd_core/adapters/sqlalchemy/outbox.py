@@ -16,7 +16,12 @@ from sqlalchemy import Text, bindparam, cast, func, select, update
 from sqlalchemy.exc import DBAPIError
 
 from cqrs_ddd_core.adapters.sqlalchemy.errors import persistence_error
-from cqrs_ddd_core.adapters.sqlalchemy.outbox_claim import claim, in_list, is_unpublished
+from cqrs_ddd_core.adapters.sqlalchemy.outbox_claim import (
+    claim,
+    in_list,
+    is_stuck,
+    is_unpublished,
+)
 from cqrs_ddd_core.adapters.sqlalchemy.plan import as_utc
 from cqrs_ddd_core.adapters.sqlalchemy.reads import Query, aware, fetch
 from cqrs_ddd_core.adapters.sqlalchemy.tables import outbox
@@ -312,7 +317,7 @@ class SQLAlchemyOutboxStore:
         """Dead letters, oldest first."""
         statement = (
             select(*_COLUMNS)
-            .where(outbox.c.status == OutboxStatus.DEAD.value)
+            .where(outbox.c.status == OutboxStatus.DEAD.value, is_stuck())
             .order_by(outbox.c.id)
             .limit(limit)
         )
@@ -324,7 +329,7 @@ class SQLAlchemyOutboxStore:
         Returns:
             How many were requeued (ids that are not dead letters are ignored).
         """
-        statement = update(outbox).where(outbox.c.status == OutboxStatus.DEAD.value)
+        statement = update(outbox).where(outbox.c.status == OutboxStatus.DEAD.value, is_stuck())
         if message_ids is not None:
             if not message_ids:
                 return 0

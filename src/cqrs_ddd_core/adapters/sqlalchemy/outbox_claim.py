@@ -49,9 +49,10 @@ from cqrs_ddd_core.persistence.records import OutboxStatus
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
 
-__all__ = ["UNPUBLISHED", "claim", "in_list", "is_unpublished"]
+__all__ = ["UNPUBLISHED", "claim", "in_list", "is_stuck", "is_unpublished"]
 
 _DUE_STATUSES = (OutboxStatus.PENDING.value, OutboxStatus.FAILED.value)
+_STUCK_STATUSES = (OutboxStatus.FAILED.value, OutboxStatus.DEAD.value)
 UNPUBLISHED = (OutboxStatus.PENDING.value, OutboxStatus.FAILED.value, OutboxStatus.DEAD.value)
 """Spelled out rather than ``!= 'published'``: the partial index ``ix_outbox_unpublished``
 (on ``id``, for these statuses) serves ``IN``, and published rows (the bulk of the table)
@@ -70,6 +71,15 @@ def _status_in(values: tuple[str, ...], status: Any = outbox.c.status) -> Any:
 def is_unpublished() -> Any:
     """``outbox.status IN ('pending', 'failed', 'dead')``, as the partial index says it."""
     return _status_in(UNPUBLISHED)
+
+
+def is_stuck(status: Any = outbox.c.status) -> Any:
+    """``status IN ('failed', 'dead')``, as the partial index ``ix_outbox_stuck`` says it.
+
+    Both databases use a partial index only for a query whose condition contains the
+    index's own (SQLite proves no implication: ``status = 'dead'`` alone does not do),
+    so a query for dead letters says this as well."""
+    return _status_in(_STUCK_STATUSES, status)
 
 
 def in_list(column: Any, name: str, dialect: str) -> Any:
@@ -92,12 +102,13 @@ def _take(dialect: str, columns: tuple[Any, ...]) -> Any:
     CPU than running it."""
     # A stream stuck behind a failed message (waiting for its retry) or a dead
     # letter is left out here, so that its waiting messages do not fill every
-    # batch; the (status, next_attempt_at) index finds the few such rows.
+    # batch; the partial index ix_outbox_stuck (failed and dead rows only, by stream)
+    # finds the few such rows.
     stuck = outbox.alias("stuck")
     behind_a_failure = (
         select(stuck.c.id)
         .where(
-            _status_in((OutboxStatus.FAILED.value, OutboxStatus.DEAD.value), stuck.c.status),
+            is_stuck(stuck.c.status),
             stuck.c.aggregate_type == outbox.c.aggregate_type,
             stuck.c.aggregate_id == outbox.c.aggregate_id,
             stuck.c.id < outbox.c.id,

@@ -121,8 +121,6 @@ outbox = Table(
     # The schema version the payload was written at (the relay upcasts from it);
     # NULL for rows written before the column existed: published as stored.
     Column("schema_version", Integer),
-    # claim_batch: unpublished messages that are due.
-    Index(None, "status", "next_attempt_at"),
     sqlite_autoincrement=True,
 )
 
@@ -219,17 +217,36 @@ inbox = Table(
     Column("received_at", _Time, nullable=False),
 )
 
-# The relay's claims look at unpublished rows only, oldest first; published rows
-# (the bulk of an outbox that is never pruned) are not in this partial index, so
-# a claim does not walk them. Migrations: CREATE INDEX ix_outbox_unpublished ON
-# outbox (id) WHERE status IN ('pending', 'failed', 'dead') (CONCURRENTLY on a
-# live PostgreSQL table).
+# The outbox's two indexes are partial, so that writing a pending message (the
+# hot path: one per event) adds one index entry besides the primary key and
+# message_id, and published rows (the bulk of an outbox that is never pruned)
+# are in neither:
+# - ix_outbox_unpublished, on id, for unpublished rows: the relay's claims and
+#   its lag query read them oldest first without walking the published history.
+# - ix_outbox_stuck, on status, stream and id, for failed messages and dead letters:
+#   a claim leaves out a stream waiting behind one of them, and dead letters are
+#   listed and requeued through it. A message enters it only when an attempt fails.
+# Migrations (CONCURRENTLY on a live PostgreSQL table): CREATE INDEX
+# ix_outbox_unpublished ON outbox (id) WHERE status IN ('pending', 'failed',
+# 'dead'); CREATE INDEX ix_outbox_stuck ON outbox (status, aggregate_type,
+# aggregate_id, id) WHERE status IN ('failed', 'dead'); DROP INDEX
+# ix_outbox_status_next_attempt_at (0.1.0's full index: no query uses it any more).
 _OUTBOX_UNPUBLISHED = ("pending", "failed", "dead")
+_OUTBOX_STUCK = ("failed", "dead")
 Index(
     "ix_outbox_unpublished",
     outbox.c.id,
     postgresql_where=outbox.c.status.in_(_OUTBOX_UNPUBLISHED),
     sqlite_where=outbox.c.status.in_(_OUTBOX_UNPUBLISHED),
+)
+Index(
+    "ix_outbox_stuck",
+    outbox.c.status,
+    outbox.c.aggregate_type,
+    outbox.c.aggregate_id,
+    outbox.c.id,
+    postgresql_where=outbox.c.status.in_(_OUTBOX_STUCK),
+    sqlite_where=outbox.c.status.in_(_OUTBOX_STUCK),
 )
 
 # One NOTIFY per statement that inserted outbox rows: PostgreSQL delivers it

@@ -9,12 +9,20 @@ and reports the difference per command (set-up and teardown cancel out)::
     python -m benchmarks.instructions                # NORMAL: all on the loop's thread
     python -m benchmarks.instructions --synchronous FULL
     PYTHONPATH=../before/src python -m benchmarks.instructions   # another tree's library
+    python -m benchmarks.instructions --peers        # eventsourcing and raw sqlite3 too
 
 The command is workload 4's (``benchmarks.persisted``: the default pipeline,
 one event, its outbox row and the aggregate's state in one transaction),
 sent sequentially. Instructions are not time (a cache miss or an ``fsync``
 costs far more than one instruction), so this compares two versions of the
-same code path, not the library with a peer. Needs ``valgrind`` on ``PATH``.
+same code path; ``--peers`` counts workload 4's peers the same way (their
+code does not change between two trees of ours, so they show what a change
+of ours weighs against them). Needs ``valgrind`` on ``PATH``.
+
+It also prints the **WAL pages per command**: the pages a commit appends to
+the write-ahead log (each a page-sized write, and at FULL part of the
+``fsync``), which instructions do not see. Counted without valgrind, from
+``PRAGMA wal_checkpoint`` around a run short enough that no checkpoint runs.
 """
 
 from __future__ import annotations
@@ -24,43 +32,95 @@ import asyncio
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-__all__ = ["instructions", "main"]
+__all__ = ["CASES", "instructions", "main", "wal_pages"]
 
 _TOTAL = re.compile(r"^summary:\s*(\d+)", re.MULTILINE)
 
 
-async def _send(count: int, synchronous: str, directory: str) -> None:
+CASES = ("ours", "eventsourcing", "raw_sqlite3")
+_WARM = 50
+_FRAMES_RUN = 40  # x ~10 pages: below any checkpoint threshold (ours: 1,000 pages)
+
+
+async def _send(
+    count: int,
+    synchronous: str,
+    directory: str,
+    case: str = "ours",
+    around: tuple[Callable[[str], None], Callable[[str], None]] | None = None,
+) -> None:
+    """Warm up, then send ``count`` commands of ``case``; ``around`` = (before, after) are
+    called with the database's path right before and right after them."""
+    from benchmarks.baselines.raw_sql import sqlite3_sender
     from benchmarks.logs import configure_filtered
+    from benchmarks.peers.eventsourcing_app import sender, sqlite_app
     from benchmarks.persisted import build_persisted
     from cqrs_ddd_core.adapters.sqlalchemy import create_engine, create_tables
 
+    path = f"{directory}/instructions.sqlite3"
     configure_filtered()
-    engine = create_engine(
-        f"sqlite:///{directory}/instructions.sqlite3",
-        sqlite_synchronous=synchronous,  # type: ignore[arg-type]
-    )
-    try:
+    close: Callable[[], Awaitable[None]] | None = None
+    if case == "ours":
+        engine = create_engine(f"sqlite:///{path}", sqlite_synchronous=synchronous)  # type: ignore[arg-type]
+        close = engine.dispose
         await create_tables(engine)
         send = build_persisted(engine, "ir").sender()
-        await send(50)  # warm: caches, the writer, the first statements
+    elif case == "eventsourcing":
+        send = sender(sqlite_app(path, synchronous))
+    else:
+        send = sqlite3_sender(path, synchronous, "ir")
+    try:
+        await send(_WARM)  # warm: caches, the writer, the first statements
+        if around is not None:
+            around[0](path)
         await send(count)
+        if around is not None:
+            around[1](path)
     finally:
-        await engine.dispose()
+        if close is not None:
+            await close()
 
 
-def instructions(count: int, synchronous: str) -> int:
+def wal_pages(synchronous: str, case: str = "ours") -> float:
+    """WAL pages appended per command of ``case`` (in this process, no valgrind)."""
+
+    def checkpoint(mode: str) -> Callable[[str], None]:
+        def run(path: str) -> None:
+            conn = sqlite3.connect(path)
+            try:
+                busy, log, _ = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+            finally:
+                conn.close()
+            if busy:
+                raise RuntimeError(f"{case}: the WAL could not be checkpointed")
+            frames.append(int(log))
+
+        return run
+
+    frames: list[int] = []
+    with tempfile.TemporaryDirectory() as directory:
+        around = (checkpoint("TRUNCATE"), checkpoint("PASSIVE"))
+        asyncio.run(_send(_FRAMES_RUN, synchronous, directory, case, around))
+    if frames[-1] <= 0:
+        raise RuntimeError(f"{case}: no WAL frames counted")
+    return frames[-1] / _FRAMES_RUN
+
+
+def instructions(count: int, synchronous: str, case: str = "ours") -> int:
     """Instructions the whole process executes warming up then sending ``count`` commands."""
     with tempfile.TemporaryDirectory() as directory:
         out = Path(directory) / "callgrind.out"
         command = [
             *("valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"),
             *(sys.executable, "-m", "benchmarks.instructions", "--child", str(count)),
-            *("--synchronous", synchronous, "--workdir", directory),
+            *("--synchronous", synchronous, "--workdir", directory, "--case", case),
         ]
         subprocess.run(
             command,
@@ -80,18 +140,31 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--synchronous", default="NORMAL", choices=["NORMAL", "FULL"])
     parser.add_argument("--short", type=int, default=100)
     parser.add_argument("--long", type=int, default=400)
+    parser.add_argument(
+        "--peers", action="store_true", help="count eventsourcing and raw sqlite3 as well"
+    )
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--case", default="ours", choices=CASES, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:
-        asyncio.run(_send(args.child, args.synchronous, args.workdir))
+        asyncio.run(_send(args.child, args.synchronous, args.workdir, args.case))
         return
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")
-    short = instructions(args.short, args.synchronous)
-    long = instructions(args.long, args.synchronous)
-    per_command = (long - short) / (args.long - args.short)
-    print(f"{per_command / 1000:.1f}k instructions per command ({args.synchronous})")
+    per_command: dict[str, float] = {}
+    for case in CASES if args.peers else CASES[:1]:
+        short = instructions(args.short, args.synchronous, case)
+        long = instructions(args.long, args.synchronous, case)
+        per_command[case] = (long - short) / (args.long - args.short)
+        pages = wal_pages(args.synchronous, case)
+        print(
+            f"{per_command[case] / 1000:.1f}k instructions per command ({args.synchronous})"
+            + ("" if case == "ours" else f" {case}")
+            + f", {pages:.2f} WAL pages per command"
+        )
+    for case in CASES[1:] if args.peers else ():
+        print(f"ours / {case}: {per_command['ours'] / per_command[case]:.2f}x the instructions")
 
 
 if __name__ == "__main__":

@@ -87,10 +87,16 @@ def count_hops(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """Record every job sent to a SQLite writer's or reader's thread (each one hop)."""
     calls: list[Any] = []
     original_submit = WriterThread.submit
+    original_hand_over = WriterThread.hand_over
 
     def counting_submit(self: Any, job: Any, *args: Any) -> Any:
         calls.append(job)
         return original_submit(self, job, *args)
 
+    def counting_hand_over(self: Any, job: Any, *args: Any) -> Any:
+        calls.append(job)
+        return original_hand_over(self, job, *args)
+
     monkeypatch.setattr(WriterThread, "submit", counting_submit)
+    monkeypatch.setattr(WriterThread, "hand_over", counting_hand_over)
     return calls

@@ -323,7 +323,7 @@ class WriterQueue:
         thread = self._thread
         if thread is None:
             raise WriterClosedError("The SQLite writer is not open")
-        future = thread.submit(counted, jobs, box, job, *args)
+        future = thread.hand_over(counted, jobs, box, job, *args)
         jobs.sent += 1
         result: T = await future
         return result

@@ -2,7 +2,11 @@
 
 The writer (:mod:`.sqlite`) sends each commit's job here in one hop: the job
 is queued, the thread runs it with the connection and hands the result back
-to the event loop (``call_soon_threadsafe``). Jobs run one at a time, in the
+to the event loop (``call_soon_threadsafe``). A job sent to an idle thread
+is handed over (:meth:`WriterThread.hand_over`): the event loop waits, the
+GIL released, until the thread has taken it, so that the thread starts it
+at once instead of waiting for a busy loop to let go of the GIL. Jobs run
+one at a time, in the
 order they were sent, so the connection is never used by two threads at
 once (the event loop uses it inline only while no job is out, see
 :meth:`~.sqlite.SQLiteWriter.idle`).
@@ -30,7 +34,7 @@ from sqlalchemy import event
 
 from cqrs_ddd_core.adapters.sqlalchemy.errors import persistence_error
 
-__all__ = ["WriterClosedError", "WriterThread", "healthy", "per_pool"]
+__all__ = ["HAND_OVER_SECONDS", "WriterClosedError", "WriterThread", "healthy", "per_pool"]
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -64,6 +68,13 @@ def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | No
 
 
 _STOP = object()
+
+HAND_OVER_SECONDS = 0.001
+"""The longest the event loop waits for an idle thread to take a job (see
+:meth:`WriterThread.hand_over`): on a machine too loaded to schedule the
+thread within it, the loop goes on and the thread starts when it can. A
+fifth of the interpreter's switch interval, the longest the thread would
+otherwise wait for the GIL."""
 
 
 class WriterThread:
@@ -129,11 +140,39 @@ class WriterThread:
         Raises:
             WriterClosedError: the thread was closed; nothing was queued.
         """
+        return self._submit(job, args, None)
+
+    def hand_over(self, job: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """:meth:`submit`, then, if the thread was idle, wait (the GIL released) until
+        it has taken the job, at most :data:`HAND_OVER_SECONDS`.
+
+        Without this, the woken thread needs the GIL back before it can start
+        the job, and an event loop busy running other tasks' Python keeps it
+        for up to the interpreter's switch interval (5 ms); the job (an
+        ``fsync`` at ``FULL``) then starts only once the loop runs out of work
+        instead of running while it works. The wait is the thread's wake-up
+        (tens of microseconds), never longer than the bound.
+
+        Raises:
+            WriterClosedError: the thread was closed; nothing was queued.
+        """
+        started: threading.Lock | None = None
+        if self._sent == self._done and not self._closed:
+            started = threading.Lock()
+            started.acquire()
+        future = self._submit(job, args, started)
+        if started is not None:
+            started.acquire(timeout=HAND_OVER_SECONDS)
+        return future
+
+    def _submit(
+        self, job: Callable[..., T], args: tuple[Any, ...], started: threading.Lock | None
+    ) -> asyncio.Future[T]:
         if self._closed:
             raise WriterClosedError("The SQLite writer connection is closed")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._sent += 1
-        self._queue.put((future, job, args))
+        self._queue.put((future, job, args, started))
         return future
 
     def close(self) -> None:
@@ -149,7 +188,9 @@ class WriterThread:
             item = self._queue.get()
             if item is _STOP:
                 break
-            future, job, args = item
+            future, job, args, started = item
+            if started is not None:
+                started.release()  # the loop waits for this, the GIL released
             result: Any = None
             error: BaseException | None = None
             try:

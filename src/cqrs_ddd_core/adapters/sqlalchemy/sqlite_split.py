@@ -10,7 +10,10 @@ writer's thread, the group's writes run inline on the event loop's thread
 (``BEGIN IMMEDIATE``, the version checks and the inserts: local work,
 microseconds per unit of work, with nobody to hand the GIL to), and only the
 ``COMMIT``, which waits on the disk, goes to the thread: one hop and one
-take-back of the GIL per group, however many statements it wrote.
+take-back of the GIL per group, however many statements it wrote. The hop
+is a hand-over (:meth:`.sqlite_thread.WriterThread.hand_over`): the loop
+lets the thread take the GIL and start the ``COMMIT`` before it goes on, so
+the fsync runs while the loop works.
 
 The outcomes are those of :func:`.sqlite_batch.batch_job`, step for step:
 the same writing code, the same commit and commit-failure code. Inline, the

@@ -39,6 +39,13 @@ def long_switch_interval() -> Iterator[None]:
 
 
 @pytest.fixture
+def patient(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bound no loaded machine reaches: the tests that use it are about the
+    hand-over, not its bound (the wait is the thread's wake-up either way)."""
+    monkeypatch.setattr(sqlite_thread, "HAND_OVER_SECONDS", 10.0)
+
+
+@pytest.fixture
 async def thread() -> Any:
     started = WriterThread(_memory)
     await started.start()
@@ -58,7 +65,7 @@ def _job(began: threading.Event, release: threading.Event) -> Any:
 
 
 async def test_a_job_handed_to_an_idle_thread_has_started_when_hand_over_returns(
-    thread: WriterThread, long_switch_interval: None
+    thread: WriterThread, long_switch_interval: None, patient: None
 ) -> None:
     began, release = threading.Event(), threading.Event()
     future = thread.hand_over(_job(began, release))
@@ -126,7 +133,7 @@ async def test_a_closed_thread_refuses_a_hand_over_at_once(thread: WriterThread)
 
 
 async def test_at_full_the_commit_starts_while_the_event_loop_is_busy(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, long_switch_interval: None
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, long_switch_interval: None, patient: None
 ) -> None:
     """A sender's COMMIT goes to the thread; another task then keeps the loop busy
     (pure Python, no await). The COMMIT (its fsync) runs meanwhile, not after."""

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from cqrs_ddd_core.exceptions import ConcurrencyError, MessageValidationError
 from cqrs_ddd_core.middleware import MetricsMiddleware
 from cqrs_ddd_core.telemetry import DURATION_BUCKETS
-from cqrs_ddd_core.testing import MetricCapture
+from cqrs_ddd_core.testing import MetricCapture, SpanCapture
 from tests.observability.app import (
     Boom,
     Explode,
@@ -166,3 +168,54 @@ async def test_attribute_sets_are_computed_once_per_type_and_outcome() -> None:
     assert "unit_of_work" in middleware.placement.outside
     assert "MetricsMiddleware(" in repr(middleware)
     capture.shutdown()
+
+
+async def test_each_measurement_carries_the_span_of_its_own_dispatch_as_exemplar(
+    shop: Shop, span_capture: SpanCapture, metric_capture: MetricCapture
+) -> None:
+    # The middleware reads the current context once per dispatch and hands it to
+    # every record (the SDK's exemplar filter reads it): it must be the context
+    # of that dispatch, not one kept from an earlier dispatch or from the parent.
+    mediator = build_mediator(
+        shop,
+        tracer_provider=span_capture.tracer_provider,
+        meter_provider=metric_capture.meter_provider,
+        uow_factory=FixedTimingUnitOfWork,
+    )
+    await mediator.send(PlaceOrder(order_id="o-1", amount=3))
+    (first,) = [s.context for s in span_capture.spans if s.name == "command PlaceOrder"]
+    span_capture.clear()
+    await mediator.send(PlaceOrder(order_id="o-2", amount=3, sku="s-1"))  # sends ReserveStock
+
+    latest = span_capture.named("command PlaceOrder").context
+    nested = span_capture.named("command ReserveStock").context
+    assert first is not None
+    assert latest is not None
+    assert nested is not None
+
+    # One collection: the SDK hands each exemplar out once (its reservoirs are
+    # reset when collected).
+    data = metric_capture.reader.get_metrics_data()
+    assert data is not None
+    exemplars: dict[tuple[str, frozenset[Any]], set[int]] = {}
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                for point in metric.data.data_points:
+                    key = (metric.name, frozenset((point.attributes or {}).items()))
+                    exemplars[key] = {e.span_id for e in point.exemplars}
+
+    def exemplar_spans(name: str, attributes: dict[str, str]) -> set[int]:
+        return exemplars[(name, frozenset(attributes.items()))]
+
+    # One exemplar per bucket, the latest measurement's: the two PlaceOrders'
+    # own spans (one bucket or two), never the nested command's.
+    placed = exemplar_spans("cqrs.command.duration", SUCCESS)
+    assert latest.span_id in placed
+    assert placed <= {first.span_id, latest.span_id}
+    reserve = {"cqrs.message.type": "ReserveStock", "cqrs.outcome": "success"}
+    assert exemplar_spans("cqrs.command.duration", reserve) == {nested.span_id}
+    # The persistence series (a fixed 3 ms: one bucket) are recorded by the
+    # dispatch that owns the unit of work, the latest PlaceOrder.
+    order = {"cqrs.aggregate.type": "Order"}
+    assert exemplar_spans("cqrs.persistence.duration", order) == {latest.span_id}

@@ -6,6 +6,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry.context import get_current
+
 from cqrs_ddd_core.persistence.steps import written_by_aggregate_type
 from cqrs_ddd_core.pipeline.pipeline import CallNext, Placement
 from cqrs_ddd_core.telemetry.api import error_type, get_meter
@@ -24,6 +26,7 @@ from cqrs_ddd_core.telemetry.names import (
 from cqrs_ddd_core.telemetry.outcomes import DEFAULT_REFUSALS, Refusals
 
 if TYPE_CHECKING:
+    from opentelemetry.context import Context
     from opentelemetry.metrics import Histogram, MeterProvider
 
     from cqrs_ddd_core.context import DispatchContext
@@ -105,12 +108,16 @@ class MetricsMiddleware:
                 ),
             )
             raise
+        elapsed = time.perf_counter() - start
+        # The current context, read once for every record of this dispatch (the
+        # SDK would read it per record; its exemplar filter is what looks at it).
+        current = get_current()
         self._durations[context.kind].record(
-            time.perf_counter() - start, self._attributes_for(context.message_type, None, False)
+            elapsed, self._attributes_for(context.message_type, None, False), current
         )
         uow = context.uow
         if owns_uow and uow is not None and uow.timings:
-            self._record_persistence(context, uow)
+            self._record_persistence(context, uow, current)
         return result
 
     def _attributes_for(
@@ -136,7 +143,7 @@ class MetricsMiddleware:
             self._attributes[key] = found
         return found
 
-    def _record_persistence(self, context: DispatchContext, uow: Any) -> None:
+    def _record_persistence(self, context: DispatchContext, uow: Any, current: Context) -> None:
         timings: Sequence[StepTiming] = uow.timings
         start, end = timings[0].start_ns, 0
         for step in timings:
@@ -155,19 +162,19 @@ class MetricsMiddleware:
                 per_type[aggregate_type] = per_type.get(aggregate_type, 0) + 1
         histogram = self._instruments.persistence_duration
         if not per_type:
-            histogram.record(seconds, self._aggregate_attributes(NO_AGGREGATE_TYPE))
+            histogram.record(seconds, self._aggregate_attributes(NO_AGGREGATE_TYPE), current)
         for aggregate_type in per_type:
-            histogram.record(seconds, self._aggregate_attributes(aggregate_type))
+            histogram.record(seconds, self._aggregate_attributes(aggregate_type), current)
         committed = getattr(uow, "committed", None)
         if committed:
             stored, enqueued = written_by_aggregate_type(committed)
             for aggregate_type, count in stored.items():
                 self._instruments.events_stored.add(
-                    count, self._aggregate_attributes(aggregate_type)
+                    count, self._aggregate_attributes(aggregate_type), current
                 )
             for aggregate_type, count in enqueued.items():
                 self._instruments.outbox_enqueued.add(
-                    count, self._aggregate_attributes(aggregate_type)
+                    count, self._aggregate_attributes(aggregate_type), current
                 )
 
     def _aggregate_attributes(self, aggregate_type: str) -> _Attributes:

@@ -165,15 +165,20 @@ class TracingMiddleware:
         }
         if context.causation_id is not None:
             attributes[ATTR_CAUSATION_ID] = context.causation_id
-        # Attributes at start: one pass through the SDK's attribute checks, and
-        # a sampler sees them.
-        span = self._tracer.start_span(name, kind=SpanKind.INTERNAL, attributes=attributes)
+        # The current context, read once: the SDK would look it up three times
+        # (parent span, sampler, parent trace state) and set_span_in_context once
+        # more. Attributes at start: one pass through the SDK's attribute checks,
+        # and a sampler sees them.
+        parent = otel_context.get_current()
+        span = self._tracer.start_span(
+            name, context=parent, kind=SpanKind.INTERNAL, attributes=attributes
+        )
         if not span.is_recording():
             # Not sampled (or a tracer that hands back the current span).
-            if span.get_span_context().is_valid and span is not trace.get_current_span():
+            if span.get_span_context().is_valid and span is not trace.get_current_span(parent):
                 # A sampled-out SDK span: make it current so the "not sampled"
                 # decision propagates (outbox traceparent), nothing more.
-                token = otel_context.attach(trace.set_span_in_context(span))
+                token = otel_context.attach(trace.set_span_in_context(span, parent))
                 try:
                     return await call_next(message, context)
                 finally:
@@ -189,7 +194,7 @@ class TracingMiddleware:
             context.db_steps = []  # the reads of this dispatch are measured from now on
         # One context for the whole dispatch: attached while the rest of the
         # pipeline runs, then the parent of the persistence spans.
-        span_context = trace.set_span_in_context(span)
+        span_context = trace.set_span_in_context(span, parent)
         token = otel_context.attach(span_context)
         try:
             return await call_next(message, context)

@@ -189,12 +189,15 @@ class DatabaseSpans:
         }
         _identify(attributes, first.database or database)
         start, end, rows, failed = first.start_ns, first.end_ns, 0, None
+        keys = self._duration_keys
         for step in timings:
             # One scalar per step (cheaper for the SDK than arrays, and
             # searchable: cqrs.db.step.commit_ms > 5).
-            key = self._duration_key(step)
+            key = keys.get((step.operation, step.collection)) or self._duration_key(step)
             duration = (step.end_ns - step.start_ns) / 1e6
-            attributes[key] = round(attributes.get(key, 0.0) + duration, 3)
+            if key in attributes:  # a step shape seen twice in one commit: summed
+                duration += attributes[key]
+            attributes[key] = round(duration, 3)
             rows += step.rows
             if step.start_ns < start:
                 start = step.start_ns

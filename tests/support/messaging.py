@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,6 +127,16 @@ class Billing:
         outcome = await self.consumer.process(message)
         self.outcomes[outcome.value] += 1
         return outcome
+
+    async def process_batch(
+        self, messages: Sequence[IncomingMessage]
+    ) -> list[Outcome | Exception | None]:
+        """The consumer's ``process_batch``, counting outcomes (the subscriber batches with it)."""
+        results = await self.consumer.process_batch(messages)
+        for result in results:
+            if isinstance(result, Outcome):
+                self.outcomes[result.value] += 1
+        return results
 
     def _committed(self, key: tuple[str, int], message_id: str) -> None:
         self.handled.append(key)

@@ -15,6 +15,7 @@ Only ports are used: the handler writes with the transaction's connection
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from cqrs_ddd_advanced_core.demo.domain import INVOICE_EVENTS, ORDER_EVENTS
@@ -63,6 +64,16 @@ class BillingService:
         outcome = await self.consumer.process(message)
         self.outcomes[outcome.value] += 1
         return outcome
+
+    async def process_batch(
+        self, messages: Sequence[IncomingMessage]
+    ) -> list[Outcome | Exception | None]:
+        """The consumer's ``process_batch`` (the subscriber batches with it), counting outcomes."""
+        results = await self.consumer.process_batch(messages)
+        for result in results:
+            if isinstance(result, Outcome):
+                self.outcomes[result.value] += 1
+        return results
 
     async def _record(self, message: IncomingMessage, tx: InboxTransaction) -> None:
         conn = tx.connection

@@ -15,6 +15,7 @@ from cqrs_ddd_advanced_core.messaging.consumer import (
     upcast_with,
 )
 from cqrs_ddd_advanced_core.messaging.ports import (
+    BatchProcessor,
     CommitListener,
     DeliveryProcessor,
     IncomingMessage,
@@ -26,6 +27,7 @@ from cqrs_ddd_advanced_core.messaging.ports import (
 from cqrs_ddd_advanced_core.messaging.relay import OutboxRelay, Upcaster
 
 __all__ = [
+    "BatchProcessor",
     "CommitListener",
     "ConsumeContext",
     "ConsumerMiddleware",

@@ -14,6 +14,18 @@ stops there as ``DUPLICATE``, no second effect), runs the handler with the
 transaction, and commits. The subscriber acknowledges only once
 :meth:`MessageConsumer.process` returned, i.e. after the commit.
 
+**Batches** (:meth:`MessageConsumer.process_batch`, what the RabbitMQ
+subscriber uses for the deliveries a queue has ready): one transaction for
+several deliveries of one queue, in their order. Each delivery still goes
+through the whole pipeline (its own span, log and metrics); their inbox rows
+go in with one statement, the handlers run one after the other in the shared
+transaction, and one commit ends it, after which each delivery's pipeline
+returns. If a delivery fails, the transaction is rolled back and the
+deliveries before it run again in a new one (their handlers run a second
+time; nothing of the first try was kept), which commits; the failed one and
+those after it are left to the caller. So the others commit once, and a
+delivery's failure never lets a later one of its queue commit before it.
+
 With ``upcaster=`` (for example :func:`upcast_with` of an
 ``UpcasterRegistry``) a delivery written at an older schema version reaches
 the handler at its type's current one; one that cannot be upcast fails like
@@ -22,6 +34,8 @@ a failing handler (retried, then dead-lettered), before anything is written.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import dataclasses
 import logging
 import time
@@ -203,6 +217,44 @@ class MessageConsumer:
         names = [getattr(s, "__name__", type(s).__name__).lstrip("_") for s in self._steps]
         return " -> ".join([*names, "handler"])
 
+    async def process_batch(
+        self, messages: Sequence[IncomingMessage]
+    ) -> list[Outcome | Exception | None]:
+        """Process deliveries of one queue in one transaction, in order.
+
+        Returns, per delivery, its outcome (committed, or skipped), the exception
+        it failed with, or None when it was not tried. Whatever follows the
+        first entry that is not an outcome was not committed: the caller retries
+        the failed delivery, then the rest, in order. A delivery's pipeline
+        returns (its span ends, its outcome is counted) once the transaction
+        committed; if the commit fails, every delivery in it fails with the error.
+        """
+        self._frozen = True
+        results: list[Outcome | Exception | None] = [None] * len(messages)
+        if len(messages) <= 1:
+            for i, message in enumerate(messages):
+                try:
+                    results[i] = await self.process(message)
+                except Exception as exc:
+                    results[i] = exc
+            return results
+        batch = _Batch(self, messages)
+        try:
+            await batch.run()
+        except BaseException:
+            await batch.abandon()
+            raise
+        for i, task in enumerate(batch.tasks):
+            if task is not None and task.done() and not task.cancelled():
+                error = task.exception()
+                if error is None:
+                    results[i] = task.result()
+                elif isinstance(error, Exception):
+                    results[i] = error
+                else:
+                    raise error
+        return results
+
     async def process(self, message: IncomingMessage) -> Outcome:
         """Process one delivery; returns once its effects committed (or it was skipped).
 
@@ -327,6 +379,10 @@ class MessageConsumer:
     ) -> Outcome:
         if message.message_type not in self._handlers:
             return Outcome.IGNORED
+        turn = _TURN.get()
+        if turn is not None and turn.batch.consumer is self:
+            _TURN.set(None)  # what the handler runs (another consumer's process) is not batched
+            return await turn.take(message, context, call_next)
         tx = await self._inbox.begin()
         context.transaction = tx
         try:
@@ -353,6 +409,174 @@ class MessageConsumer:
 
     def __repr__(self) -> str:
         return f"MessageConsumer({self.name!r}, types={sorted(self._handlers)})"
+
+
+_ENDED = object()  # a delivery's pipeline returned or raised without waiting for the commit
+_REPLAY = object()  # the transaction was rolled back: run the handler again in the next one
+
+
+class _Turn:
+    """One delivery's place in a batch: where its pipeline (in a task of its own) and
+    the batch meet. The pipeline's inbox step runs the handler when the batch gives
+    it the transaction, reports that it ran (``ran``), and waits for the verdict:
+    committed (it returns its outcome), rolled back to be run again, or failed."""
+
+    __slots__ = ("batch", "fresh", "go", "index", "ran", "transaction", "verdict")
+
+    def __init__(self, batch: _Batch, index: int) -> None:
+        loop = asyncio.get_running_loop()
+        self.batch = batch
+        self.index = index
+        self.transaction: InboxTransaction | None = None
+        self.fresh = False  # its inbox row went in with this transaction
+        self.ran: asyncio.Future[object] = loop.create_future()
+        self.verdict: asyncio.Future[object] = loop.create_future()
+        self.go: asyncio.Future[None] | None = None
+
+    def ended(self, _: object) -> None:
+        if not self.ran.done():
+            self.ran.set_result(_ENDED)
+
+    async def take(
+        self, message: IncomingMessage, context: ConsumeContext, call_next: ConsumeNext
+    ) -> Outcome:
+        consumer = self.batch.consumer
+        while True:
+            tx = self.transaction
+            context.transaction = tx
+            if not self.fresh:  # handled before (or earlier in this batch)
+                return Outcome.DUPLICATE
+            with correlation_scope(
+                message.correlation_id or message.message_id, message.message_id
+            ):
+                outcome = await call_next(message, context)
+            verdict_future = self.verdict
+            self.ran.set_result(outcome)
+            verdict = await verdict_future
+            if verdict is None:
+                return outcome
+            if verdict is _REPLAY and self.go is not None:
+                await self.go
+                continue
+            if isinstance(verdict, BaseException):
+                raise verdict
+            raise ConfigurationError(f"{consumer!r}: a batch lost its verdict")  # pragma: no cover
+
+
+class _Batch:
+    """Runs a batch's deliveries through the pipeline in one transaction (see the module)."""
+
+    def __init__(self, consumer: MessageConsumer, messages: Sequence[IncomingMessage]) -> None:
+        self.consumer = consumer
+        self.messages = messages
+        self.turns = [_Turn(self, i) for i in range(len(messages))]
+        self.tasks: list[asyncio.Task[Outcome] | None] = [None] * len(messages)
+        self.transaction: InboxTransaction | None = None
+
+    def _waiting(self, upto: int) -> list[_Turn]:
+        """The deliveries before ``upto`` whose handler ran and that wait for the verdict."""
+        return [
+            t
+            for t in self.turns[:upto]
+            if t.ran.done() and t.ran.result() is not _ENDED and not t.verdict.done()
+        ]
+
+    async def _record(self, tx: InboxTransaction, turns: Sequence[_Turn]) -> None:
+        handlers = self.consumer._handlers
+        wanted: dict[str, str] = {}
+        for turn in turns:
+            message = self.messages[turn.index]
+            if message.message_type in handlers:
+                wanted.setdefault(message.message_id, message.message_type)
+        record_many = getattr(tx, "record_many", None)
+        name = self.consumer.name
+        if record_many is not None:
+            fresh = set(await record_many(name, list(wanted.items())))
+        else:
+            fresh = {m for m, t in wanted.items() if await tx.record(name, m, t)}
+        for turn in turns:
+            message_id = self.messages[turn.index].message_id
+            turn.fresh = message_id in fresh
+            fresh.discard(message_id)  # a second copy in the batch is a duplicate
+            turn.transaction = tx
+
+    async def run(self) -> None:
+        consumer = self.consumer
+        upto = len(self.messages)
+        replay: list[_Turn] | None = None  # None: the first pass (tasks to start)
+        while True:
+            tx = self.transaction = await consumer._inbox.begin()
+            turns = self.turns[:upto] if replay is None else replay
+            await self._record(tx, turns)
+            failed = None
+            for turn in turns:
+                if replay is None:
+                    task = asyncio.create_task(self._pipeline(turn))
+                    task.add_done_callback(turn.ended)
+                    self.tasks[turn.index] = task
+                elif turn.go is not None:
+                    turn.go.set_result(None)
+                if await turn.ran is _ENDED:
+                    ended = self.tasks[turn.index]
+                    if ended is not None and (ended.cancelled() or ended.exception() is not None):
+                        failed = turn.index
+                        break
+            if failed is None:
+                break
+            # The failed delivery's effects may be in the transaction: roll it all
+            # back; the deliveries before it run again in a new one.
+            self.transaction = None
+            await tx.rollback()
+            waiting = self._waiting(len(self.messages))
+            replay = [t for t in waiting if t.index < failed]
+            await _cancel([self.tasks[t.index] for t in waiting if t.index > failed])
+            loop = asyncio.get_running_loop()
+            for turn in replay:
+                turn.go = loop.create_future()
+                turn.ran = loop.create_future()
+                verdict, turn.verdict = turn.verdict, loop.create_future()
+                verdict.set_result(_REPLAY)
+            if not replay:
+                await _cancel(self.tasks)  # only done ones are left: nothing to cancel
+                return
+            upto = failed
+        self.transaction = None
+        waiting = self._waiting(len(self.messages))
+        try:
+            await tx.commit()
+        except Exception as exc:
+            for turn in waiting:
+                turn.verdict.set_result(exc)
+        else:
+            for turn in waiting:
+                turn.verdict.set_result(None)
+        await asyncio.gather(*(t for t in self.tasks if t is not None), return_exceptions=True)
+
+    async def _pipeline(self, turn: _Turn) -> Outcome:
+        _TURN.set(turn)
+        return await self.consumer._chain(
+            self.messages[turn.index], ConsumeContext(self.consumer.name)
+        )
+
+    async def abandon(self) -> None:
+        """Cancelled (the caller's deadline) or broken: nothing of the batch is kept."""
+        tx, self.transaction = self.transaction, None
+        await _cancel(self.tasks)
+        if tx is not None:
+            await tx.rollback()
+
+
+async def _cancel(tasks: Sequence[asyncio.Task[Outcome] | None]) -> None:
+    """Cancel the pipelines still running (not tried: the caller retries them) and wait."""
+    running = [t for t in tasks if t is not None and not t.done()]
+    for task in running:
+        task.cancel()
+    await asyncio.gather(*running, return_exceptions=True)
+
+
+_TURN: contextvars.ContextVar[_Turn | None] = contextvars.ContextVar(
+    "cqrs_ddd_consumer_turn", default=None
+)
 
 
 async def _in_producer_context(

@@ -17,7 +17,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from cqrs_ddd_core.persistence.ports import InboxTransaction
 
 __all__ = [
+    "BatchProcessor",
     "CommitListener",
     "DeliveryProcessor",
     "IncomingMessage",
@@ -91,11 +92,33 @@ DeliveryProcessor = Callable[[IncomingMessage], Awaitable[Outcome]]
 """Processes one delivery; raises when it failed (the subscriber retries, then dead-letters)."""
 
 
+class BatchProcessor(Protocol):
+    """Processes one delivery, or several of one queue in one transaction
+    (the :class:`~.consumer.MessageConsumer`)."""
+
+    async def process(self, message: IncomingMessage) -> Outcome:
+        """As a :data:`DeliveryProcessor`."""
+        ...
+
+    async def process_batch(
+        self, messages: Sequence[IncomingMessage]
+    ) -> list[Outcome | Exception | None]:
+        """Process ``messages`` in order, in one transaction; per message its outcome
+        (committed or skipped), the error it failed with, or None (not tried). What
+        follows the first entry that is not an outcome was not committed; the
+        subscriber retries the failed message alone, then the rest, in order, and
+        acknowledges the outcomes only."""
+        ...
+
+
 class Subscriber(Protocol):
     """Feeds a broker's deliveries to a processor until stopped."""
 
-    async def run(self, processor: DeliveryProcessor, stop_event: asyncio.Event) -> None:
-        """Consume until ``stop_event`` is set; acknowledge only after ``processor`` returned."""
+    async def run(
+        self, processor: DeliveryProcessor | BatchProcessor, stop_event: asyncio.Event
+    ) -> None:
+        """Consume until ``stop_event`` is set; acknowledge only after ``processor`` returned
+        (after the batch's commit, with a :class:`BatchProcessor`)."""
         ...
 
 

@@ -225,6 +225,15 @@ class InboxTransaction(Protocol):
         (a redelivery: the caller rolls back and acknowledges)."""
         ...
 
+    async def record_many(self, consumer: str, messages: Sequence[tuple[str, str]]) -> set[str]:
+        """Record several ``(message_id, message_type)`` pairs in this transaction (a
+        consumer's batch of deliveries); returns the ids that were not handled before.
+
+        Broker-neutral: one round trip where the database allows it. A consumer
+        that finds a transaction without it calls :meth:`record` per message.
+        """
+        ...
+
     def after_commit(self, hook: Callable[[], None]) -> None:
         """Run ``hook()`` once the transaction has committed."""
         ...

@@ -1,27 +1,39 @@
 """Consuming a service's partition queues from RabbitMQ.
 
-One task per partition queue takes its deliveries one after the other (the
+One task per partition queue takes its deliveries in queue order (the
 queues are single-active-consumer, see :mod:`.topology`), so a stream's
-messages are processed in order. For each delivery:
+messages are processed in order. What the queue has ready when the task
+looks (up to ``batch_size``, bounded by ``prefetch``) is processed together:
 
-* the processor (a :class:`~cqrs_ddd_advanced_core.messaging.MessageConsumer`)
-  runs; once it returned (the effects and the inbox row committed, or the
-  inbox said "duplicate") the delivery is acknowledged;
-* if it raises, or takes longer than ``process_timeout`` (a database that
-  stopped answering: the attempt is cancelled, its transaction rolled back),
-  it is tried again after an exponential backoff, in place (the
-  partition waits: order is kept); after ``max_attempts`` it is rejected
-  without requeue, which RabbitMQ routes to the service's dead-letter
-  exchange (``<service>.dlx`` -> queue ``<service>.dead``);
+* with a ``MessageConsumer`` (or its ``process`` method) as the processor, in
+  one transaction (:meth:`~cqrs_ddd_advanced_core.messaging.MessageConsumer.process_batch`:
+  one inbox statement, the handlers in order, one commit); once it committed,
+  the deliveries are acknowledged. A delivery whose handler failed is left
+  out of that commit (the ones before it commit; it and the ones after it do
+  not), retried alone in place, then the ones after it go on: a queue's order
+  is kept and nothing after a failure commits before it. If the batch as a
+  whole fails (the commit, the database), each delivery is processed alone;
+* with another processor, or ``batch_size=1``, one delivery at a time, each
+  acknowledged once the processor returned (committed, or the inbox said
+  "duplicate");
+* a failed delivery (it raised, or took longer than ``process_timeout``: a
+  database that stopped answering, the attempt is cancelled and its
+  transaction rolled back) is tried again after an exponential backoff, in
+  place (the partition waits: order is kept); after ``max_attempts`` it is
+  rejected without requeue, which RabbitMQ routes to the service's
+  dead-letter exchange (``<service>.dlx`` -> queue ``<service>.dead``);
 * a message that cannot be decoded is dead-lettered at once.
 
 A lost connection is reopened after ``reconnect_delay``; deliveries that were
-not acknowledged come again (the inbox makes that harmless).
+not acknowledged come again (the inbox makes that harmless: a batch is
+acknowledged only after its commit, so a consumer killed mid-batch leaves
+either none of its effects or all of them, and the redelivered ones are
+skipped by the inbox).
 
-Up to one delivery per partition queue is processed at once, each (with the
+Up to one batch per partition queue is processed at once, each (with the
 SQL inbox) in a transaction on a connection of its own: give the inbox's
 engine a pool of at least the partition count, or connections are opened and
-closed for the deliveries beyond it.
+closed for the batches beyond it.
 """
 
 from __future__ import annotations
@@ -37,6 +49,7 @@ import structlog
 from aiormq.exceptions import AMQPError
 
 from cqrs_ddd_advanced_core.messaging.headers import decode
+from cqrs_ddd_advanced_core.messaging.ports import Outcome
 from cqrs_ddd_advanced_core.messaging.telemetry import MessagingInstruments
 from cqrs_ddd_advanced_core.outbox.service import Backoff
 from cqrs_ddd_core.telemetry.api import get_meter
@@ -46,7 +59,11 @@ if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
 
     from cqrs_ddd_advanced_core.adapters.rabbitmq.topology import ConsumerTopology
-    from cqrs_ddd_advanced_core.messaging.ports import DeliveryProcessor
+    from cqrs_ddd_advanced_core.messaging.ports import (
+        BatchProcessor,
+        DeliveryProcessor,
+        IncomingMessage,
+    )
 
 __all__ = ["RabbitMQSubscriber"]
 
@@ -63,6 +80,9 @@ class RabbitMQSubscriber:
         max_attempts: Processing attempts before a delivery is dead-lettered.
         backoff: Delay between attempts (default 0.1 s doubling to 5 s).
         prefetch: Unacknowledged deliveries RabbitMQ sends ahead, per channel.
+        batch_size: At most this many of the deliveries a queue has ready are
+            processed in one transaction (``MessageConsumer.process_batch``);
+            1: one transaction per delivery.
         process_timeout: Seconds one processing attempt may take; past it the
             attempt is cancelled and counts as failed (never acknowledged).
         reconnect_delay: Seconds between attempts to reconnect.
@@ -78,6 +98,7 @@ class RabbitMQSubscriber:
         max_attempts: int = 5,
         backoff: Backoff | None = None,
         prefetch: int = 64,
+        batch_size: int = 32,
         process_timeout: float = 60.0,
         reconnect_delay: float = 1.0,
         connect_timeout: float = 10.0,
@@ -87,6 +108,8 @@ class RabbitMQSubscriber:
             raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
         if prefetch < 1:
             raise ValueError(f"prefetch must be at least 1, got {prefetch}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if process_timeout <= 0:
             raise ValueError(f"process_timeout must be positive, got {process_timeout}")
         self._url = url
@@ -94,6 +117,7 @@ class RabbitMQSubscriber:
         self._max_attempts = max_attempts
         self._backoff = backoff or _default_backoff()
         self._prefetch = prefetch
+        self._batch_size = batch_size
         self._process_timeout = process_timeout
         self._reconnect_delay = reconnect_delay
         self._connect_timeout = connect_timeout
@@ -107,8 +131,15 @@ class RabbitMQSubscriber:
         async with connection:
             await self.topology.declare(await connection.channel())
 
-    async def run(self, processor: DeliveryProcessor, stop_event: asyncio.Event) -> None:
-        """Consume until ``stop_event`` is set, reconnecting whenever the connection is lost."""
+    async def run(
+        self, processor: DeliveryProcessor | BatchProcessor, stop_event: asyncio.Event
+    ) -> None:
+        """Consume until ``stop_event`` is set, reconnecting whenever the connection is lost.
+
+        ``processor``: a ``MessageConsumer`` or its ``process`` method (deliveries
+        in batches, see the module), or any other ``async (message) -> Outcome``
+        (one delivery at a time).
+        """
         while not stop_event.is_set():
             try:
                 await self._session(processor, stop_event)
@@ -118,7 +149,9 @@ class RabbitMQSubscriber:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop_event.wait(), self._reconnect_delay)
 
-    async def _session(self, processor: DeliveryProcessor, stop_event: asyncio.Event) -> None:
+    async def _session(
+        self, processor: DeliveryProcessor | BatchProcessor, stop_event: asyncio.Event
+    ) -> None:
         connection = await aio_pika.connect(self._url, timeout=self._connect_timeout)
         async with connection:
             channel = await connection.channel()
@@ -148,22 +181,102 @@ class RabbitMQSubscriber:
                 raise ConnectionError("the RabbitMQ connection was closed")
 
     async def _consume(
-        self, queue: AbstractQueue, processor: DeliveryProcessor, stop_event: asyncio.Event
+        self,
+        queue: AbstractQueue,
+        processor: DeliveryProcessor | BatchProcessor,
+        stop_event: asyncio.Event,
     ) -> None:
-        async with queue.iterator() as deliveries:
-            async for delivery in deliveries:
-                if stop_event.is_set():  # stopping: give it back untouched
-                    await delivery.nack(requeue=True)
+        single, batch = _processors(processor)
+        if self._batch_size == 1:
+            batch = None
+        ready: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+
+        async def arrived(delivery: AbstractIncomingMessage) -> None:
+            ready.put_nowait(delivery)
+
+        tag = await queue.consume(arrived)
+        try:
+            while True:
+                deliveries = [await ready.get()]
+                while len(deliveries) < self._batch_size and not ready.empty():
+                    deliveries.append(ready.get_nowait())
+                if stop_event.is_set():  # stopping: give them back untouched
+                    for delivery in deliveries:
+                        await delivery.nack(requeue=True)
                     return
-                await self._deliver(queue.name, delivery, processor, stop_event)
+                await self._deliver(queue.name, deliveries, single, batch, stop_event)
+        finally:
+            await self._stop_consuming(queue, tag, ready)
+
+    async def _stop_consuming(
+        self,
+        queue: AbstractQueue,
+        tag: str,
+        ready: asyncio.Queue[AbstractIncomingMessage],
+    ) -> None:
+        """Cancel the consumer and give back what arrived and was not processed (on a
+        channel that closed they come back anyway)."""
+        if queue.channel.is_closed:
+            return
+        with contextlib.suppress(*_CONNECTION_ERRORS):
+            async with asyncio.timeout(self._connect_timeout):
+                await queue.cancel(tag)
+                while not ready.empty():
+                    await ready.get_nowait().nack(requeue=True)
 
     async def _deliver(
         self,
         queue: str,
-        delivery: AbstractIncomingMessage,
-        processor: DeliveryProcessor,
+        deliveries: list[AbstractIncomingMessage],
+        single: DeliveryProcessor,
+        batch: BatchProcessor | None,
         stop_event: asyncio.Event,
     ) -> None:
+        """Process deliveries of one queue in their order: in batches of what is ready
+        (one transaction each, when the processor has ``process_batch``); a delivery
+        that fails is retried alone, in place, before those after it."""
+        pending: list[tuple[AbstractIncomingMessage, IncomingMessage]] = []
+        for delivery in deliveries:
+            message = await self._decode(queue, delivery)
+            if message is not None:
+                pending.append((delivery, message))
+        while pending:
+            if batch is None or len(pending) == 1:
+                delivery, message = pending.pop(0)
+                if not await self._retry(queue, delivery, message, single, stop_event, 1, None):
+                    for delivery, _ in pending:  # stopping: give back the rest
+                        await delivery.nack(requeue=True)
+                    return
+                continue
+            try:
+                async with asyncio.timeout(self._process_timeout):
+                    results = await batch.process_batch([m for _, m in pending])
+            except Exception as exc:  # the batch as a whole: each is retried alone
+                _log.warning(
+                    "message_batch_failed", queue=queue, size=len(pending),
+                    error_type=type(exc).__name__,
+                )  # fmt: skip
+                batch = None
+                continue
+            done = 0
+            for (delivery, _), result in zip(pending, results, strict=True):
+                if not isinstance(result, Outcome):
+                    break
+                await delivery.ack()
+                done += 1
+            failed = results[done] if done < len(results) else None
+            rest = pending[done:]
+            if isinstance(failed, Exception):  # attempt 1 failed: the retries, in place
+                delivery, message = rest.pop(0)
+                if not await self._retry(queue, delivery, message, single, stop_event, 2, failed):
+                    for delivery, _ in rest:
+                        await delivery.nack(requeue=True)
+                    return
+            pending = rest
+
+    async def _decode(
+        self, queue: str, delivery: AbstractIncomingMessage
+    ) -> IncomingMessage | None:
         try:
             message = decode(
                 delivery.message_id or "",
@@ -177,8 +290,41 @@ class RabbitMQSubscriber:
         except ValueError as exc:
             _log.error("message_undecodable", queue=queue, error=str(exc))
             await self._dead_letter(delivery)
-            return
-        for attempt in range(1, self._max_attempts + 1):
+            return None
+        return message
+
+    async def _retry(
+        self,
+        queue: str,
+        delivery: AbstractIncomingMessage,
+        message: IncomingMessage,
+        processor: DeliveryProcessor,
+        stop_event: asyncio.Event,
+        first: int,
+        failure: Exception | None,
+    ) -> bool:
+        """Attempts ``first`` ... ``max_attempts`` of one delivery (after ``failure`` of
+        the attempt before, if any), then ack or dead-letter it; False when stopping
+        gave it back instead."""
+        attempt = first
+        while True:
+            if failure is not None:
+                if attempt > self._max_attempts:
+                    _log.error(
+                        "message_dead_lettered",
+                        queue=queue,
+                        message_id=message.message_id,
+                        attempts=attempt - 1,
+                        error_type=type(failure).__name__,
+                    )
+                    await self._dead_letter(delivery)
+                    return True
+                delay = self._backoff.delay(attempt - 1).total_seconds()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop_event.wait(), delay)
+                if stop_event.is_set():  # give it back for the next consumer
+                    await delivery.nack(requeue=True)
+                    return False
             try:
                 async with asyncio.timeout(self._process_timeout):
                     # decode() made it attempt 1: copied only for a retry.
@@ -186,25 +332,11 @@ class RabbitMQSubscriber:
                         message if attempt == 1 else dataclasses.replace(message, attempt=attempt)
                     )
             except Exception as exc:
-                if attempt == self._max_attempts:
-                    _log.error(
-                        "message_dead_lettered",
-                        queue=queue,
-                        message_id=message.message_id,
-                        attempts=attempt,
-                        error_type=type(exc).__name__,
-                    )
-                    await self._dead_letter(delivery)
-                    return
-                delay = self._backoff.delay(attempt).total_seconds()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop_event.wait(), delay)
-                if stop_event.is_set():  # give it back for the next consumer
-                    await delivery.nack(requeue=True)
-                    return
-            else:
-                await delivery.ack()
-                return
+                failure = exc
+                attempt += 1
+                continue
+            await delivery.ack()
+            return True
 
     async def _dead_letter(self, delivery: AbstractIncomingMessage) -> None:
         await delivery.reject(requeue=False)
@@ -214,6 +346,22 @@ class RabbitMQSubscriber:
 
     def __repr__(self) -> str:
         return f"RabbitMQSubscriber({self.topology!r})"
+
+
+def _processors(
+    processor: DeliveryProcessor | BatchProcessor,
+) -> tuple[DeliveryProcessor, BatchProcessor | None]:
+    """One delivery's processor, and the batch processor if there is one: ``processor``
+    itself when it has ``process_batch`` (a ``MessageConsumer``), or the object whose
+    ``process`` method it is (``consumer.process``)."""
+    if not callable(processor):
+        return processor.process, processor
+    owner = getattr(processor, "__self__", None)
+    if getattr(processor, "__name__", None) == "process" and callable(
+        getattr(owner, "process_batch", None)
+    ):
+        return processor, owner
+    return processor, None
 
 
 def _default_backoff() -> Backoff:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from cqrs_ddd_core.exceptions import PersistenceError
 
@@ -16,17 +16,21 @@ class InMemoryInboxTransaction:
 
     def __init__(self, store: InMemoryInboxStore) -> None:
         self._store = store
-        self._key: tuple[str, str] | None = None
+        self._keys: list[tuple[str, str]] = []
         self._hooks: list[Callable[[], None]] = []
         self._open = True
 
     async def record(self, consumer: str, message_id: str, message_type: str) -> bool:
         """Note the message for this transaction; False if ``consumer`` handled it already."""
         key = (consumer, message_id)
-        if key in self._store.handled:
+        if key in self._store.handled or key in self._keys:
             return False
-        self._key = key
+        self._keys.append(key)
         return True
+
+    async def record_many(self, consumer: str, messages: Sequence[tuple[str, str]]) -> set[str]:
+        """:meth:`record` for each pair ``(message_id, message_type)``; the ids that were new."""
+        return {m for m, t in messages if await self.record(consumer, m, t)}
 
     def after_commit(self, hook: Callable[[], None]) -> None:
         """Run ``hook()`` once the transaction has committed."""
@@ -37,10 +41,10 @@ class InMemoryInboxTransaction:
         if not self._open:
             raise PersistenceError("The inbox transaction is closed")
         self._open = False
-        if self._key is not None:
-            if self._key in self._store.handled:  # a concurrent delivery won
-                raise PersistenceError(f"Message {self._key[1]} was handled meanwhile")
-            self._store.handled.add(self._key)
+        for key in self._keys:
+            if key in self._store.handled:  # a concurrent delivery won
+                raise PersistenceError(f"Message {key[1]} was handled meanwhile")
+        self._store.handled.update(self._keys)
         for hook in self._hooks:
             hook()
 

@@ -1,20 +1,23 @@
 """The SQL inbox: a consumer's message ids, committed with the handler's effects.
 
-One delivery is one transaction (``engine.begin()``): the inbox row goes in
-first with ``INSERT ... ON CONFLICT DO NOTHING``; if it was there already the
-message is a redelivery and the caller rolls back and acknowledges. On
-PostgreSQL a concurrent delivery of the same message waits on the primary
-key until the first commits (then finds the row) or rolls back (then takes
-over), so two consumers never both apply one message.
+One transaction (``engine.begin()``) holds one delivery or a batch of them:
+the inbox rows go in first with ``INSERT ... ON CONFLICT DO NOTHING``; a row
+that was there already is a redelivery, which the caller skips (rolls back, or
+leaves out of the batch) and acknowledges. A batch's rows go in with one
+statement (:meth:`SQLAlchemyInboxTransaction.record_many`: on PostgreSQL one
+``INSERT ... SELECT FROM unnest(...) RETURNING``, one prepared statement for
+every batch size). On PostgreSQL a concurrent delivery of the same message
+waits on the primary key until the first commits (then finds the row) or
+rolls back (then takes over), so two consumers never both apply one message.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
@@ -50,6 +53,17 @@ _INSERTS: dict[str, Any] = {
 }
 
 
+_RECORD_MANY_PG = text(
+    "INSERT INTO inbox (consumer, message_id, message_type, received_at) "
+    "SELECT :consumer, m.id, m.type, :received_at "
+    "FROM unnest(CAST(:ids AS VARCHAR[]), CAST(:types AS VARCHAR[])) "
+    "WITH ORDINALITY AS m(id, type, n) ORDER BY m.n "
+    "ON CONFLICT DO NOTHING RETURNING message_id"
+).bindparams(bindparam("received_at", type_=inbox.c.received_at.type))
+"""A batch's inbox rows in one statement (rows in the batch's order, so that two
+transactions inserting the same ids lock them in the same order)."""
+
+
 class SQLAlchemyInboxTransaction:
     """One delivery's transaction; the handler writes with :attr:`connection`."""
 
@@ -75,6 +89,26 @@ class SQLAlchemyInboxTransaction:
         except DBAPIError as exc:
             raise persistence_error(exc.orig or exc, "Inbox insert failed") from exc
         return bool(result.rowcount)
+
+    async def record_many(self, consumer: str, messages: Sequence[tuple[str, str]]) -> set[str]:
+        """Insert the inbox rows of ``(message_id, message_type)`` pairs; the ids that
+        were not there (the others were handled already). One statement on PostgreSQL."""
+        if not messages:
+            return set()
+        if self.connection.dialect.name != "postgresql":
+            return {m for m, t in messages if await self.record(consumer, m, t)}
+        self._message_id = messages[0][0]
+        parameters = {
+            "consumer": consumer,
+            "ids": [m for m, _ in messages],
+            "types": [t for _, t in messages],
+            "received_at": utc_now(),
+        }
+        try:
+            result = await self.connection.execute(_RECORD_MANY_PG, parameters)
+        except DBAPIError as exc:
+            raise persistence_error(exc.orig or exc, "Inbox insert failed") from exc
+        return {row[0] for row in result.all()}
 
     def after_commit(self, hook: Callable[[], None]) -> None:
         """Run ``hook()`` once the transaction has committed."""

@@ -118,6 +118,8 @@ class OutboxRelay:
             raise ValueError(f"publish_deadline must be positive, got {publish_deadline}")
         self._store = outbox_store
         self._mark_and_claim = getattr(outbox_store, "mark_published_and_claim", None)
+        # A store that measures the lag in its claim's transaction saves one per wait.
+        self._claim_and_measure = getattr(outbox_store, "claim_and_measure", None)
         self._publisher = publisher
         self._batch_size = batch_size
         self._max_attempts = max_attempts
@@ -145,14 +147,23 @@ class OutboxRelay:
 
     async def run_once(self) -> BatchResult:
         """Claim one batch and publish it; measure the lag (after an empty claim, or a
-        second after the last measurement)."""
+        second after the last measurement; in the claim's transaction when the store
+        has ``claim_and_measure``)."""
         return await self._deliver(await self._claim(()), mark=True)
 
     async def _claim(self, published: Sequence[str]) -> tuple[list[OutboxMessage], float]:
         """Mark ``published`` (confirmed before) and claim the next batch: in one
         transaction when the store can (``mark_published_and_claim``)."""
         now = self._clock()
-        if published and self._mark_and_claim is not None:
+        if self._claim_and_measure is not None:
+            due = self._lag is None or time.monotonic() - self._lag_measured >= _LAG_EVERY
+            batch, measured, oldest = await self._claim_and_measure(
+                published, self._batch_size, at=now, now=now, measure=True if due else None
+            )
+            if measured:
+                self._lag_measured = time.monotonic()
+                self._lag = 0.0 if oldest is None else max((now - oldest).total_seconds(), 0.0)
+        elif published and self._mark_and_claim is not None:
             batch = await self._mark_and_claim(published, self._batch_size, at=now, now=now)
         else:
             if published:
@@ -184,7 +195,7 @@ class OutboxRelay:
                 await self._store.mark_published(result.published, at=self._clock())
             if given_back:
                 await self._store.release(given_back)
-        else:
+        elif self._claim_and_measure is None:
             self._lag_measured = float("-inf")  # nothing claimed: measure now
         await self._measure_lag()
         return result

@@ -71,7 +71,7 @@ async def test_a_failure_mid_batch_commits_the_ones_before_once_and_leaves_the_r
 
 
 async def test_a_failure_of_the_first_delivery_commits_nothing() -> None:
-    built, effects, inbox = consumer(fail={"m1"})
+    built, effects, _ = consumer(fail={"m1"})
     results = await built.process_batch([message("m1"), message("m2")])
     assert isinstance(results[0], RuntimeError)
     assert results[1] is None
@@ -117,7 +117,7 @@ async def test_a_failed_commit_fails_every_delivery_of_the_batch() -> None:
 
 async def test_each_delivery_of_a_batch_has_its_span_ended_after_the_commit() -> None:
     spans = SpanCapture()
-    built, effects, _ = consumer(fail={"m2"}, tracer_provider=spans.tracer_provider)
+    built, _, _ = consumer(fail={"m2"}, tracer_provider=spans.tracer_provider)
     await built.process_batch([message("m1"), message("m2"), message("m3")])
     consumers = [s for s in spans.spans if s.name.startswith("process")]
     # m1 (committed), m2 (failed); m3 not tried: no span.

@@ -247,9 +247,35 @@ class SQLAlchemyOutboxStore:
             at: When they were published (default: now).
             now: The claim's notion of now (default: the clock).
         """
+        messages, _, _ = await self.claim_and_measure(
+            published, limit, at=at, now=now, measure=False
+        )
+        return messages
+
+    async def claim_and_measure(
+        self,
+        published: Sequence[str],
+        limit: int = 100,
+        *,
+        at: datetime | None = None,
+        now: datetime | None = None,
+        measure: bool | None = None,
+    ) -> tuple[list[OutboxMessage], bool, datetime | None]:
+        """:meth:`mark_published_and_claim`, and the outbox lag's query in the same
+        transaction (a relay's measurement without a transaction of its own).
+
+        Args:
+            measure: True: measure; None: measure if nothing was claimed (the
+                relay is about to wait); False: do not.
+
+        Returns:
+            The claimed messages, whether it measured, and when the oldest
+            unpublished message was written (None: none is).
+        """
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
         moment = as_utc(now or utc_now())
+        oldest: datetime | None = None
         try:
             async with self._engine.begin() as conn:
                 if published:
@@ -261,9 +287,12 @@ class SQLAlchemyOutboxStore:
                         },
                     )
                 rows = await claim(conn, _COLUMNS, limit, moment, self._claim_timeout)
+                measured = measure is True or (measure is None and not rows)
+                if measured:
+                    oldest = aware((await conn.execute(_OLDEST_UNPUBLISHED)).scalar())
         except DBAPIError as exc:
             raise persistence_error(exc.orig or exc, "Outbox claim failed") from exc
-        return [_message(row) for row in rows]
+        return [_message(row) for row in rows], measured, oldest
 
     async def mark_published(
         self, message_ids: Sequence[str], *, at: datetime | None = None

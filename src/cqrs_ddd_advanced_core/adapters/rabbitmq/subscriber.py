@@ -3,16 +3,22 @@
 One task per partition queue takes its deliveries in queue order (the
 queues are single-active-consumer, see :mod:`.topology`), so a stream's
 messages are processed in order. What the queue has ready when the task
-looks (up to ``batch_size``, bounded by ``prefetch``) is processed together:
+looks (bounded by ``prefetch``) is processed together:
 
-* with a ``MessageConsumer`` (or its ``process`` method) as the processor, in
-  one transaction (:meth:`~cqrs_ddd_advanced_core.messaging.MessageConsumer.process_batch`:
-  one inbox statement, the handlers in order, one commit); once it committed,
-  the deliveries are acknowledged. A delivery whose handler failed is left
-  out of that commit (the ones before it commit; it and the ones after it do
-  not), retried alone in place, then the ones after it go on: a queue's order
-  is kept and nothing after a failure commits before it. If the batch as a
-  whole fails (the commit, the database), each delivery is processed alone;
+* with a ``MessageConsumer`` (or its ``process`` method) as the processor,
+  in one transaction with what the other partition queues have ready at
+  that moment (up to ``batch_size`` deliveries, at most ``transactions``
+  such batches at once; each queue waits for its deliveries' results before
+  it submits more):
+  :meth:`~cqrs_ddd_advanced_core.messaging.MessageConsumer.process_batch`
+  runs one inbox statement, the handlers in order, one commit; once it
+  committed, the deliveries are acknowledged. A delivery whose handler failed
+  is left out of that commit (the ones before it in the batch commit; it and
+  the ones after it do not): its queue retries it alone, in place, then goes
+  on with the rest, while the other queues submit theirs again at once. A
+  queue's order is kept and nothing of it commits before an earlier failed
+  delivery of it. If the batch as a whole fails (the commit, the database),
+  each of its deliveries is processed alone;
 * with another processor, or ``batch_size=1``, one delivery at a time, each
   acknowledged once the processor returned (committed, or the inbox said
   "duplicate");
@@ -30,10 +36,10 @@ acknowledged only after its commit, so a consumer killed mid-batch leaves
 either none of its effects or all of them, and the redelivered ones are
 skipped by the inbox).
 
-Up to one batch per partition queue is processed at once, each (with the
-SQL inbox) in a transaction on a connection of its own: give the inbox's
-engine a pool of at least the partition count, or connections are opened and
-closed for the batches beyond it.
+Each batch (with the SQL inbox) is a transaction on a connection of its own,
+and a retried delivery another: give the inbox's engine a pool of at least
+``transactions`` plus a few (one delivery at a time: at least the partition
+count), or connections are opened and closed for the ones beyond it.
 """
 
 from __future__ import annotations
@@ -83,6 +89,8 @@ class RabbitMQSubscriber:
         batch_size: At most this many of the deliveries a queue has ready are
             processed in one transaction (``MessageConsumer.process_batch``);
             1: one transaction per delivery.
+        transactions: Batch transactions at once (each on a connection of its own;
+            more help handlers that wait on I/O).
         process_timeout: Seconds one processing attempt may take; past it the
             attempt is cancelled and counts as failed (never acknowledged).
         reconnect_delay: Seconds between attempts to reconnect.
@@ -98,7 +106,8 @@ class RabbitMQSubscriber:
         max_attempts: int = 5,
         backoff: Backoff | None = None,
         prefetch: int = 64,
-        batch_size: int = 32,
+        batch_size: int = 64,
+        transactions: int = 4,
         process_timeout: float = 60.0,
         reconnect_delay: float = 1.0,
         connect_timeout: float = 10.0,
@@ -110,6 +119,8 @@ class RabbitMQSubscriber:
             raise ValueError(f"prefetch must be at least 1, got {prefetch}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if transactions < 1:
+            raise ValueError(f"transactions must be at least 1, got {transactions}")
         if process_timeout <= 0:
             raise ValueError(f"process_timeout must be positive, got {process_timeout}")
         self._url = url
@@ -118,6 +129,7 @@ class RabbitMQSubscriber:
         self._backoff = backoff or _default_backoff()
         self._prefetch = prefetch
         self._batch_size = batch_size
+        self._transactions = transactions
         self._process_timeout = process_timeout
         self._reconnect_delay = reconnect_delay
         self._connect_timeout = connect_timeout
@@ -159,9 +171,16 @@ class RabbitMQSubscriber:
             queues = await self.topology.declare(channel)
             lost = asyncio.Event()
             connection.close_callbacks.add(lambda *_: lost.set())
-            tasks = [
-                asyncio.create_task(self._consume(queue, processor, stop_event)) for queue in queues
-            ]
+            single, batch = _processors(processor)
+            batcher = None
+            tasks = []
+            if batch is not None and self._batch_size > 1:
+                batcher = _Batcher(batch, self._batch_size, self._process_timeout)
+                tasks = [asyncio.create_task(batcher.work()) for _ in range(self._transactions)]
+            tasks.extend(
+                asyncio.create_task(self._consume(queue, single, batcher, stop_event))
+                for queue in queues
+            )
             self.ready.set()
             stop = asyncio.ensure_future(stop_event.wait())
             closed = asyncio.ensure_future(lost.wait())
@@ -183,12 +202,10 @@ class RabbitMQSubscriber:
     async def _consume(
         self,
         queue: AbstractQueue,
-        processor: DeliveryProcessor | BatchProcessor,
+        single: DeliveryProcessor,
+        batch: _Batcher | None,
         stop_event: asyncio.Event,
     ) -> None:
-        single, batch = _processors(processor)
-        if self._batch_size == 1:
-            batch = None
         ready: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
 
         async def arrived(delivery: AbstractIncomingMessage) -> None:
@@ -229,19 +246,20 @@ class RabbitMQSubscriber:
         queue: str,
         deliveries: list[AbstractIncomingMessage],
         single: DeliveryProcessor,
-        batch: BatchProcessor | None,
+        batch: _Batcher | None,
         stop_event: asyncio.Event,
     ) -> None:
         """Process deliveries of one queue in their order: in batches of what is ready
-        (one transaction each, when the processor has ``process_batch``); a delivery
-        that fails is retried alone, in place, before those after it."""
+        (with other queues' in one transaction, when the processor has
+        ``process_batch``); a delivery that fails is retried alone, in place, before
+        those after it."""
         pending: list[tuple[AbstractIncomingMessage, IncomingMessage]] = []
         for delivery in deliveries:
             message = await self._decode(queue, delivery)
             if message is not None:
                 pending.append((delivery, message))
         while pending:
-            if batch is None or len(pending) == 1:
+            if batch is None:
                 delivery, message = pending.pop(0)
                 if not await self._retry(queue, delivery, message, single, stop_event, 1, None):
                     for delivery, _ in pending:  # stopping: give back the rest
@@ -249,8 +267,7 @@ class RabbitMQSubscriber:
                     return
                 continue
             try:
-                async with asyncio.timeout(self._process_timeout):
-                    results = await batch.process_batch([m for _, m in pending])
+                results = await batch.process([m for _, m in pending])
             except Exception as exc:  # the batch as a whole: each is retried alone
                 _log.warning(
                     "message_batch_failed", queue=queue, size=len(pending),
@@ -346,6 +363,64 @@ class RabbitMQSubscriber:
 
     def __repr__(self) -> str:
         return f"RabbitMQSubscriber({self.topology!r})"
+
+
+class _Batcher:
+    """Puts what the partition queues have ready into shared transactions: each queue's
+    task submits its ready deliveries and waits for their results; a worker takes every
+    submission waiting (up to ``size`` deliveries) and processes them as one batch, in
+    submission order, each queue's deliveries in their order. Several workers run at
+    once (the subscriber's ``transactions``)."""
+
+    def __init__(self, processor: BatchProcessor, size: int, timeout: float) -> None:
+        self._processor = processor
+        self._size = size
+        self._timeout = timeout
+        self._waiting: asyncio.Queue[_Submission] = asyncio.Queue()
+
+    async def process(self, messages: list[IncomingMessage]) -> list[Outcome | Exception | None]:
+        """The results of ``messages`` (one queue's, in order) once their batch ended.
+
+        Raises:
+            Exception: the batch as a whole failed (or took longer than the timeout).
+        """
+        future: asyncio.Future[list[Outcome | Exception | None] | Exception]
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.put_nowait((messages, future))
+        result = await future
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    async def work(self) -> None:
+        while True:
+            group = [await self._waiting.get()]
+            count = len(group[0][0])
+            while count < self._size and not self._waiting.empty():
+                group.append(self._waiting.get_nowait())
+                count += len(group[-1][0])
+            messages = [m for submitted, _ in group for m in submitted]
+            try:
+                async with asyncio.timeout(self._timeout):
+                    results: (
+                        list[Outcome | Exception | None] | Exception
+                    ) = await self._processor.process_batch(messages)
+            except Exception as exc:
+                results = exc
+            start = 0
+            for submitted, future in group:
+                if not future.done():  # its queue's task may have been cancelled
+                    end = start + len(submitted)
+                    future.set_result(
+                        results if isinstance(results, Exception) else results[start:end]
+                    )
+                start += len(submitted)
+
+
+_Submission = tuple[
+    list["IncomingMessage"],
+    "asyncio.Future[list[Outcome | Exception | None] | Exception]",
+]
 
 
 def _processors(

@@ -23,8 +23,9 @@ from cqrs_ddd_core.adapters.sqlalchemy import SQLAlchemyInboxStore, create_engin
 
 
 async def main(args: argparse.Namespace) -> None:
-    # One delivery in progress per partition queue, each on a connection of its own:
-    # a smaller pool opens and closes a connection for the deliveries beyond it.
+    # Up to 4 batch transactions at once (the subscriber's default), or one delivery per
+    # partition queue with batch_size=1, each on a connection of its own: a smaller pool
+    # opens and closes a connection for the ones beyond it.
     engine = create_engine(args.database_url, pool_size=args.partitions)
     consumer = MessageConsumer(args.service, SQLAlchemyInboxStore(engine))
 

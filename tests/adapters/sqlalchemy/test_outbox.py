@@ -138,3 +138,44 @@ async def test_an_unknown_status_is_refused_when_enqueued_and_nothing_is_staged(
     await uow.commit()
 
     assert (await db.counts())["outbox"] == 0
+
+
+async def test_a_claim_measures_the_lag_in_its_transaction_when_asked_or_when_empty(
+    db: Backend,
+) -> None:
+    outbox = SQLAlchemyOutboxStore(db.engine)
+    now = T0 + timedelta(hours=1)
+    assert await outbox.claim_and_measure((), 10, now=now) == ([], True, None)
+    await enqueue(db, 3)
+    taken, measured, oldest = await outbox.claim_and_measure((), 2, now=now)
+    assert [m.message_id for m in taken] == ["m000", "m001"]
+    assert (measured, oldest) == (False, None)  # it claimed something: not asked
+    taken, measured, oldest = await outbox.claim_and_measure((), 2, now=now, measure=True)
+    assert [m.message_id for m in taken] == ["m002"]
+    assert (measured, oldest) == (True, T0)  # claimed, still unpublished
+    published = ["m000", "m001", "m002"]
+    assert await outbox.claim_and_measure(published, 2, now=now) == ([], True, None)
+
+
+async def test_the_relay_measures_the_lag_without_a_transaction_of_its_own(db: Backend) -> None:
+    from cqrs_ddd_advanced_core.messaging import OutboxRelay
+
+    class Counting(SQLAlchemyOutboxStore):
+        lag_queries = 0
+
+        async def oldest_unpublished_at(self) -> datetime | None:
+            self.lag_queries += 1
+            return await super().oldest_unpublished_at()
+
+    class Sink:
+        async def publish(self, message: OutboxMessage) -> None:
+            pass
+
+    outbox = Counting(db.engine)
+    await enqueue(db, 2)
+    relay = OutboxRelay(outbox, Sink(), clock=lambda: T0 + timedelta(seconds=5))
+    assert (await relay.run_once()).published == ["m000", "m001"]
+    assert relay.lag == 5.0  # measured with the claim: the two were unpublished then
+    assert (await relay.run_once()).published == []
+    assert relay.lag == 0.0  # the empty claim measured it
+    assert outbox.lag_queries == 0

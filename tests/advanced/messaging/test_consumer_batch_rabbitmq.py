@@ -19,8 +19,9 @@ from cqrs_ddd_advanced_core.adapters.rabbitmq import (
     RabbitMQPublisher,
     RabbitMQSubscriber,
 )
-from cqrs_ddd_advanced_core.messaging import OutboxRelay
+from cqrs_ddd_advanced_core.messaging import IncomingMessage, OutboxRelay
 from cqrs_ddd_advanced_core.outbox import Backoff
+from cqrs_ddd_core.persistence import InboxTransaction
 from tests.support.messaging import Billing, Shop, charges, create_billing_tables, until
 from tests.support.rabbitmq import unique_name
 
@@ -136,3 +137,40 @@ async def test_a_batch_keeps_every_stream_in_order_and_commits_each_effect_once(
     async with pg_engine.connect() as conn:
         count = await conn.scalar(select(func.count()).select_from(charges))
     assert count == len(ids)
+
+
+class TransactionsSeen(Billing):
+    """Billing that notes which partition queues each transaction's deliveries came from."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.queues_by_transaction: dict[int, set[str]] = {}
+        self._labels = 0
+
+    async def charge(self, message: IncomingMessage, tx: InboxTransaction) -> None:
+        label = getattr(tx, "test_label", None)
+        if label is None:
+            self._labels += 1
+            label = self._labels
+            tx.test_label = label  # type: ignore[attr-defined]
+        self.queues_by_transaction.setdefault(label, set()).add(message.destination)
+        await super().charge(message, tx)
+
+
+async def test_what_several_partition_queues_have_ready_shares_one_transaction(
+    pg_engine: AsyncEngine, rabbitmq_url: str
+) -> None:
+    await create_billing_tables(pg_engine)
+    shop = Shop(pg_engine)
+    exchange = unique_name("events")
+    topology = ConsumerTopology(unique_name("billing"), partitions=4, exchange=exchange)
+    subscriber = RabbitMQSubscriber(rabbitmq_url, topology, backoff=FAST, transactions=1)
+    await subscriber.declare()
+    ids = await _published(shop, rabbitmq_url, exchange, orders=12, items=2)
+    billing = TransactionsSeen(pg_engine)
+    async with running(lambda stop: subscriber.run(billing.consumer.process, stop)):
+        await billing.wait_for(len(ids))
+    assert sorted(billing.handled_ids) == sorted(ids)
+    assert in_version_order(billing.handled)
+    assert max(len(queues) for queues in billing.queues_by_transaction.values()) > 1
+    assert len(billing.queues_by_transaction) < len(ids)  # fewer transactions than deliveries

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 from datetime import timedelta
 
@@ -42,9 +43,19 @@ def topology(service: str, exchange: str) -> ConsumerTopology:
     return ConsumerTopology(service, partitions=PARTITIONS, exchange=exchange)
 
 
+KILL_AFTER_COMMIT_OF: set[str] = set()
+"""Message ids whose commit SIGKILLs this process at once (after the commit, before the acks)."""
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 async def handle(message: IncomingMessage, tx: InboxTransaction) -> None:
     if (message.aggregate_id or "").startswith("poison"):
         raise RuntimeError(f"poison {message.message_id}")
+    if message.message_id in KILL_AFTER_COMMIT_OF:
+        tx.after_commit(_die)
     await tx.connection.execute(
         insert(effects).values(
             message_id=message.message_id,
@@ -80,4 +91,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     for name in ("--database-url", "--broker-url", "--service", "--exchange"):
         parser.add_argument(name, required=True)
-    asyncio.run(main(parser.parse_args()))
+    parser.add_argument("--kill-after-commit-of", action="append", default=[])
+    arguments = parser.parse_args()
+    KILL_AFTER_COMMIT_OF.update(arguments.kill_after_commit_of)
+    asyncio.run(main(arguments))

@@ -228,6 +228,10 @@ class MessageConsumer:
         the failed delivery, then the rest, in order. A delivery's pipeline
         returns (its span ends, its outcome is counted) once the transaction
         committed; if the commit fails, every delivery in it fails with the error.
+        The batch's inbox rows go in before the pipelines run: a delivery that a
+        middleware answers without calling the next step has its row committed
+        with the others (a redelivery of it is a duplicate), unlike in
+        :meth:`process`.
         """
         self._frozen = True
         results: list[Outcome | Exception | None] = [None] * len(messages)

@@ -147,8 +147,8 @@ class OutboxRelay:
 
     async def run_once(self) -> BatchResult:
         """Claim one batch and publish it; measure the lag (after an empty claim, or a
-        second after the last measurement; in the claim's transaction when the store
-        has ``claim_and_measure``)."""
+        second after the last measurement; after an empty claim, in the claim's
+        transaction when the store has ``claim_and_measure``)."""
         return await self._deliver(await self._claim(()), mark=True)
 
     async def _claim(self, published: Sequence[str]) -> tuple[list[OutboxMessage], float]:
@@ -156,9 +156,10 @@ class OutboxRelay:
         transaction when the store can (``mark_published_and_claim``)."""
         now = self._clock()
         if self._claim_and_measure is not None:
-            due = self._lag is None or time.monotonic() - self._lag_measured >= _LAG_EVERY
+            # The store measures when the claim comes back empty (the relay is about to
+            # wait): no transaction of its own for the measurement a wait needs.
             batch, measured, oldest = await self._claim_and_measure(
-                published, self._batch_size, at=now, now=now, measure=True if due else None
+                published, self._batch_size, at=now, now=now, measure=None
             )
             if measured:
                 self._lag_measured = time.monotonic()

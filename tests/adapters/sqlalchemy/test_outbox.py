@@ -27,6 +27,12 @@ async def enqueue(db: Backend, count: int) -> None:
     await uow.commit()
 
 
+async def enqueue_at(db: Backend, message_id: str, created_at: datetime) -> None:
+    uow = db.uow_factory()
+    await db.outbox_store.enqueue([OutboxMessage(message_id, "T", {}, created_at)], uow=uow)
+    await uow.commit()
+
+
 async def test_concurrent_workers_never_claim_the_same_message(db: Backend) -> None:
     await enqueue(db, 60)
     assert db.engine is not None
@@ -171,11 +177,20 @@ async def test_the_relay_measures_the_lag_without_a_transaction_of_its_own(db: B
         async def publish(self, message: OutboxMessage) -> None:
             pass
 
+    class Refusing:
+        async def publish(self, message: OutboxMessage) -> None:
+            raise ConnectionError("nack")
+
     outbox = Counting(db.engine)
     await enqueue(db, 2)
     relay = OutboxRelay(outbox, Sink(), clock=lambda: T0 + timedelta(seconds=5))
     assert (await relay.run_once()).published == ["m000", "m001"]
-    assert relay.lag == 5.0  # measured with the claim: the two were unpublished then
-    assert (await relay.run_once()).published == []
-    assert relay.lag == 0.0  # the empty claim measured it
-    assert outbox.lag_queries == 0
+    assert relay.lag == 0.0  # the first measurement, after the batch (a query)
+    assert outbox.lag_queries == 1
+    await enqueue_at(db, "m100", T0 + timedelta(seconds=2))
+    broken = OutboxRelay(outbox, Refusing(), clock=lambda: T0 + timedelta(seconds=5))
+    assert (await broken.run_once()).failed == ["m100"]
+    assert outbox.lag_queries == 2  # its first measurement
+    assert (await broken.run_once()).published == []  # m100 waits for its retry
+    assert broken.lag == 3.0  # measured by the empty claim, in its transaction
+    assert outbox.lag_queries == 2

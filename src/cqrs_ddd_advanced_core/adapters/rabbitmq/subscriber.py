@@ -28,7 +28,10 @@ looks (bounded by ``prefetch``) is processed together:
   place (the partition waits: order is kept); after ``max_attempts`` it is
   rejected without requeue, which RabbitMQ routes to the service's
   dead-letter exchange (``<service>.dlx`` -> queue ``<service>.dead``);
-* a message that cannot be decoded is dead-lettered at once.
+* a message that cannot be decoded is dead-lettered at once;
+* asked to stop, it takes no further delivery: what a queue is processing is
+  finished and acknowledged after its commit (bounded by ``process_timeout``),
+  what it had not started is given back.
 
 A lost connection is reopened after ``reconnect_delay``; deliveries that were
 not acknowledged come again (the inbox makes that harmless: a batch is
@@ -177,15 +180,21 @@ class RabbitMQSubscriber:
             if batch is not None and self._batch_size > 1:
                 batcher = _Batcher(batch, self._batch_size, self._process_timeout)
                 tasks = [asyncio.create_task(batcher.work()) for _ in range(self._transactions)]
-            tasks.extend(
-                asyncio.create_task(self._consume(queue, single, batcher, stop_event))
+            busy: set[str] = set()  # queues whose task is processing deliveries
+            lanes = {
+                queue.name: asyncio.create_task(
+                    self._consume(queue, single, batcher, stop_event, busy)
+                )
                 for queue in queues
-            )
+            }
+            tasks.extend(lanes.values())
             self.ready.set()
             stop = asyncio.ensure_future(stop_event.wait())
             closed = asyncio.ensure_future(lost.wait())
             try:
                 await asyncio.wait([stop, closed, *tasks], return_when=asyncio.FIRST_COMPLETED)
+                if stop.done() and not closed.done():
+                    await self._finish(lanes, busy)
             finally:
                 self.ready.clear()
                 for task in (stop, closed, *tasks):
@@ -199,12 +208,24 @@ class RabbitMQSubscriber:
             if lost.is_set() and not stop_event.is_set():
                 raise ConnectionError("the RabbitMQ connection was closed")
 
+    async def _finish(self, lanes: dict[str, asyncio.Task[None]], busy: set[str]) -> None:
+        """Stopping: the queues waiting for deliveries stop now; those processing some
+        finish them (acknowledged after their commit; bounded by ``process_timeout``)
+        and stop, giving back what they had not started."""
+        finishing = [task for name, task in lanes.items() if name in busy]
+        for name, task in lanes.items():
+            if name not in busy:
+                task.cancel()
+        if finishing:
+            await asyncio.wait(finishing, timeout=self._process_timeout)
+
     async def _consume(
         self,
         queue: AbstractQueue,
         single: DeliveryProcessor,
         batch: _Batcher | None,
         stop_event: asyncio.Event,
+        busy: set[str],
     ) -> None:
         ready: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
 
@@ -221,7 +242,13 @@ class RabbitMQSubscriber:
                     for delivery in deliveries:
                         await delivery.nack(requeue=True)
                     return
-                await self._deliver(queue.name, deliveries, single, batch, stop_event)
+                busy.add(queue.name)
+                try:
+                    await self._deliver(queue.name, deliveries, single, batch, stop_event)
+                finally:
+                    busy.discard(queue.name)
+                if stop_event.is_set():
+                    return
         finally:
             await self._stop_consuming(queue, tag, ready)
 
@@ -259,6 +286,10 @@ class RabbitMQSubscriber:
             if message is not None:
                 pending.append((delivery, message))
         while pending:
+            if stop_event.is_set():  # stopping: what was not started goes back
+                for delivery, _ in pending:
+                    await delivery.nack(requeue=True)
+                return
             if batch is None:
                 delivery, message = pending.pop(0)
                 if not await self._retry(queue, delivery, message, single, stop_event, 1, None):

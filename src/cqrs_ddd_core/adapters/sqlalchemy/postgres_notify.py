@@ -59,6 +59,7 @@ from sqlalchemy.util import await_only, greenlet_spawn
 
 from cqrs_ddd_core.adapters.sqlalchemy.postgres_settings import check_seconds
 from cqrs_ddd_core.adapters.sqlalchemy.tables import EVENTS_CHANNEL, OUTBOX_NOTIFY_CHANNEL
+from cqrs_ddd_core.exceptions import ConfigurationError
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -124,18 +125,24 @@ class CommitNotifier:
     def committed(self, engine: AsyncEngine, *, events: bool, outbox: bool) -> None:
         """A commit that wrote ``events`` and/or ``outbox`` rows has committed.
 
-        Returns at once (never raises for the notification's sake): a round
-        starts now, or follows the one in flight.
+        Returns at once and never raises (the commit's outcome is not its
+        concern): a round starts now, or follows the one in flight.
         """
         if not (events or outbox):
             return
         self._events |= events
         self._outbox |= outbox
         task = self._task
-        loop = asyncio.get_running_loop()
-        if task is not None and not task.done() and task.get_loop() is loop:
-            return  # the round in flight is followed by one more, taking these flags
-        self._task = loop.create_task(self._run(engine.sync_engine), name=NOTIFY_TASK_NAME)
+        try:
+            loop = asyncio.get_running_loop()
+            if task is not None and not task.done() and task.get_loop() is loop:
+                return  # the round in flight is followed by one more, taking these flags
+            self._task = loop.create_task(self._run(engine.sync_engine), name=NOTIFY_TASK_NAME)
+        except Exception as exc:  # a wake-up lost: listeners poll (see above)
+            self.failures += 1
+            _log.warning(
+                "postgres_notify_failed", error_type=type(exc).__name__, error=str(exc)[:200]
+            )
 
     async def _run(self, sync_engine: Engine) -> None:
         while self._events or self._outbox:
@@ -208,6 +215,11 @@ def notifier_for(engine: AsyncEngine) -> CommitNotifier:
     notifier = _notifiers.get(sync_engine)
     if notifier is None:
         timeout = engine.get_execution_options().get(NOTIFY_TIMEOUT_OPTION, DEFAULT_NOTIFY_TIMEOUT)
-        notifier = _notifiers[sync_engine] = CommitNotifier(timeout)
+        try:
+            notifier = CommitNotifier(timeout)
+        except ConfigurationError:  # set by hand on an engine made elsewhere: the default
+            _log.warning("postgres_notify_timeout_invalid", value=repr(timeout))
+            notifier = CommitNotifier()
+        _notifiers[sync_engine] = notifier
         event.listen(sync_engine, "engine_disposed", notifier._disposed)
     return notifier

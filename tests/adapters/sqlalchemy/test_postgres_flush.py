@@ -23,6 +23,7 @@ from cqrs_ddd_core.adapters.sqlalchemy import (
 )
 from cqrs_ddd_core.adapters.sqlalchemy.plan import FlushPlan
 from cqrs_ddd_core.adapters.sqlalchemy.postgres import build_flush
+from cqrs_ddd_core.adapters.sqlalchemy.postgres_notify import notifier_for
 from cqrs_ddd_core.exceptions import PersistenceError
 from cqrs_ddd_core.persistence import OutboxMessage
 from cqrs_ddd_core.persistence.serialization import encode_event
@@ -87,14 +88,24 @@ async def commit_account(engine: AsyncEngine, account_id: str) -> SQLAlchemyUnit
 async def test_a_commit_is_one_statement_with_no_begin_or_commit_around_it(
     pg_engine: AsyncEngine, statements: list[str]
 ) -> None:
-    await commit_account(pg_engine, "a0")  # warm the pool
+    notifier = notifier_for(pg_engine)
+    await commit_account(pg_engine, "a0")  # warm the pool (the commit's and the wake-up's)
+    async with asyncio.timeout(10):
+        while notifier.busy:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
     statements.clear()
 
     uow = await commit_account(pg_engine, "a1")
+    async with asyncio.timeout(10):
+        while notifier.busy:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
 
-    assert len(statements) == 1
+    # The commit's one statement, then the wake-up, a statement (and transaction) of its own.
+    assert len(statements) == 2
     assert statements[0].startswith("WITH ")
     assert "INSERT INTO events" in statements[0]
+    assert "notify" not in statements[0].lower()
+    assert statements[1] == "SELECT pg_notify('cqrs_events', ''), pg_notify('cqrs_outbox', '')"
     assert [(t.operation, t.collection) for t in uow.timings] == [
         ("INSERT", "events"),
         ("INSERT", "outbox"),

@@ -19,6 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cqrs_ddd_core.adapters.sqlalchemy import create_engine
+from cqrs_ddd_core.adapters.sqlalchemy.postgres_notify import notifier_for
 from cqrs_ddd_core.context import DispatchContext
 from cqrs_ddd_core.exceptions import CommitOutcomeUnknownError, ConcurrencyError
 from cqrs_ddd_core.middleware import RetryMiddleware
@@ -84,6 +85,13 @@ async def test_a_command_committed_but_reported_unknown_is_applied_once_after_th
     app = App(sql_backend(engine), outer=[retry, comes_back])
     try:
         await app.mediator.send(Deposit(account_id="r1", amount=5, note="first"))
+        # Its wake-up done, no pooled connection left: once the commit's connection
+        # drops, the look-up needs a new one, and new ones hang.
+        notifier = notifier_for(engine)
+        async with asyncio.timeout(10):
+            while notifier.busy:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        await engine.dispose()
         fault = proxy.arm(b"once-only", "drop_after", then_hang_new=True)
         command = Deposit(account_id="r1", amount=7, note="once-only")
 

@@ -25,6 +25,10 @@ from cqrs_ddd_core.adapters.sqlalchemy.postgres_group import (
     IN_FLIGHT_OPTION,
     GroupCommitter,
 )
+from cqrs_ddd_core.adapters.sqlalchemy.postgres_notify import (
+    DEFAULT_NOTIFY_TIMEOUT,
+    NOTIFY_TIMEOUT_OPTION,
+)
 from cqrs_ddd_core.adapters.sqlalchemy.postgres_outcome import remember_backend
 from cqrs_ddd_core.adapters.sqlalchemy.postgres_settings import (
     COMMIT_QUEUE_OPTION,
@@ -85,6 +89,7 @@ def create_engine(
     postgres_commit_timeout: float = DEFAULT_COMMIT_TIMEOUT,
     postgres_resolve_timeout: float = DEFAULT_RESOLVE_TIMEOUT,
     postgres_commit_queue: int = DEFAULT_COMMIT_QUEUE,
+    postgres_notify_timeout: float = DEFAULT_NOTIFY_TIMEOUT,
     echo: bool = False,
     pool_size: int | None = None,
 ) -> AsyncEngine:
@@ -126,6 +131,10 @@ def create_engine(
         postgres_commit_queue: PostgreSQL: commits waiting in the group-commit
             queue at most (one more waits for room within its commit timeout).
             See :mod:`.postgres_settings` for all the limits.
+        postgres_notify_timeout: PostgreSQL: seconds a round of wake-ups
+            (``NOTIFY`` after commits, for relays and projection runners) may
+            take; a late one is logged and dropped, never the commit's
+            concern (:mod:`.postgres_notify`).
         echo: Log every statement (SQLAlchemy's ``echo``).
         pool_size: Connections kept in the pool (SQLAlchemy's default when None).
 
@@ -153,6 +162,7 @@ def create_engine(
         check_seconds("postgres_statement_timeout", postgres_statement_timeout, optional=True)
         check_seconds("postgres_commit_timeout", postgres_commit_timeout)
         check_seconds("postgres_resolve_timeout", postgres_resolve_timeout)
+        check_seconds(NOTIFY_TIMEOUT_OPTION, postgres_notify_timeout)
         connect_args: dict[str, Any] = {"timeout": float(postgres_connect_timeout)}
         if postgres_statement_timeout is not None:
             milliseconds = max(int(postgres_statement_timeout * 1000), 1)
@@ -166,6 +176,7 @@ def create_engine(
                 COMMIT_TIMEOUT_OPTION: float(postgres_commit_timeout),
                 RESOLVE_TIMEOUT_OPTION: float(postgres_resolve_timeout),
                 COMMIT_QUEUE_OPTION: postgres_commit_queue,
+                NOTIFY_TIMEOUT_OPTION: float(postgres_notify_timeout),
             },
             **options,
         )

@@ -1,9 +1,9 @@
 """Waking relays in other processes when outbox rows commit (PostgreSQL ``LISTEN``).
 
-The outbox table carries a statement-level trigger (created with the table,
-see :data:`~.tables.OUTBOX_NOTIFY_DDL`) that runs ``pg_notify`` on
-:data:`~.tables.OUTBOX_NOTIFY_CHANNEL`; PostgreSQL delivers the notification
-when the inserting transaction commits. :class:`OutboxListener` holds one
+The adapter sends ``pg_notify`` on :data:`~.tables.OUTBOX_NOTIFY_CHANNEL`
+after each commit that wrote outbox rows, from a transaction of its own
+(:mod:`.postgres_notify`); a lost one delays the relay until its next poll.
+:class:`OutboxListener` holds one
 connection that ``LISTEN``\\ s on that channel and calls back on each
 notification. On SQLite there is no such thing: relays in the same process
 wake through the store's commit listeners, others poll.

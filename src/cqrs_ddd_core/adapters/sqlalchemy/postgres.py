@@ -63,6 +63,13 @@ followed by finding out what the server did (:mod:`.postgres_outcome`); an
 event id clash decides whether the unit of work committed before. Bounded by
 the engine's ``postgres_commit_timeout`` and ``postgres_resolve_timeout``
 (:mod:`.postgres_settings`).
+
+**Wake-ups.** The statement sends no ``NOTIFY``: a transaction that notifies
+commits only in its turn with every other one that does, WAL flush
+included. Once a commit is known to have committed, the engine's
+:class:`~.postgres_notify.CommitNotifier` is told and sends the wake-ups
+afterwards, in a transaction of its own, at most one at a time per engine,
+without the caller waiting for it.
 """
 
 from __future__ import annotations
@@ -81,6 +88,7 @@ from cqrs_ddd_core.adapters.sqlalchemy.errors import (
     is_replayed_event,
     persistence_error,
 )
+from cqrs_ddd_core.adapters.sqlalchemy.postgres_notify import notifier_for
 from cqrs_ddd_core.adapters.sqlalchemy.postgres_outcome import (
     BACKEND_KEY,
     REPLAYED,
@@ -276,7 +284,9 @@ async def run_flush(
     start = time.time_ns()
     try:
         async with asyncio.timeout(settings.commit_timeout):
-            return await greenlet_spawn(_flush_in_greenlet, engine.sync_engine, source, attempt)
+            times = await greenlet_spawn(_flush_in_greenlet, engine.sync_engine, source, attempt)
+        _committed(engine, attempt.plan)
+        return times
     except TimeoutError as exc:
         if not attempt.sent:
             unsent = PersistenceError(
@@ -291,12 +301,19 @@ async def run_flush(
     end = time.time_ns()
     committed = await resolve(engine, sent, attempt.backend, settings.resolve_timeout)
     if committed:
+        _committed(engine, sent)
         return start, end
     if committed is False:
         error = persistence_error(cause, "PostgreSQL connection lost; the commit was not stored")
         raise StatementFailed(error, start, end, kind="absent") from cause
     unknown = unknown_outcome(sent, cause)
     raise StatementFailed(unknown, start, end, kind="unknown") from cause
+
+
+def _committed(engine: AsyncEngine, plan: FlushPlan | None) -> None:
+    """Wake the listeners of what ``plan`` wrote, after its commit, without waiting."""
+    if plan is not None and (plan.events or plan.outbox):
+        notifier_for(engine).committed(engine, events=bool(plan.events), outbox=bool(plan.outbox))
 
 
 def unknown_outcome(plan: FlushPlan, cause: BaseException | None) -> CommitOutcomeUnknownError:

@@ -12,8 +12,9 @@ On PostgreSQL a runner's :meth:`~SQLAlchemyProjectionStore.session` holds a
 connection of its own: a session-level advisory lock (one active runner per
 projection; the others poll ``pg_try_advisory_lock`` and take over when the
 holder's connection ends, e.g. its process died) and ``LISTEN`` on
-:data:`~.tables.EVENTS_CHANNEL` (the events table's trigger notifies at each
-commit that inserted events). On SQLite every runner is active and polls.
+:data:`~.tables.EVENTS_CHANNEL` (the adapter notifies it after each commit
+that wrote events: :mod:`.postgres_notify`). On SQLite every runner is
+active and polls.
 """
 
 from __future__ import annotations

@@ -15,7 +15,6 @@ the binary conversion. Add a ``jsonb`` expression index if you query payloads.
 from __future__ import annotations
 
 from sqlalchemy import (
-    DDL,
     JSON,
     BigInteger,
     Column,
@@ -29,13 +28,13 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
-    event,
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 __all__ = [
     "EVENTS_CHANNEL",
     "EVENTS_NOTIFY_DDL",
+    "NOTIFY_TRIGGERS_DROP_DDL",
     "OUTBOX_NOTIFY_CHANNEL",
     "OUTBOX_NOTIFY_DDL",
     "aggregate_state",
@@ -181,10 +180,11 @@ projection_checkpoints = Table(
     Column("updated_at", _Time, nullable=False),
 )
 
-# PostgreSQL: every statement that inserts events notifies the channel
-# EVENTS_CHANNEL when its transaction commits, so projection runners that
-# LISTEN wake at once instead of polling. One notification per statement
-# (not per row); its payload is empty: a runner reads from its checkpoint.
+# PostgreSQL: a commit that wrote events is followed by a NOTIFY on
+# EVENTS_CHANNEL, so projection runners that LISTEN wake at once instead of
+# polling. The adapter sends it after the commit, outside the writing
+# transaction (cqrs_ddd_core.adapters.sqlalchemy.postgres_notify); its
+# payload is empty: a runner reads from its checkpoint.
 EVENTS_CHANNEL = "cqrs_events"
 EVENTS_NOTIFY_DDL = (
     "CREATE OR REPLACE FUNCTION cqrs_events_notify() RETURNS trigger LANGUAGE plpgsql AS "
@@ -192,14 +192,9 @@ EVENTS_NOTIFY_DDL = (
     "CREATE TRIGGER events_notify AFTER INSERT ON events "
     "FOR EACH STATEMENT EXECUTE FUNCTION cqrs_events_notify()",
 )
-"""The two statements that make a commit of events wake projection runners
-(created with the table by ``metadata.create_all``; a migration runs them itself)."""
-for _statement in EVENTS_NOTIFY_DDL:
-    event.listen(
-        events,
-        "after_create",
-        DDL(_statement).execute_if(dialect="postgresql"),  # type: ignore[no-untyped-call]
-    )
+"""The trigger on ``events`` that development versions after 0.1.0 created (kept so
+that migrations that ran it still import; do not add it:
+:data:`NOTIFY_TRIGGERS_DROP_DDL` removes it)."""
 # -- messaging: the consumers' inbox and the relay's wake-up -------------------
 # (cqrs_ddd_core.adapters.sqlalchemy.inbox, cqrs_ddd_advanced_core.messaging)
 
@@ -249,22 +244,26 @@ Index(
     sqlite_where=outbox.c.status.in_(_OUTBOX_STUCK),
 )
 
-# One NOTIFY per statement that inserted outbox rows: PostgreSQL delivers it
-# when (and only if) the transaction commits, and folds duplicates within one
-# transaction. Created with the table (metadata.create_all); migrations take
-# the same two statements from OUTBOX_NOTIFY_DDL.
+# The outbox trigger of development versions after 0.1.0: every transaction
+# that inserted outbox rows sent the NOTIFY itself, and PostgreSQL lets such
+# transactions commit one at a time (WAL flush included), whichever process
+# they come from. The adapter now notifies after the commit instead
+# (postgres_notify); the statements are kept so that migrations that ran
+# them still import.
 OUTBOX_NOTIFY_DDL = (
     f"CREATE OR REPLACE FUNCTION cqrs_outbox_notify() RETURNS trigger LANGUAGE plpgsql AS "
     f"$$ BEGIN PERFORM pg_notify('{OUTBOX_NOTIFY_CHANNEL}', ''); RETURN NULL; END $$",
     "CREATE TRIGGER cqrs_outbox_notify AFTER INSERT ON outbox "
     "FOR EACH STATEMENT EXECUTE FUNCTION cqrs_outbox_notify()",
 )
-for _statement in OUTBOX_NOTIFY_DDL:
-    event.listen(
-        outbox,
-        "after_create",
-        DDL(_statement).execute_if(dialect="postgresql"),  # type: ignore[no-untyped-call]
-    )
+NOTIFY_TRIGGERS_DROP_DDL = (
+    "DROP TRIGGER IF EXISTS events_notify ON events",
+    "DROP FUNCTION IF EXISTS cqrs_events_notify()",
+    "DROP TRIGGER IF EXISTS cqrs_outbox_notify ON outbox",
+    "DROP FUNCTION IF EXISTS cqrs_outbox_notify()",
+)
+"""PostgreSQL: drop the notification triggers (:data:`EVENTS_NOTIFY_DDL`,
+:data:`OUTBOX_NOTIFY_DDL`) if a database has them; harmless where it has not."""
 
 
 async def create_tables(engine: AsyncEngine) -> None:

@@ -332,6 +332,24 @@ async def test_one_round_in_flight_per_engine_and_one_more_after_it(
     assert heard.count() == 2
 
 
+async def test_a_stream_of_commits_sends_at_most_one_round_per_interval(
+    engine: AsyncEngine, heard: Heard
+) -> None:
+    from cqrs_ddd_core.adapters.sqlalchemy.postgres_notify import ROUND_INTERVAL, notifier_for
+
+    notifier = notifier_for(engine)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for _ in range(40):
+        await commit_new(engine, new_id())
+    await settled(lambda: not notifier.busy, "the rounds done")
+    elapsed = loop.time() - start
+    assert notifier.failures == 0
+    assert 1 <= notifier.rounds <= elapsed / ROUND_INTERVAL + 1
+    # Each round is heard, the last one after the last commit (none is lost).
+    await heard.until(lambda: heard.count() == notifier.rounds)
+
+
 # -- failures and closing ----------------------------------------------------------
 
 

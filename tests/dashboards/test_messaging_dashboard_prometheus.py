@@ -118,17 +118,22 @@ async def run(tmp_path: Path, rabbitmq_url: str) -> AsyncIterator[Run]:
                     asyncio.create_task(relay.run(stop)),
                     asyncio.create_task(subscriber.run(billing.process, stop)),
                 ]
-                # A dead letter of each kind at the start and another after a few
-                # scrapes: a counter's first sample shows no increase to rate().
+                # A dead letter of each kind at the start and another three seconds
+                # (three scrapes) later: a counter's first sample shows no increase to
+                # rate(), so the two must not fall between the same two scrapes (placed
+                # 50 orders in, the second one was too close: the panel showed 0 once).
                 total = await shop.place("undeliverable-1") + await shop.place("poison-1")
                 start = time.monotonic()
                 n = 0
+                second = False
                 while time.monotonic() < start + 6:  # several scrapes while it runs
                     total += await shop.place(f"o-{n}", items=1)
                     n += 1
-                    if n == 50:
+                    if not second and time.monotonic() >= start + 3:
                         total += await shop.place("undeliverable-2") + await shop.place("poison-2")
+                        second = True
                     await asyncio.sleep(0.02)
+                assert second
                 assert n > 50
                 published = total - 2  # not the undeliverable ones
                 handled = published - 2  # nor the poison ones

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import glob
 import os
 import re
 import shutil
@@ -39,9 +40,9 @@ import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-__all__ = ["CASES", "instructions", "main", "wal_pages"]
+__all__ = ["CASES", "callgrind", "instructions", "main", "wal_pages"]
 
-_TOTAL = re.compile(r"^summary:\s*(\d+)", re.MULTILINE)
+_TOTAL = re.compile(r"^(?:summary|totals):\s*(\d+)", re.MULTILINE)
 
 
 CASES = ("ours", "eventsourcing", "raw_sqlite3")
@@ -113,14 +114,18 @@ def wal_pages(synchronous: str, case: str = "ours") -> float:
     return frames[-1] / _FRAMES_RUN
 
 
-def instructions(count: int, synchronous: str, case: str = "ours") -> int:
-    """Instructions the whole process executes warming up then sending ``count`` commands."""
+def callgrind(child: list[str], *, main_thread: bool = False) -> int:
+    """Instructions that ``python -m <child...>`` executes under callgrind: the whole
+    process, or (``main_thread``) its main thread alone. The child gets a work
+    directory as its last argument."""
+    if shutil.which("valgrind") is None:
+        raise SystemExit("valgrind is not installed (apt-get install valgrind)")
     with tempfile.TemporaryDirectory() as directory:
         out = Path(directory) / "callgrind.out"
         command = [
             *("valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"),
-            *(sys.executable, "-m", "benchmarks.instructions", "--child", str(count)),
-            *("--synchronous", synchronous, "--workdir", directory, "--case", case),
+            *(("--separate-threads=yes",) if main_thread else ()),
+            *(sys.executable, "-m", *child, directory),
         ]
         subprocess.run(
             command,
@@ -128,10 +133,22 @@ def instructions(count: int, synchronous: str, case: str = "ours") -> int:
             capture_output=True,
             env={**os.environ, "PYTHONHASHSEED": "0"},
         )
-        found = _TOTAL.search(out.read_text(errors="replace"))
+        # One file per thread with --separate-threads (``-01`` is the main thread's).
+        (result,) = glob.glob(f"{out}*-01") if main_thread else [str(out)]
+        found = _TOTAL.search(Path(result).read_text(errors="replace"))
         if found is None:
-            raise RuntimeError(f"no instruction total in {out}")
+            raise RuntimeError(f"no instruction total in {result}")
         return int(found.group(1))
+
+
+def instructions(count: int, synchronous: str, case: str = "ours") -> int:
+    """Instructions the whole process executes warming up then sending ``count`` commands."""
+    return callgrind(
+        [
+            *("benchmarks.instructions", "--child", str(count)),
+            *("--synchronous", synchronous, "--case", case, "--workdir"),
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -150,8 +167,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.child is not None:
         asyncio.run(_send(args.child, args.synchronous, args.workdir, args.case))
         return
-    if shutil.which("valgrind") is None:
-        raise SystemExit("valgrind is not installed (apt-get install valgrind)")
     per_command: dict[str, float] = {}
     for case in CASES if args.peers else CASES[:1]:
         short = instructions(args.short, args.synchronous, case)

@@ -25,14 +25,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import glob
-import os
-import re
-import shutil
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
+
+from benchmarks.instructions import callgrind
 
 __all__ = ["CASES", "main", "main_thread_instructions"]
 
@@ -44,8 +38,6 @@ CASES: dict[str, tuple[bool, bool, bool]] = {
     "metrics": (False, True, False),
     "logs": (False, False, True),
 }
-
-_TOTAL = re.compile(r"^(?:summary|totals):\s*(\d+)", re.MULTILINE)
 
 
 async def _send(case: str, count: int, spans: str, directory: str) -> None:
@@ -77,22 +69,13 @@ async def _send(case: str, count: int, spans: str, directory: str) -> None:
 
 def main_thread_instructions(case: str, count: int, spans: str) -> int:
     """Instructions of the main thread warming up, then sending ``count`` commands."""
-    with tempfile.TemporaryDirectory() as directory:
-        out = Path(directory) / "callgrind.out"
-        command = [
-            *("valgrind", "--tool=callgrind", "--separate-threads=yes"),
-            f"--callgrind-out-file={out}",
-            *(sys.executable, "-m", "benchmarks.instructions_observability"),
-            *("--child", case, "--count", str(count), "--spans", spans, "--workdir", directory),
-        ]
-        subprocess.run(
-            command, check=True, capture_output=True, env={**os.environ, "PYTHONHASHSEED": "0"}
-        )
-        (main_thread,) = glob.glob(f"{out}*-01")
-        found = _TOTAL.search(Path(main_thread).read_text(errors="replace"))
-        if found is None:
-            raise RuntimeError(f"no instruction total in {main_thread}")
-        return int(found.group(1))
+    return callgrind(
+        [
+            *("benchmarks.instructions_observability", "--child", case),
+            *("--count", str(count), "--spans", spans, "--workdir"),
+        ],
+        main_thread=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -109,8 +92,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.child is not None:
         asyncio.run(_send(args.child, args.count, args.spans, args.workdir))
         return
-    if shutil.which("valgrind") is None:
-        raise SystemExit("valgrind is not installed (apt-get install valgrind)")
     for case in args.cases.split(","):
         if case not in CASES:
             raise SystemExit(f"unknown case {case!r}: one of {', '.join(CASES)}")

@@ -1,10 +1,10 @@
 """The names the dashboard queries are the names the library's own instruments expose.
 
 ``_emitter.py`` and ``telemetry_names.py`` copy docs/design.md; this test ties them to the
-code: it records through ``cqrs_ddd_core``'s ``Instruments`` (with the attribute constants
-of ``cqrs_ddd_core.telemetry.names``) into the OpenTelemetry Prometheus exporter, in a
-fresh interpreter (the exporter registers with prometheus_client's global registry), and
-compares the exposition with what the dashboard expects.
+code: it records through ``cqrs_ddd_core``'s ``Instruments`` and ``commit_counts`` (with
+the attribute constants of ``cqrs_ddd_core.telemetry.names``) into the OpenTelemetry
+Prometheus exporter, in a fresh interpreter (the exporter registers with prometheus_client's
+global registry), and compares the exposition with what the dashboard expects.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ EXPOSE = textwrap.dedent(
     from opentelemetry.sdk.metrics import MeterProvider
     from prometheus_client import REGISTRY, generate_latest
 
-    from cqrs_ddd_core.telemetry import get_meter
+    from cqrs_ddd_core.telemetry import commit_counts, get_meter
     from cqrs_ddd_core.telemetry import names as n
     from cqrs_ddd_core.telemetry.instruments import Instruments
 
@@ -47,8 +47,7 @@ EXPOSE = textwrap.dedent(
     instruments.command_duration.record(0.004, refused)
     instruments.query_duration.record(0.0005, {**ok, n.ATTR_MESSAGE_TYPE: "GetOrder"})
     instruments.persistence_duration.record(0.002, {n.ATTR_AGGREGATE_TYPE: "Order"})
-    instruments.events_stored.add(3, {n.ATTR_AGGREGATE_TYPE: "Order"})
-    instruments.outbox_enqueued.add(4, {n.ATTR_AGGREGATE_TYPE: "Order"})
+    commit_counts(provider).add({"Order": 3}, {"Order": 4})
     print(json.dumps(generate_latest(REGISTRY).decode()))
     """
 )

@@ -9,7 +9,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
-from cqrs_ddd_core.telemetry import get_meter
+from cqrs_ddd_core.telemetry import commit_counts, get_meter
 from cqrs_ddd_core.telemetry.instruments import Instruments
 from cqrs_ddd_core.telemetry.openmetrics import ExemplarPrometheusReader
 
@@ -40,7 +40,7 @@ def _record(registry: CollectorRegistry, exemplars: bool) -> tuple[MeterProvider
         instruments.command_duration.record(0.2, REFUSED)
         trace_ids.append(format(span.get_span_context().trace_id, "032x"))
     instruments.command_duration.record(0.004, SUCCESS)  # outside a span: no exemplar
-    instruments.events_stored.add(2, {"cqrs.aggregate.type": "Order"})
+    commit_counts(meters).add({"Order": 2}, {})
     return meters, trace_ids
 
 

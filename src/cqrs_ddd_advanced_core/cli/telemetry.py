@@ -11,6 +11,10 @@
   metrics middleware records in ``cqrs.command.duration`` and
   ``cqrs.query.duration`` also reaches the run's statistics. The summary's
   command latencies are therefore the very durations Prometheus receives.
+  The library's observable counters (``cqrs.events.stored``,
+  ``cqrs.outbox.enqueued``: registered once per process on the global
+  provider) are registered again on each run's provider, counting from the
+  run's start, so each run reports its own commits as a fresh provider would.
 * Logging: structlog to stderr at ``--log-level``. The workload's expected
   failures (conflicts, commands the domain refuses, cancellations on Ctrl-C)
   are counted in the summary; the demo logs them at INFO, not WARNING/ERROR.
@@ -21,12 +25,18 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 from opentelemetry import metrics, trace
-from opentelemetry.metrics import Meter, MeterProvider, NoOpMeterProvider
+from opentelemetry.metrics import (
+    CallbackOptions,
+    Meter,
+    MeterProvider,
+    NoOpMeterProvider,
+    Observation,
+)
 
 from cqrs_ddd_core.context import current_context
 from cqrs_ddd_core.telemetry.logs import add_trace_context
@@ -36,6 +46,7 @@ from cqrs_ddd_core.telemetry.names import (
     METRIC_QUERY_DURATION,
     SCOPE_NAME,
 )
+from cqrs_ddd_core.version import __version__
 
 if TYPE_CHECKING:
     from structlog.typing import EventDict, WrappedLogger
@@ -85,8 +96,56 @@ class _TapMeter:
         kind = _DURATIONS.get(name)
         return histogram if kind is None else _TapHistogram(histogram, kind, self._tap)
 
+    def create_observable_counter(
+        self,
+        name: str,
+        callbacks: Sequence[Callable[[CallbackOptions], Iterable[Observation]]] | None = None,
+        unit: str = "",
+        description: str = "",
+    ) -> Any:
+        observable = _RunObservable(name, tuple(callbacks or ()), unit, description)
+        return self._tap._observe(observable)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._meter, name)
+
+
+class _RunObservable:
+    """An observable counter of the library's scope, reported to one run's provider at a time
+    as the increase since that run's provider was set."""
+
+    __slots__ = ("callbacks", "description", "name", "unit")
+
+    def __init__(
+        self,
+        name: str,
+        callbacks: tuple[Callable[[CallbackOptions], Iterable[Observation]], ...],
+        unit: str,
+        description: str,
+    ) -> None:
+        self.name, self.callbacks, self.unit, self.description = name, callbacks, unit, description
+
+    def _observe(self) -> list[Observation]:
+        options = CallbackOptions()
+        return [found for callback in self.callbacks for found in callback(options)]
+
+    def register(self, meter: Meter) -> Any:
+        def key(observation: Observation) -> frozenset[tuple[str, Any]]:
+            return frozenset((observation.attributes or {}).items())
+
+        start = {key(observation): observation.value for observation in self._observe()}
+
+        def since_start(_options: CallbackOptions) -> list[Observation]:
+            return [
+                Observation(
+                    observation.value - start.get(key(observation), 0), observation.attributes
+                )
+                for observation in self._observe()
+            ]
+
+        return meter.create_observable_counter(
+            self.name, callbacks=[since_start], unit=self.unit, description=self.description
+        )
 
 
 class DispatchTap(MeterProvider):
@@ -98,8 +157,26 @@ class DispatchTap(MeterProvider):
     """
 
     def __init__(self) -> None:
-        self.inner: MeterProvider = NoOpMeterProvider()
+        self._inner: MeterProvider = NoOpMeterProvider()
+        self._observables: list[_RunObservable] = []
         self.sink: DispatchSink | None = None
+
+    @property
+    def inner(self) -> MeterProvider:
+        """This run's provider; setting it registers the library's observable counters there."""
+        return self._inner
+
+    @inner.setter
+    def inner(self, provider: MeterProvider) -> None:
+        self._inner = provider
+        if self._observables:
+            meter = provider.get_meter(SCOPE_NAME, __version__)
+            for observable in self._observables:
+                observable.register(meter)
+
+    def _observe(self, observable: _RunObservable) -> Any:
+        self._observables.append(observable)
+        return observable.register(self._inner.get_meter(SCOPE_NAME, __version__))
 
     def get_meter(
         self,

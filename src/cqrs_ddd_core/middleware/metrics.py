@@ -11,6 +11,7 @@ from opentelemetry.context import get_current
 from cqrs_ddd_core.persistence.steps import written_by_aggregate_type
 from cqrs_ddd_core.pipeline.pipeline import CallNext, Placement
 from cqrs_ddd_core.telemetry.api import error_type, get_meter
+from cqrs_ddd_core.telemetry.commit_counts import commit_counts
 from cqrs_ddd_core.telemetry.instruments import Instruments
 from cqrs_ddd_core.telemetry.names import (
     ATTR_AGGREGATE_TYPE,
@@ -60,6 +61,12 @@ class MetricsMiddleware:
     * ``cqrs.outbox.enqueued``: the messages the commit wrote to an outbox,
       per aggregate type.
 
+    The two counters are counted here (an integer addition per aggregate
+    type) and read by the SDK when it collects, through observable counters
+    registered once per meter provider (see
+    :mod:`cqrs_ddd_core.telemetry.commit_counts`): every middleware of one
+    provider adds to the same totals.
+
     Attribute sets are computed once per (message type, outcome, type) or
     aggregate type and reused.
 
@@ -74,6 +81,7 @@ class MetricsMiddleware:
 
     __slots__ = (
         "_attributes",
+        "_counts",
         "_durations",
         "_instruments",
         "_per_aggregate",
@@ -87,6 +95,7 @@ class MetricsMiddleware:
         self._provider = meter_provider
         self._refusals = tuple(refusals)
         self._instruments = Instruments(get_meter(meter_provider))
+        self._counts = commit_counts(meter_provider)
         self._durations: dict[str, Histogram] = {
             "command": self._instruments.command_duration,
             "query": self._instruments.query_duration,
@@ -168,14 +177,8 @@ class MetricsMiddleware:
         committed = getattr(uow, "committed", None)
         if committed:
             stored, enqueued = written_by_aggregate_type(committed)
-            for aggregate_type, count in stored.items():
-                self._instruments.events_stored.add(
-                    count, self._aggregate_attributes(aggregate_type), current
-                )
-            for aggregate_type, count in enqueued.items():
-                self._instruments.outbox_enqueued.add(
-                    count, self._aggregate_attributes(aggregate_type), current
-                )
+            if stored or enqueued:
+                self._counts.add(stored, enqueued)
 
     def _aggregate_attributes(self, aggregate_type: str) -> _Attributes:
         found = self._per_aggregate.get(aggregate_type)

@@ -11,6 +11,7 @@ library that imports the SDK — import it explicitly::
 from __future__ import annotations
 
 from cqrs_ddd_core.telemetry.api import error_type, get_meter, get_tracer
+from cqrs_ddd_core.telemetry.commit_counts import CommitCounts, commit_counts
 from cqrs_ddd_core.telemetry.instruments import Instruments
 from cqrs_ddd_core.telemetry.logs import add_trace_context
 from cqrs_ddd_core.telemetry.names import DURATION_BUCKETS, SCOPE_NAME
@@ -29,10 +30,12 @@ __all__ = [
     "DURATION_BUCKETS",
     "REDACTED",
     "SCOPE_NAME",
+    "CommitCounts",
     "Instruments",
     "Redactor",
     "Refusals",
     "add_trace_context",
+    "commit_counts",
     "error_type",
     "get_meter",
     "get_tracer",

@@ -1,4 +1,10 @@
-"""The metric instruments of the metrics middleware, created once per meter."""
+"""The metric instruments of the metrics middleware, created once per meter.
+
+The two counters (``cqrs.events.stored``, ``cqrs.outbox.enqueued``) are not
+here: the library counts them itself and reports them through observable
+counters, one registration per meter provider
+(:mod:`cqrs_ddd_core.telemetry.commit_counts`).
+"""
 
 from __future__ import annotations
 
@@ -7,20 +13,18 @@ from typing import TYPE_CHECKING
 from cqrs_ddd_core.telemetry.names import (
     DURATION_BUCKETS,
     METRIC_COMMAND_DURATION,
-    METRIC_EVENTS_STORED,
-    METRIC_OUTBOX_ENQUEUED,
     METRIC_PERSISTENCE_DURATION,
     METRIC_QUERY_DURATION,
 )
 
 if TYPE_CHECKING:
-    from opentelemetry.metrics import Counter, Histogram, Meter
+    from opentelemetry.metrics import Histogram, Meter
 
 __all__ = ["Instruments"]
 
 
 class Instruments:
-    """The five instruments named in ``docs/observability.md``.
+    """The three duration histograms named in ``docs/observability.md``.
 
     Histograms carry explicit bucket boundaries in seconds through the API's
     ``explicit_bucket_boundaries_advisory`` (the SDK honours it unless a View
@@ -29,8 +33,6 @@ class Instruments:
 
     __slots__ = (
         "command_duration",
-        "events_stored",
-        "outbox_enqueued",
         "persistence_duration",
         "query_duration",
     )
@@ -53,14 +55,4 @@ class Instruments:
             unit="s",
             description="Time a command's unit of work spent writing and committing.",
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
-        )
-        self.events_stored: Counter = meter.create_counter(
-            METRIC_EVENTS_STORED,
-            unit="{event}",
-            description="Events appended to an event store by committed units of work.",
-        )
-        self.outbox_enqueued: Counter = meter.create_counter(
-            METRIC_OUTBOX_ENQUEUED,
-            unit="{message}",
-            description="Messages written to an outbox by committed units of work.",
         )

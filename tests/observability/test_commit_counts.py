@@ -9,6 +9,7 @@ reports against what was sent: a lost or a doubled count fails them.
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 
 import pytest
@@ -149,3 +150,47 @@ def test_a_provider_without_an_sdk_gets_counts_that_nobody_reads() -> None:
 
     assert commit_counts(provider) is counts
     assert counts.events_stored() == {"Order": 1}
+
+
+@pytest.mark.timeout(60)
+def test_a_collection_while_new_aggregate_types_are_counted_loses_none_of_them() -> None:
+    # Adding a type while a collection iterates the totals would, unguarded, fail
+    # the SDK's callback ("dictionary changed size"): that collection would miss
+    # every series. Switching threads as often as possible makes it likely.
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    counts = commit_counts(provider)
+    stop = threading.Event()
+    added: list[int] = []
+
+    def count() -> None:
+        n = 0
+        while not stop.is_set() and n < 50_000:
+            counts.add({f"Type{n}": 1}, {f"Type{n}": 2})
+            n += 1
+        added.append(n)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    adder = threading.Thread(target=count)
+    try:
+        adder.start()
+        previous: dict[str, float] = {}
+        for _ in range(60):
+            if not adder.is_alive():
+                break
+            data = reader.get_metrics_data()
+            for name, expected in (("cqrs.events.stored", 1), ("cqrs.outbox.enqueued", 2)):
+                seen = _sums(data, name)
+                assert set(seen.values()) <= {expected}, name
+                if name == "cqrs.events.stored":
+                    assert previous.keys() <= seen.keys(), "a collection lost a series"
+                    previous = seen
+    finally:
+        stop.set()
+        adder.join(timeout=30)
+        sys.setswitchinterval(interval)
+    try:
+        assert len(_sums(reader.get_metrics_data(), "cqrs.events.stored")) == added[0] > 0
+    finally:
+        provider.shutdown()

@@ -113,9 +113,11 @@ METRIC_COMMAND_DURATION: Final = "cqrs.command.duration"
 METRIC_QUERY_DURATION: Final = "cqrs.query.duration"
 METRIC_PERSISTENCE_DURATION: Final = "cqrs.persistence.duration"
 METRIC_EVENTS_STORED: Final = "cqrs.events.stored"
-"""Events appended to an event store by committed units of work (``cqrs_events_stored_total``)."""
+"""Observable counter: events appended to an event store by committed units of work
+(``cqrs_events_stored_total``), counted by the library and read when the SDK collects."""
 METRIC_OUTBOX_ENQUEUED: Final = "cqrs.outbox.enqueued"
-"""Messages written to an outbox by committed units of work (``cqrs_outbox_enqueued_total``)."""
+"""Observable counter: messages written to an outbox by committed units of work
+(``cqrs_outbox_enqueued_total``), counted by the library and read when the SDK collects."""
 
 # -- projections ------------------------------------------------------------------
 SPAN_PROJECTION_BATCH: Final = "projection {projection}"

@@ -5,8 +5,10 @@ Run against the in-memory store, SQLite and PostgreSQL (the same rules)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -194,6 +196,23 @@ async def test_marking_and_claiming_in_one_transaction_frees_the_streams_next_me
     assert marked.published_at == T0
 
 
+async def test_a_message_confirmed_after_its_claim_expired_is_marked_not_claimed_again(
+    outbox: Outbox,
+) -> None:
+    store = outbox.store
+    if not hasattr(store, "mark_published_and_claim"):
+        pytest.skip("the in-memory store marks and claims separately")
+    first = await outbox.add("a")
+    await store.claim_batch(1, now=T0)
+    later = T0 + store.claim_timeout * 2  # its claim expired: it is due again
+    claimed = await store.mark_published_and_claim(first, 10, at=later, now=later)
+    assert claimed == []
+    marked = await store.get(first[0])
+    assert marked is not None
+    assert marked.status == OutboxStatus.PUBLISHED
+    assert await store.claim_batch(10, now=later) == []
+
+
 async def test_a_failed_claim_leaves_the_marks_undone(
     outbox: Outbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -210,13 +229,34 @@ async def test_a_failed_claim_leaves_the_marks_undone(
 
     first = await outbox.add("a")
     await store.claim_batch(1, now=T0)
+    await outbox.add("b")  # due: the claim has a row to take
+    if store.engine.dialect.name == "postgresql":
+        # One statement marks and claims: the server refuses its claim part (a
+        # trigger on the claim's update), after the mark part ran in it.
+        async with store.engine.begin() as conn:
+            await conn.exec_driver_sql(
+                "CREATE FUNCTION refuse_claim() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'the claim is refused'; END $$"
+            )
+            await conn.exec_driver_sql(
+                "CREATE TRIGGER refuse_claim BEFORE UPDATE ON outbox FOR EACH ROW "
+                "WHEN (NEW.status = 'pending' AND NEW.next_attempt_at IS NOT NULL) "
+                "EXECUTE FUNCTION refuse_claim()"
+            )
+    else:
 
-    async def failing(*_: Any, **__: Any) -> list[Any]:
-        raise OperationalError("SELECT", {}, RuntimeError("the server went away"))
+        async def failing(*_: Any, **__: Any) -> list[Any]:
+            raise OperationalError("SELECT", {}, RuntimeError("the server went away"))
 
-    monkeypatch.setattr(sql_outbox, "claim", failing)
-    with pytest.raises(PersistenceError):
-        await store.mark_published_and_claim(first, 10, at=T0, now=T0)
+        monkeypatch.setattr(sql_outbox, "claim", failing)
+    try:
+        with pytest.raises(PersistenceError):
+            await store.mark_published_and_claim(first, 10, at=T0, now=T0)
+    finally:
+        if store.engine.dialect.name == "postgresql":
+            async with store.engine.begin() as conn:
+                await conn.exec_driver_sql("DROP TRIGGER refuse_claim ON outbox")
+                await conn.exec_driver_sql("DROP FUNCTION refuse_claim()")
     kept = await store.get(first[0])
     assert kept is not None
     assert kept.status == OutboxStatus.PENDING  # rolled back with the claim
@@ -246,73 +286,85 @@ async def test_the_unpublished_rows_have_a_partial_index_of_their_own(outbox: Ou
 
 
 async def test_on_postgresql_claims_and_marks_of_any_size_run_the_same_statements(
-    outbox: Outbox,
+    outbox: Outbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = outbox.store
     if not isinstance(store, SQLAlchemyOutboxStore) or store.engine.dialect.name != "postgresql":
         pytest.skip("PostgreSQL binds lists as one array")
-    from sqlalchemy import event
-
     seen: list[set[str]] = []
-
-    def record(*args: Any) -> None:
-        seen[-1].add(args[2])  # (conn, cursor, statement, parameters, context, executemany)
-
-    event.listen(store.engine.sync_engine, "before_cursor_execute", record)
-    try:
+    with _statements(store, monkeypatch) as captured:
         previous: list[str] = []
         for size in (1, 3, 2):
             for n in range(size):
                 await outbox.add(f"s{size}-{n}")  # one stream each: the look-back runs
-            seen.append(set())
+            captured.clear()
             claimed = await store.mark_published_and_claim(previous, 10, at=T0, now=T0)
+            seen.append({statement for statement, _ in captured})
             assert len(claimed) == size
             previous = ids(claimed)
-    finally:
-        event.remove(store.engine.sync_engine, "before_cursor_execute", record)
-    # Marking 1 then 3 messages, claiming 3 then 2: the same statements' text (one
-    # prepared statement each), the statuses written in it (the partial index applies).
+    # Marking 1 then 3 messages, claiming 3 then 2: the same statement's text (one
+    # prepared statement), the statuses written in it (the partial indexes apply).
     assert seen[1] == seen[2]
-    assert len(seen[1]) == 3  # mark, take, look back
-    assert any("IN ('pending', 'failed')" in statement for statement in seen[1])
-    assert sum("IN ('pending', 'failed', 'dead')" in statement for statement in seen[1]) == 1
-    (mark,) = [s for s in seen[1] if s.startswith("UPDATE outbox SET status")]
-    assert "message_id = ANY (" in mark
+    (statement,) = seen[1]  # one statement: the mark, the take, the look-back, the lag
+    assert "IN ('pending', 'failed')" in statement
+    assert "IN ('pending', 'failed', 'dead')" in statement
+    assert "IN ('failed', 'dead')" in statement
+    assert "message_id = ANY(" in statement
 
 
-async def _plans(store: SQLAlchemyOutboxStore, run: Any) -> list[str]:
-    """The query plans of the statements that ``run()`` executes (EXPLAIN of each, in a
-    connection of its own; on PostgreSQL with sequential scans priced out, so that the
-    plan shows which index the query *can* use on a table of any size)."""
+@contextlib.contextmanager
+def _statements(
+    store: SQLAlchemyOutboxStore, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[list[tuple[str, Any]]]:
+    """The statements ``store`` sends meanwhile, with their parameters: through
+    SQLAlchemy, and on PostgreSQL's fast path (``reads.fetch``: the driver's own)."""
     from sqlalchemy import event
 
+    sql_outbox = importlib.import_module("cqrs_ddd_core.adapters.sqlalchemy.outbox")
     captured: list[tuple[str, Any]] = []
+    fetch = sql_outbox.fetch
+
+    async def fetching(engine: Any, query: Any, **values: Any) -> list[Any]:
+        captured.append(query.sql(engine.dialect.name, values))
+        return await fetch(engine, query, **values)
 
     def record(*args: Any) -> None:
         captured.append((args[2], args[3]))  # (conn, cursor, statement, parameters, ...)
 
+    monkeypatch.setattr(sql_outbox, "fetch", fetching)
     event.listen(store.engine.sync_engine, "before_cursor_execute", record)
     try:
-        await run()
+        yield captured
     finally:
         event.remove(store.engine.sync_engine, "before_cursor_execute", record)
+        monkeypatch.setattr(sql_outbox, "fetch", fetch)
+
+
+async def _plans(
+    store: SQLAlchemyOutboxStore, run: Any, monkeypatch: pytest.MonkeyPatch
+) -> list[str]:
+    """The query plans of the statements that ``run()`` executes (EXPLAIN of each, in a
+    connection of its own; on PostgreSQL with sequential scans priced out, so that the
+    plan shows which index the query *can* use on a table of any size)."""
+    with _statements(store, monkeypatch) as captured:
+        await run()
     postgres = store.engine.dialect.name == "postgresql"
     plans = []
     async with store.engine.connect() as conn:
         if postgres:
             await conn.exec_driver_sql("SET enable_seqscan = off")
         for statement, parameters in captured:
-            if not statement.lstrip().upper().startswith(("SELECT", "UPDATE")):
+            if not statement.lstrip().upper().startswith(("SELECT", "UPDATE", "WITH")):
                 continue
             explain = "EXPLAIN " if postgres else "EXPLAIN QUERY PLAN "
-            rows = await conn.exec_driver_sql(explain + statement, parameters)
+            rows = await conn.exec_driver_sql(explain + statement, tuple(parameters))
             plans.append("\n".join(" ".join(str(v) for v in row) for row in rows))
         await conn.rollback()
     return plans
 
 
 async def test_a_pending_message_is_in_one_partial_index_and_dead_letters_use_the_other(
-    outbox: Outbox,
+    outbox: Outbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Writing a pending message (one per event, the hot path) adds one entry to one
     partial index; the full ``(status, next_attempt_at)`` index of 0.1.0 is gone, and
@@ -335,7 +387,7 @@ async def test_a_pending_message_is_in_one_partial_index_and_dead_letters_use_th
     # Dead letters are listed and requeued through a partial index (PostgreSQL may take
     # either: both hold them), never by walking the published history.
     for run in (store.dead_letters, store.requeue):
-        (plan,) = await _plans(store, run)
+        (plan,) = await _plans(store, run, monkeypatch)
         assert "ix_outbox_stuck" in plan or "ix_outbox_unpublished" in plan, plan
         assert "pk_outbox" not in plan, plan
         assert "SCAN outbox\n" not in plan + "\n", plan
@@ -343,7 +395,9 @@ async def test_a_pending_message_is_in_one_partial_index_and_dead_letters_use_th
     # partial index too: on SQLite ix_outbox_stuck; PostgreSQL, on so small a table,
     # may prefer ix_outbox_unpublished (which holds them as well).
     await store.mark_dead(dead, "boom")
-    plans = await _plans(store, lambda: store.mark_published_and_claim([], 10, at=T0, now=T0))
+    plans = await _plans(
+        store, lambda: store.mark_published_and_claim([], 10, at=T0, now=T0), monkeypatch
+    )
     lookups = [
         line
         for plan in plans

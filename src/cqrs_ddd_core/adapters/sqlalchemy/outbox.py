@@ -18,6 +18,7 @@ from sqlalchemy.exc import DBAPIError
 from cqrs_ddd_core.adapters.sqlalchemy.errors import persistence_error
 from cqrs_ddd_core.adapters.sqlalchemy.outbox_claim import (
     claim,
+    claim_pg,
     in_list,
     is_stuck,
     is_unpublished,
@@ -26,6 +27,7 @@ from cqrs_ddd_core.adapters.sqlalchemy.plan import as_utc
 from cqrs_ddd_core.adapters.sqlalchemy.reads import Query, aware, fetch
 from cqrs_ddd_core.adapters.sqlalchemy.tables import outbox
 from cqrs_ddd_core.domain.messages import utc_now
+from cqrs_ddd_core.exceptions import PersistenceError
 from cqrs_ddd_core.persistence.limits import check_outbox_message
 from cqrs_ddd_core.persistence.records import OutboxMessage, OutboxStatus
 from cqrs_ddd_core.persistence.serialization import dumps
@@ -60,6 +62,14 @@ _COLUMNS = (
     outbox.c.schema_version,
 )
 
+# The same columns for PostgreSQL's one-statement claim (``claim_pg``), over its rows.
+_PG_COLUMNS = (
+    "taken.message_id, taken.message_type, CAST(taken.payload AS TEXT), taken.created_at, "
+    "taken.aggregate_type, taken.aggregate_id, taken.correlation_id, taken.causation_id, "
+    "taken.trace_context, taken.status, taken.attempts, taken.next_attempt_at, "
+    "taken.last_error, taken.published_at, taken.id, taken.aggregate_version, "
+    "taken.schema_version"
+)
 
 _GET = Query(select(*_COLUMNS).where(outbox.c.message_id == bindparam("message_id")))
 
@@ -132,7 +142,8 @@ class SQLAlchemyOutboxStore:
     serialised then, so a bad one fails the command before anything is
     written). The relay's calls (:meth:`claim_batch`, :meth:`mark_published`,
     :meth:`mark_failed`, :meth:`mark_dead`) and the operator's
-    (:meth:`dead_letters`, :meth:`requeue`) run in transactions of their own.
+    (:meth:`dead_letters`, :meth:`requeue`) run in transactions of their own;
+    on PostgreSQL each is one statement, its own transaction (autocommit).
 
     Args:
         engine: The database (the unit of work must use the same one).
@@ -147,6 +158,12 @@ class SQLAlchemyOutboxStore:
         if claim_timeout <= timedelta(0):
             raise ValueError(f"claim_timeout must be positive, got {claim_timeout!r}")
         self._engine = engine
+        self._postgres = engine.dialect.name == "postgresql"
+        # The relay's and the operator's calls are one statement each: on PostgreSQL
+        # that statement is its own transaction (no BEGIN and COMMIT round trips).
+        self._single: AsyncEngine = (
+            engine.execution_options(isolation_level="AUTOCOMMIT") if self._postgres else engine
+        )
         self._claim_timeout = claim_timeout
         self._listeners: list[Callable[[], None]] = []
 
@@ -262,7 +279,9 @@ class SQLAlchemyOutboxStore:
         measure: bool | None = None,
     ) -> tuple[list[OutboxMessage], bool, datetime | None]:
         """:meth:`mark_published_and_claim`, and the outbox lag's query in the same
-        transaction (a relay's measurement without a transaction of its own).
+        transaction (a relay's measurement without a transaction of its own). On
+        PostgreSQL all of it is one statement, its own transaction: one round trip
+        (see :func:`~.outbox_claim.claim_pg`).
 
         Args:
             measure: True: measure; None: measure if nothing was claimed (the
@@ -275,6 +294,10 @@ class SQLAlchemyOutboxStore:
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
         moment = as_utc(now or utc_now())
+        if self._postgres:
+            return await self._claim_pg(
+                published, limit, as_utc(at) if at else moment, moment, measure
+            )
         oldest: datetime | None = None
         try:
             async with self._engine.begin() as conn:
@@ -293,6 +316,35 @@ class SQLAlchemyOutboxStore:
         except DBAPIError as exc:
             raise persistence_error(exc.orig or exc, "Outbox claim failed") from exc
         return [_message(row) for row in rows], measured, oldest
+
+    async def _claim_pg(
+        self,
+        published: Sequence[str],
+        limit: int,
+        at: datetime,
+        now: datetime,
+        measure: bool | None,
+    ) -> tuple[list[OutboxMessage], bool, datetime | None]:
+        """:meth:`claim_and_measure` on PostgreSQL: one statement, its own transaction,
+        sent on the driver's connection (:func:`~.reads.fetch`): one round trip where
+        ``BEGIN``, the mark, the claim's three steps, the lag's query and ``COMMIT``
+        took up to seven."""
+        parameters = {
+            "published": list(published),
+            "published_at": at,
+            "now": now,
+            "hidden_until": now + self._claim_timeout,
+            "measure": measure is True,
+            "measure_if_empty": measure is None,
+        }
+        try:
+            rows = await fetch(self._engine, claim_pg(_PG_COLUMNS, limit), **parameters)
+        except PersistenceError as exc:
+            cause = exc.__cause__ or exc
+            raise persistence_error(cause, "Outbox claim failed") from cause
+        first = rows[0]  # measured and oldest: the same in every row
+        messages = [] if first[0] is None else [_message(row) for row in rows]
+        return messages, bool(first[17]), aware(first[18])
 
     async def mark_published(
         self, message_ids: Sequence[str], *, at: datetime | None = None
@@ -379,14 +431,15 @@ class SQLAlchemyOutboxStore:
 
     async def _read(self, statement: Any) -> list[Any]:
         try:
-            async with self._engine.connect() as conn:
+            async with self._single.connect() as conn:
                 return list((await conn.execute(statement)).all())
         except DBAPIError as exc:
             raise persistence_error(exc.orig or exc, "Outbox read failed") from exc
 
     async def _write(self, statement: Any, parameters: dict[str, Any] | None = None) -> list[Any]:
         try:
-            async with self._engine.begin() as conn:
+            # One statement: on PostgreSQL its own transaction (autocommit).
+            async with self._single.begin() as conn:
                 result = await conn.execute(statement, parameters)
                 return list(result.all()) if result.returns_rows else []
         except DBAPIError as exc:

@@ -351,7 +351,13 @@ class OutboxRelay:
         """Release a batch claimed ahead and not published (due again at once)."""
         if ahead is not None:
             if not ahead.done():
-                ahead.cancel()  # its transaction rolls back
+                # A claim in flight is let finish (within the publish deadline) and its
+                # batch released: on PostgreSQL a claim is one statement, its own
+                # transaction, which may commit although cancelled, and would leave its
+                # messages hidden until the claim timeout.
+                await asyncio.wait({ahead}, timeout=self._deadline)
+            if not ahead.done():
+                ahead.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 claimed = await ahead
         if claimed and claimed[0]:

@@ -281,6 +281,44 @@ async def test_a_batch_claimed_ahead_is_given_back_when_the_relay_stops() -> Non
     assert [m.message_id for m in await store.claim_batch(10)] == ["b-1"]  # due at once
 
 
+class AnswerLate(InMemoryOutboxStore):
+    """An outbox whose second claim takes its rows, then answers once ``answer`` is set:
+    a claim that is one statement, its own transaction, committed on the server while
+    its answer is on the way (cancelling the caller then does not undo it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.claims = 0
+        self.claimed = asyncio.Event()
+        self.answer = asyncio.Event()
+
+    async def claim_batch(self, limit: int = 100, *, now: datetime | None = None) -> Any:
+        self.claims += 1
+        batch = await super().claim_batch(limit, now=now)
+        if self.claims == 2:
+            self.claimed.set()
+            await self.answer.wait()
+        return batch
+
+
+async def test_a_claim_in_flight_when_the_relay_is_cancelled_is_awaited_and_given_back() -> None:
+    store, broker = AnswerLate(), Gate()
+    await commit(store, "a", "b")
+    relay = OutboxRelay(store, broker, batch_size=1, poll_interval=3600)
+    task = asyncio.create_task(relay.run(asyncio.Event()))
+    async with asyncio.timeout(10):
+        await broker.holding.wait()  # a-0 in flight
+        await store.claimed.wait()  # b-1 taken by the claim ahead, its answer not yet in
+        task.cancel()
+        await asyncio.sleep(0.05)  # the relay is stopping, the claim still in flight
+        store.answer.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert broker.ids == []  # a-0's publish was cancelled
+    # b-1 is due at once (given back), not hidden until the claim timeout.
+    assert "b-1" in [m.message_id for m in await store.claim_batch(10)]
+
+
 class MarkingClaims(InMemoryOutboxStore):
     """An outbox that marks and claims in one call, as the SQL one does; counts both ways."""
 

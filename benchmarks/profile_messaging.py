@@ -7,6 +7,10 @@ RabbitMQ with confirms by an ``OutboxRelay``'s own loop, as in workload 8.
 queues are consumed by a ``MessageConsumer`` (inbox on PostgreSQL) behind a
 ``RabbitMQSubscriber``, as ``benchmarks.latency_consumer`` does. ``sender``:
 ``K`` persisted commands (8 at once), as workload 8's sender sends them.
+``claim``: ``--rounds`` claims of ``K`` messages (``--messages 3``: a claim as
+small as a relay's at 500 commands/s), each marking the previous claim's
+messages published, as the relay's loop does (``claim_and_measure``); prints
+this process's CPU per claim and the PostgreSQL backends' (``schedstat``).
 
 Each case prints this process's CPU time per message (``time.process_time``,
 the servers excluded); ``--profile`` runs it under ``cProfile`` (on a CPU clock) and prints the
@@ -19,8 +23,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import os
 import pstats
 import time
+from pathlib import Path
 from typing import Any
 
 from benchmarks.logs import configure_filtered
@@ -143,6 +149,48 @@ async def _sender(persisted: Any, k: int, profile: Any) -> float:
     return time.process_time() - start
 
 
+def _backends_cpu(database: str) -> float:
+    """CPU seconds of the PostgreSQL backends serving ``database`` (autovacuum's left
+    out), from ``/proc/<pid>/schedstat`` (nanoseconds: claims are far shorter than
+    the clock ticks of ``/proc/<pid>/stat``)."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            command = Path(f"/proc/{entry}/cmdline").read_text()
+            if database in command and "autovacuum" not in command:
+                total += int(Path(f"/proc/{entry}/schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):  # gone, or not ours to read
+            continue
+    return total / 1e9
+
+
+async def _claims(persisted: Any, database: str, k: int, rounds: int, profile: Any) -> float:
+    """``rounds`` claims of ``k`` messages, each marking the previous ``k`` published (the
+    relay's ``claim_and_measure``); prints PostgreSQL's CPU per claim, returns ours."""
+    from cqrs_ddd_core.adapters.sqlalchemy import SQLAlchemyOutboxStore
+
+    store = SQLAlchemyOutboxStore(persisted.engine)
+    await store.mark_published([m.message_id for m in await store.claim_batch(100_000)])
+    await _fill(persisted, k * rounds)
+    spent = server = 0.0
+    published: list[str] = []
+    for _ in range(rounds):
+        before_server = _backends_cpu(database)
+        start = time.process_time()
+        if profile is not None:
+            profile.enable()
+        batch, _, _ = await store.claim_and_measure(published, k, measure=None)
+        if profile is not None:
+            profile.disable()
+        spent += time.process_time() - start
+        server += _backends_cpu(database) - before_server
+        published = [m.message_id for m in batch]
+    print(f"claim of {k}: PostgreSQL {server / rounds * 1e6:.0f} µs of CPU per claim", flush=True)
+    return spent / rounds
+
+
 async def _main(args: argparse.Namespace) -> None:
     from benchmarks.persisted import build_persisted
     from benchmarks.pg import database
@@ -159,14 +207,19 @@ async def _main(args: argparse.Namespace) -> None:
             for case in args.cases:
                 for repeat in range(args.repeat):
                     profile = cProfile.Profile(time.process_time) if args.profile else None
-                    if case in ("relay", "raw"):
+                    if case == "claim":
+                        spent = await _claims(
+                            persisted, db.name, args.messages, args.rounds, profile
+                        )
+                    elif case in ("relay", "raw"):
                         spent = await _relay(persisted, url, args.messages, case == "raw", profile)
                     elif case == "consumer":
                         spent = await _consumer(persisted, db.url, url, args.messages, profile)
                     else:
                         spent = await _sender(persisted, args.messages, profile)
-                    per = spent / args.messages * 1e6
-                    print(f"{case} #{repeat + 1}: {per:.0f} µs of CPU per message", flush=True)
+                    unit = "claim" if case == "claim" else "message"
+                    per = spent * 1e6 / (1 if case == "claim" else args.messages)
+                    print(f"{case} #{repeat + 1}: {per:.0f} µs of CPU per {unit}", flush=True)
                     if profile is not None:
                         stats = pstats.Stats(profile)
                         stats.sort_stats("tottime").print_stats(args.top)
@@ -177,9 +230,10 @@ async def _main(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile_messaging")
-    parser.add_argument("cases", nargs="+", choices=("relay", "raw", "consumer", "sender"))
+    parser.add_argument("cases", nargs="+", choices=("relay", "raw", "consumer", "sender", "claim"))
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=300, help="claims in the claim case")
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--profile", action="store_true", help="under cProfile, print the top")
     asyncio.run(_main(parser.parse_args()))

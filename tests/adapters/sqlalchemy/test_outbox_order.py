@@ -213,6 +213,25 @@ async def test_a_message_confirmed_after_its_claim_expired_is_marked_not_claimed
     assert await store.claim_batch(10, now=later) == []
 
 
+@pytest.mark.postgres
+async def test_on_postgresql_a_claim_leaves_its_sessions_commit_setting_as_it_was(
+    postgres_database_url: str,
+) -> None:
+    """The claim commits without waiting for the disk (``synchronous_commit`` off
+    for its own transaction): the commits that follow on its connection, a
+    command's, are durable as before."""
+    async with empty_pg_engine(postgres_database_url, pool_size=1) as engine:
+        store = SQLAlchemyOutboxStore(engine)
+        async with engine.connect() as conn:  # the test cluster's default is off
+            await conn.exec_driver_sql("SET synchronous_commit = on")
+            await conn.commit()
+        assert await store.mark_published_and_claim([], 1, at=T0, now=T0) == []
+        assert engine.pool.checkedin() == 1  # type: ignore[attr-defined]  # one connection
+        async with engine.connect() as conn:
+            setting = (await conn.exec_driver_sql("SHOW synchronous_commit")).scalar_one()
+        assert setting == "on"
+
+
 async def test_a_failed_claim_leaves_the_marks_undone(
     outbox: Outbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -8,6 +8,8 @@
 * **Wakes on commit**: after a commit in this process (the store's commit
   listeners), on PostgreSQL ``NOTIFY`` from any process (a
   :class:`~.ports.CommitListener`), and otherwise every ``poll_interval``.
+  A published batch is marked by the next claim: at the next wake-up, or
+  ``mark_delay`` later at the latest.
 * **Order**: the store's claim never hands out a message while an earlier one
   of its stream is unpublished; within a batch one stream's messages are
   published one after the other, each awaited until the broker confirmed it,
@@ -78,6 +80,10 @@ class OutboxRelay:
         max_attempts: Failed publishes before a message becomes a dead letter.
         backoff: Delay before retrying a failed message.
         poll_interval: Seconds between looks at the outbox when nothing woke the relay.
+        mark_delay: Seconds a published batch waits for a commit to wake the relay,
+            so that the claim that follows marks it (one statement instead of
+            two); then it is marked, and the outbox looked at, anyway. 0: look
+            again at once after every batch.
         listener: Wakes the relay on commits of other processes (PostgreSQL ``LISTEN``).
         publish_deadline: Seconds a batch may take before its unpublished rest is
             given back; default: a third of the store's claim timeout.
@@ -97,6 +103,7 @@ class OutboxRelay:
         max_attempts: int = 10,
         backoff: Backoff | None = None,
         poll_interval: float = 1.0,
+        mark_delay: float = 0.05,
         listener: CommitListener | None = None,
         publish_deadline: float | None = None,
         upcaster: Upcaster | None = None,
@@ -109,6 +116,8 @@ class OutboxRelay:
             raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
         if poll_interval <= 0:
             raise ValueError(f"poll_interval must be positive, got {poll_interval}")
+        if mark_delay < 0:
+            raise ValueError(f"mark_delay must not be negative, got {mark_delay}")
         if not callable(getattr(publisher, "publish", None)):
             raise TypeError(f"publisher must have an async publish(message), got {publisher!r}")
         claim_timeout = getattr(outbox_store, "claim_timeout", None)
@@ -125,6 +134,7 @@ class OutboxRelay:
         self._max_attempts = max_attempts
         self._backoff = Backoff() if backoff is None else backoff
         self._poll_interval = poll_interval
+        self._mark_delay = min(mark_delay, poll_interval)
         self._listener = listener
         self._deadline = publish_deadline
         self._upcaster = upcaster
@@ -271,8 +281,8 @@ class OutboxRelay:
         self._lag = 0.0 if oldest is None else max((self._clock() - oldest).total_seconds(), 0.0)
 
     async def run(self, stop_event: asyncio.Event) -> None:
-        """Publish until ``stop_event`` is set: batches back to back while they publish
-        anything, then wait for a commit (or ``poll_interval``).
+        """Publish until ``stop_event`` is set: batches back to back while commits come,
+        then wait for a commit (or ``poll_interval``).
 
         While a full batch is being published the next one is claimed already
         (the database works while the broker confirms; after a batch that was
@@ -283,6 +293,11 @@ class OutboxRelay:
         batch's messages are marked published once all its confirms are in,
         by the next claim's transaction (one commit per batch, not two, and
         none between two batches' publishes); when the relay stops, at once.
+        The next claim comes with the next commit that wakes the relay, or
+        ``mark_delay`` after the batch at the latest (at once if a commit
+        came while it was being published): while commits come, each claim
+        marks the batch before it, and an idle relay's last batch is marked
+        ``mark_delay`` late.
         """
         remove = self._store.add_commit_listener(self.wake)
         claimed: tuple[list[OutboxMessage], float] | None = None  # claimed ahead, held
@@ -319,12 +334,16 @@ class OutboxRelay:
                     # was to mark is marked by the next one.
                     claimed, ahead = await self._give_back(None, ahead)
                     confirmed, marking = marking + confirmed, []
-                    await self._sleep(stop_event)  # the store is failing: do not spin
-                # After publishing, look again at once: the batch is to be marked,
-                # messages another relay gave back because this one held their
-                # predecessor are due now, and no commit will announce them.
-                if not result.published and claimed is None:
-                    await self._sleep(stop_event)
+                    await self._sleep(stop_event, self._poll_interval)  # the store is failing
+                if claimed is None:
+                    if not result.published:
+                        await self._sleep(stop_event, self._poll_interval)
+                    elif not self._wake.is_set() and self._mark_delay > 0:
+                        # The batch is to be marked, and messages another relay gave
+                        # back because this one held their predecessor are due now
+                        # (no commit will announce them): the next claim does both,
+                        # at the next commit, or after mark_delay at the latest.
+                        await self._sleep(stop_event, self._mark_delay)
         finally:
             remove()
             await self._give_back(claimed, ahead)
@@ -375,10 +394,10 @@ class OutboxRelay:
         except Exception as exc:  # polling covers it until the database is back
             _log.warning("outbox_relay_listen_failed", error_type=type(exc).__name__)
 
-    async def _sleep(self, stop_event: asyncio.Event) -> None:
+    async def _sleep(self, stop_event: asyncio.Event, seconds: float) -> None:
         waits = {asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop_event.wait())}
         try:
-            await asyncio.wait(waits, timeout=self._poll_interval, return_when="FIRST_COMPLETED")
+            await asyncio.wait(waits, timeout=seconds, return_when="FIRST_COMPLETED")
         finally:
             for waiter in waits:
                 waiter.cancel()

@@ -382,3 +382,67 @@ async def test_what_was_confirmed_is_marked_when_the_relay_stops() -> None:
     published = await store.get("a-0")
     assert published is not None
     assert published.status is OutboxStatus.PUBLISHED
+
+
+async def test_a_batch_is_marked_by_the_claim_of_the_next_commit_within_mark_delay() -> None:
+    store, broker = MarkingClaims(), Broker()
+    claims = 0
+    claim_batch, mark_and_claim = store.claim_batch, store.mark_published_and_claim
+
+    async def counting_claim(*args: Any, **kwargs: Any) -> Any:
+        nonlocal claims
+        claims += 1
+        return await claim_batch(*args, **kwargs)
+
+    async def counting_mark_and_claim(*args: Any, **kwargs: Any) -> Any:
+        nonlocal claims
+        claims += 1
+        return await mark_and_claim(*args, **kwargs)
+
+    store.claim_batch = counting_claim  # type: ignore[method-assign]
+    store.mark_published_and_claim = counting_mark_and_claim  # type: ignore[method-assign]
+    relay = OutboxRelay(store, broker, poll_interval=3600, mark_delay=3600)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        async with asyncio.timeout(10):
+            while claims < 1:  # noqa: ASYNC110 (the first look at the outbox)
+                await asyncio.sleep(0.01)
+            await commit(store, "a")
+            while len(broker.accepted) < 1:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)  # no look of its own to mark a-0: it waits
+            assert claims == 2
+            assert store.marked_with_claims == []
+            await commit(store, "b")  # wakes the relay: one claim marks a-0, takes b-0
+            while len(broker.accepted) < 2:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+            assert claims == 3
+            assert store.marked_with_claims == ["a-0"]
+    finally:
+        stop.set()
+        async with asyncio.timeout(10):
+            await task
+    assert store.marked_alone == ["b-0"]  # marked on the way out
+
+
+async def test_an_idle_relay_marks_its_last_batch_after_mark_delay() -> None:
+    store, broker = MarkingClaims(), Broker()
+    relay = OutboxRelay(store, broker, poll_interval=3600, mark_delay=0.05)
+    await commit(store, "a")
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        async with asyncio.timeout(10):
+            while store.marked_with_claims != ["a-0"]:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+    finally:
+        stop.set()
+        async with asyncio.timeout(10):
+            await task
+    assert store.marked_alone == []
+
+
+def test_a_negative_mark_delay_is_refused() -> None:
+    with pytest.raises(ValueError, match="mark_delay"):
+        OutboxRelay(InMemoryOutboxStore(), Broker(), mark_delay=-1)

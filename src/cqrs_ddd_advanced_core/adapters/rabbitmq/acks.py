@@ -49,6 +49,7 @@ class ChannelAcks:
         self._committed: dict[int, AbstractIncomingMessage] = {}  # above the floor, to ack
         self._settled: set[int] = set()  # above the floor, settled one by one
         self._held = asyncio.Event()  # set while something waits in _committed
+        self._alone_acks = asyncio.Lock()  # flush waits for those run() is sending
 
     async def ack(self, deliveries: Iterable[AbstractIncomingMessage]) -> None:
         """Acknowledge deliveries whose effects committed (or that were skipped)."""
@@ -72,11 +73,12 @@ class ChannelAcks:
 
     async def flush(self) -> None:
         """Acknowledge at once what waits (stopping: nothing committed stays unacknowledged)."""
-        await self._advance()
-        while self._committed:
-            tag = min(self._committed)
-            await self._alone(self._committed.pop(tag).ack(), tag)
-        await self._advance()
+        async with self._alone_acks:
+            await self._advance()
+            while self._committed:
+                tag = min(self._committed)
+                await self._alone(self._committed.pop(tag).ack(), tag)
+            await self._advance()
 
     async def run(self) -> None:
         """Acknowledge alone what waited ``hold`` seconds or more (a task per channel)."""
@@ -87,12 +89,13 @@ class ChannelAcks:
                 self._held.clear()
                 await self._held.wait()
             await asyncio.sleep(self._hold)
-            stale = sorted(tag for tag in previous if tag in self._committed)
-            for tag in stale:
-                await self._alone(self._committed.pop(tag).ack(), tag)
-            previous = set(self._committed)
-            if stale:
-                await self._advance()
+            async with self._alone_acks:
+                stale = sorted(tag for tag in previous if tag in self._committed)
+                for tag in stale:
+                    await self._alone(self._committed.pop(tag).ack(), tag)
+                previous = set(self._committed)
+                if stale:
+                    await self._advance()
 
     async def _alone(self, settle: Awaitable[None], tag: int | None) -> None:
         """Send one delivery's frame; only then does its tag count as settled."""

@@ -17,7 +17,11 @@ deliveries per transaction and the publish-to-effect latency.
 The consumer imports the library from ``PYTHONPATH`` like this process:
 ``PYTHONPATH=<tree>/src:. python -m benchmarks.consumer_cpu``. ``--py-spy FILE``
 samples the consumer during the timed part with ``py-spy`` (on ``PATH``, or
-``--py-spy-bin``), written in its ``raw`` (collapsed stacks) format.
+``--py-spy-bin``), written in its ``raw`` (collapsed stacks) format;
+``--syscalls`` counts the consumer's system calls that send, receive and wait
+(``perf stat`` on Linux's syscall tracepoints, run as root), per message: a
+socket write is a frame or a statement sent, and costs the kernel's loopback
+path on top.
 """
 
 from __future__ import annotations
@@ -146,6 +150,14 @@ async def _one(args: argparse.Namespace, db_url: str, url: str) -> dict[str, Any
                     "--format", "raw", "--output", args.py_spy,
                     stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
                 )  # fmt: skip
+            perf = None
+            if args.syscalls:
+                perf = await asyncio.create_subprocess_exec(
+                    "perf", "stat", "-x", ",", "-p", str(pid),
+                    *(a for name in _SYSCALLS for a in ("-e", f"syscalls:sys_enter_{name}")),
+                    stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+                )  # fmt: skip
+                await asyncio.sleep(0.5)  # attached
             before = {k: m() for k, m in meters.items() if m is not None}
             wall = time.perf_counter()
             await asyncio.gather(feed(warm, args.messages), read(warm + args.messages))
@@ -154,6 +166,15 @@ async def _one(args: argparse.Namespace, db_url: str, url: str) -> dict[str, Any
             if spy is not None:
                 spy.send_signal(signal.SIGINT)  # it writes its file and exits
                 await asyncio.wait_for(spy.wait(), 60)
+            counts: dict[str, float] = {}
+            if perf is not None and perf.stderr is not None:
+                perf.send_signal(signal.SIGINT)
+                report = (await asyncio.wait_for(perf.stderr.read(), 60)).decode()
+                for line in report.splitlines():
+                    fields = line.split(",")
+                    if len(fields) > 2 and fields[0].isdigit():
+                        name = fields[2].rsplit("sys_enter_", 1)[-1]
+                        counts[name] = round(int(fields[0]) / args.messages, 2)
     finally:
         if consumer.returncode is None:
             consumer.send_signal(signal.SIGTERM)
@@ -175,8 +196,12 @@ async def _one(args: argparse.Namespace, db_url: str, url: str) -> dict[str, Any
         "per_second": round(args.messages / wall, 1),
         "cpu_ms_per_message": cpu,
         "deliveries_per_transaction": round(deliveries / transactions, 2) if transactions else None,
+        **({"syscalls_per_message": counts} if counts else {}),
         "p50_ms": round(statistics.median(latencies) * 1000, 2),
     }
+
+
+_SYSCALLS = ("sendto", "write", "recvfrom", "read", "epoll_wait")
 
 
 def _sizes(path: Path) -> dict[str, int]:
@@ -197,6 +222,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--py-spy", default="", help="sample the consumer into this file")
     parser.add_argument("--py-spy-bin", default="py-spy")
+    parser.add_argument("--syscalls", action="store_true", help="count them (perf stat)")
     asyncio.run(_run(parser.parse_args()))
 
 

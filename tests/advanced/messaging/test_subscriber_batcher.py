@@ -64,7 +64,7 @@ async def test_a_lone_submission_starts_a_batch_at_once() -> None:
 
 async def test_what_arrives_during_a_batch_waits_for_it_and_goes_in_one_batch() -> None:
     processor = Processor()
-    batcher = Batcher(processor, size=64, timeout=10, linger=60)
+    batcher = Batcher(processor, size=64, timeout=10, linger=0.3)
     workers = await _workers(batcher, 4)
     try:
         first = asyncio.create_task(batcher.process([message("a")]))
@@ -134,6 +134,26 @@ async def test_with_no_linger_a_free_worker_starts_a_batch_at_once() -> None:
         processor.release[0].set()
         processor.release[1].set()
         await asyncio.gather(first, second)
+    finally:
+        for worker in workers:
+            worker.cancel()
+
+
+async def test_at_a_steady_rate_batches_start_at_most_every_linger_and_take_what_came() -> None:
+    processor = Processor()
+    batcher = Batcher(processor, size=64, timeout=10, linger=0.2)
+    workers = await _workers(batcher, 4)
+    loop = asyncio.get_running_loop()
+    try:
+        processor.release[0] = processor.release[1] = asyncio.Event()
+        processor.release[0].set()  # batches end at once: a fast database
+        started = loop.time()
+        assert await batcher.process([message("a")]) == [Outcome.HANDLED]  # at once
+        assert loop.time() - started < 0.1
+        later = [asyncio.create_task(batcher.process([message(n)])) for n in ("b", "c")]
+        await asyncio.gather(*later)
+        assert 0.15 <= loop.time() - started < 2.0  # the next start waited for the spacing
+        assert processor.batches == [["a"], ["b", "c"]]
     finally:
         for worker in workers:
             worker.cancel()

@@ -96,11 +96,11 @@ class RabbitMQSubscriber:
             1: one transaction per delivery.
         transactions: Batch transactions at once (each on a connection of its own;
             more help handlers that wait on I/O).
-        linger: Seconds ready deliveries wait for the batch transaction under
-            way to end (it then takes them all) before another one starts
-            beside it; a lone delivery, or ``batch_size`` of them, never wait
-            (see :mod:`.batcher`). 0: a transaction starts whenever one of the
-            ``transactions`` is free.
+        linger: Batch transactions start at most every ``linger`` seconds
+            unless ``batch_size`` deliveries wait, and one starts beside a
+            batch under way only after that; no delivery waits longer (see
+            :mod:`.batcher`). A lone delivery after a quiet spell goes at once.
+            0: a transaction starts whenever one of the ``transactions`` is free.
         process_timeout: Seconds one processing attempt may take; past it the
             attempt is cancelled and counts as failed (never acknowledged).
         ack_hold: Seconds a committed delivery may wait for the deliveries before

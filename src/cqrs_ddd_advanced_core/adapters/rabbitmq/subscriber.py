@@ -8,8 +8,9 @@ looks (bounded by ``prefetch``) is processed together:
 * with a ``MessageConsumer`` (or its ``process`` method) as the processor,
   in one transaction with what the other partition queues have ready at
   that moment (up to ``batch_size`` deliveries, at most ``transactions``
-  such batches at once; each queue waits for its deliveries' results before
-  it submits more):
+  such batches at once, started at most every ``linger`` seconds, see
+  :mod:`.batcher`; each queue waits for its deliveries' results before it
+  submits more):
   :meth:`~cqrs_ddd_advanced_core.messaging.MessageConsumer.process_batch`
   runs one inbox statement, the handlers in order, one commit; once it
   committed, the deliveries are acknowledged. A delivery whose handler failed
@@ -38,6 +39,11 @@ not acknowledged come again (the inbox makes that harmless: a batch is
 acknowledged only after its commit, so a consumer killed mid-batch leaves
 either none of its effects or all of them, and the redelivered ones are
 skipped by the inbox).
+
+The queues share one channel; what committed is acknowledged several
+deliveries at a time (``basic.ack`` with ``multiple``, never past a delivery
+of the channel that is not settled; one that waits for an earlier one goes
+alone after ``ack_hold``): see :mod:`.acks`.
 
 Each batch (with the SQL inbox) is a transaction on a connection of its own,
 and a retried delivery another: give the inbox's engine a pool of at least

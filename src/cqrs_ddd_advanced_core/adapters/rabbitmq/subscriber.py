@@ -8,8 +8,9 @@ looks (bounded by ``prefetch``) is processed together:
 * with a ``MessageConsumer`` (or its ``process`` method) as the processor,
   in one transaction with what the other partition queues have ready at
   that moment (up to ``batch_size`` deliveries, at most ``transactions``
-  such batches at once; each queue waits for its deliveries' results before
-  it submits more):
+  such batches at once, started at most every ``linger`` seconds, see
+  :mod:`.batcher`; each queue waits for its deliveries' results before it
+  submits more):
   :meth:`~cqrs_ddd_advanced_core.messaging.MessageConsumer.process_batch`
   runs one inbox statement, the handlers in order, one commit; once it
   committed, the deliveries are acknowledged. A delivery whose handler failed
@@ -39,6 +40,11 @@ acknowledged only after its commit, so a consumer killed mid-batch leaves
 either none of its effects or all of them, and the redelivered ones are
 skipped by the inbox).
 
+The queues share one channel; what committed is acknowledged several
+deliveries at a time (``basic.ack`` with ``multiple``, never past a delivery
+of the channel that is not settled; one that waits for an earlier one goes
+alone after ``ack_hold``): see :mod:`.acks`.
+
 Each batch (with the SQL inbox) is a transaction on a connection of its own,
 and a retried delivery another: give the inbox's engine a pool of at least
 ``transactions`` plus a few (one delivery at a time: at least the partition
@@ -57,6 +63,8 @@ import aio_pika
 import structlog
 from aiormq.exceptions import AMQPError
 
+from cqrs_ddd_advanced_core.adapters.rabbitmq.acks import ChannelAcks
+from cqrs_ddd_advanced_core.adapters.rabbitmq.batcher import Batcher
 from cqrs_ddd_advanced_core.messaging.headers import decode
 from cqrs_ddd_advanced_core.messaging.ports import Outcome
 from cqrs_ddd_advanced_core.messaging.telemetry import MessagingInstruments
@@ -94,8 +102,17 @@ class RabbitMQSubscriber:
             1: one transaction per delivery.
         transactions: Batch transactions at once (each on a connection of its own;
             more help handlers that wait on I/O).
+        linger: Batch transactions start at most every ``linger`` seconds
+            unless ``batch_size`` deliveries wait, and one starts beside a
+            batch under way only after that; no delivery waits longer (see
+            :mod:`.batcher`). A lone delivery after a quiet spell goes at once.
+            0: a transaction starts whenever one of the ``transactions`` is free.
         process_timeout: Seconds one processing attempt may take; past it the
             attempt is cancelled and counts as failed (never acknowledged).
+        ack_hold: Seconds a committed delivery may wait for the deliveries before
+            it on the channel, so that one ``basic.ack`` (``multiple``)
+            acknowledges them together; then it is acknowledged alone (see
+            :mod:`.acks`). 0: one ``basic.ack`` per delivery, at once.
         reconnect_delay: Seconds between attempts to reconnect.
         connect_timeout: Seconds to wait for a connection.
         meter_provider: Metrics go there (default: the global provider).
@@ -111,7 +128,9 @@ class RabbitMQSubscriber:
         prefetch: int = 64,
         batch_size: int = 64,
         transactions: int = 4,
+        linger: float = 0.005,
         process_timeout: float = 60.0,
+        ack_hold: float = 0.05,
         reconnect_delay: float = 1.0,
         connect_timeout: float = 10.0,
         meter_provider: MeterProvider | None = None,
@@ -126,6 +145,10 @@ class RabbitMQSubscriber:
             raise ValueError(f"transactions must be at least 1, got {transactions}")
         if process_timeout <= 0:
             raise ValueError(f"process_timeout must be positive, got {process_timeout}")
+        if linger < 0:
+            raise ValueError(f"linger must not be negative, got {linger}")
+        if ack_hold < 0:
+            raise ValueError(f"ack_hold must not be negative, got {ack_hold}")
         self._url = url
         self.topology = topology
         self._max_attempts = max_attempts
@@ -133,7 +156,9 @@ class RabbitMQSubscriber:
         self._prefetch = prefetch
         self._batch_size = batch_size
         self._transactions = transactions
+        self._linger = linger
         self._process_timeout = process_timeout
+        self._ack_hold = ack_hold
         self._reconnect_delay = reconnect_delay
         self._connect_timeout = connect_timeout
         self._instruments = MessagingInstruments(get_meter(meter_provider))
@@ -175,15 +200,16 @@ class RabbitMQSubscriber:
             lost = asyncio.Event()
             connection.close_callbacks.add(lambda *_: lost.set())
             single, batch = _processors(processor)
+            acks = ChannelAcks(hold=self._ack_hold)
+            tasks = [asyncio.create_task(acks.run())]
             batcher = None
-            tasks = []
             if batch is not None and self._batch_size > 1:
-                batcher = _Batcher(batch, self._batch_size, self._process_timeout)
-                tasks = [asyncio.create_task(batcher.work()) for _ in range(self._transactions)]
+                batcher = Batcher(batch, self._batch_size, self._process_timeout, self._linger)
+                tasks += [asyncio.create_task(batcher.work()) for _ in range(self._transactions)]
             busy: set[str] = set()  # queues whose task is processing deliveries
             lanes = {
                 queue.name: asyncio.create_task(
-                    self._consume(queue, single, batcher, stop_event, busy)
+                    self._consume(queue, _Lane(single, batcher, acks, stop_event), busy)
                 )
                 for queue in queues
             }
@@ -195,6 +221,8 @@ class RabbitMQSubscriber:
                 await asyncio.wait([stop, closed, *tasks], return_when=asyncio.FIRST_COMPLETED)
                 if stop.done() and not closed.done():
                     await self._finish(lanes, busy)
+                    async with asyncio.timeout(self._connect_timeout):
+                        await acks.flush()  # what committed is acknowledged before closing
             finally:
                 self.ready.clear()
                 for task in (stop, closed, *tasks):
@@ -219,14 +247,7 @@ class RabbitMQSubscriber:
         if finishing:
             await asyncio.wait(finishing, timeout=self._process_timeout)
 
-    async def _consume(
-        self,
-        queue: AbstractQueue,
-        single: DeliveryProcessor,
-        batch: _Batcher | None,
-        stop_event: asyncio.Event,
-        busy: set[str],
-    ) -> None:
+    async def _consume(self, queue: AbstractQueue, lane: _Lane, busy: set[str]) -> None:
         ready: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
 
         async def arrived(delivery: AbstractIncomingMessage) -> None:
@@ -238,25 +259,26 @@ class RabbitMQSubscriber:
                 deliveries = [await ready.get()]
                 while len(deliveries) < self._batch_size and not ready.empty():
                     deliveries.append(ready.get_nowait())
-                if stop_event.is_set():  # stopping: give them back untouched
+                if lane.stop_event.is_set():  # stopping: give them back untouched
                     for delivery in deliveries:
-                        await delivery.nack(requeue=True)
+                        await lane.acks.give_back(delivery)
                     return
                 busy.add(queue.name)
                 try:
-                    await self._deliver(queue.name, deliveries, single, batch, stop_event)
+                    await self._deliver(queue.name, deliveries, lane)
                 finally:
                     busy.discard(queue.name)
-                if stop_event.is_set():
+                if lane.stop_event.is_set():
                     return
         finally:
-            await self._stop_consuming(queue, tag, ready)
+            await self._stop_consuming(queue, tag, ready, lane.acks)
 
     async def _stop_consuming(
         self,
         queue: AbstractQueue,
         tag: str,
         ready: asyncio.Queue[AbstractIncomingMessage],
+        acks: ChannelAcks,
     ) -> None:
         """Cancel the consumer and give back what arrived and was not processed (on a
         channel that closed they come back anyway)."""
@@ -266,35 +288,31 @@ class RabbitMQSubscriber:
             async with asyncio.timeout(self._connect_timeout):
                 await queue.cancel(tag)
                 while not ready.empty():
-                    await ready.get_nowait().nack(requeue=True)
+                    await acks.give_back(ready.get_nowait())
 
     async def _deliver(
-        self,
-        queue: str,
-        deliveries: list[AbstractIncomingMessage],
-        single: DeliveryProcessor,
-        batch: _Batcher | None,
-        stop_event: asyncio.Event,
+        self, queue: str, deliveries: list[AbstractIncomingMessage], lane: _Lane
     ) -> None:
         """Process deliveries of one queue in their order: in batches of what is ready
         (with other queues' in one transaction, when the processor has
         ``process_batch``); a delivery that fails is retried alone, in place, before
         those after it."""
+        acks, stop_event, batch = lane.acks, lane.stop_event, lane.batch
         pending: list[tuple[AbstractIncomingMessage, IncomingMessage]] = []
         for delivery in deliveries:
-            message = await self._decode(queue, delivery)
+            message = await self._decode(queue, delivery, acks)
             if message is not None:
                 pending.append((delivery, message))
         while pending:
             if stop_event.is_set():  # stopping: what was not started goes back
                 for delivery, _ in pending:
-                    await delivery.nack(requeue=True)
+                    await acks.give_back(delivery)
                 return
             if batch is None:
                 delivery, message = pending.pop(0)
-                if not await self._retry(queue, delivery, message, single, stop_event, 1, None):
+                if not await self._retry(queue, delivery, message, lane, 1, None):
                     for delivery, _ in pending:  # stopping: give back the rest
-                        await delivery.nack(requeue=True)
+                        await acks.give_back(delivery)
                     return
                 continue
             try:
@@ -307,23 +325,21 @@ class RabbitMQSubscriber:
                 batch = None
                 continue
             done = 0
-            for (delivery, _), result in zip(pending, results, strict=True):
-                if not isinstance(result, Outcome):
-                    break
-                await delivery.ack()
+            while done < len(results) and isinstance(results[done], Outcome):
                 done += 1
+            await acks.ack([delivery for delivery, _ in pending[:done]])
             failed = results[done] if done < len(results) else None
             rest = pending[done:]
             if isinstance(failed, Exception):  # attempt 1 failed: the retries, in place
                 delivery, message = rest.pop(0)
-                if not await self._retry(queue, delivery, message, single, stop_event, 2, failed):
+                if not await self._retry(queue, delivery, message, lane, 2, failed):
                     for delivery, _ in rest:
-                        await delivery.nack(requeue=True)
+                        await acks.give_back(delivery)
                     return
             pending = rest
 
     async def _decode(
-        self, queue: str, delivery: AbstractIncomingMessage
+        self, queue: str, delivery: AbstractIncomingMessage, acks: ChannelAcks
     ) -> IncomingMessage | None:
         try:
             message = decode(
@@ -337,7 +353,7 @@ class RabbitMQSubscriber:
                 raise ValueError("a message without message_id")
         except ValueError as exc:
             _log.error("message_undecodable", queue=queue, error=str(exc))
-            await self._dead_letter(delivery)
+            await self._dead_letter(delivery, acks)
             return None
         return message
 
@@ -346,8 +362,7 @@ class RabbitMQSubscriber:
         queue: str,
         delivery: AbstractIncomingMessage,
         message: IncomingMessage,
-        processor: DeliveryProcessor,
-        stop_event: asyncio.Event,
+        lane: _Lane,
         first: int,
         failure: Exception | None,
     ) -> bool:
@@ -365,29 +380,29 @@ class RabbitMQSubscriber:
                         attempts=attempt - 1,
                         error_type=type(failure).__name__,
                     )
-                    await self._dead_letter(delivery)
+                    await self._dead_letter(delivery, lane.acks)
                     return True
                 delay = self._backoff.delay(attempt - 1).total_seconds()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop_event.wait(), delay)
-                if stop_event.is_set():  # give it back for the next consumer
-                    await delivery.nack(requeue=True)
+                    await asyncio.wait_for(lane.stop_event.wait(), delay)
+                if lane.stop_event.is_set():  # give it back for the next consumer
+                    await lane.acks.give_back(delivery)
                     return False
             try:
                 async with asyncio.timeout(self._process_timeout):
                     # decode() made it attempt 1: copied only for a retry.
-                    await processor(
+                    await lane.single(
                         message if attempt == 1 else dataclasses.replace(message, attempt=attempt)
                     )
             except Exception as exc:
                 failure = exc
                 attempt += 1
                 continue
-            await delivery.ack()
+            await lane.acks.ack([delivery])
             return True
 
-    async def _dead_letter(self, delivery: AbstractIncomingMessage) -> None:
-        await delivery.reject(requeue=False)
+    async def _dead_letter(self, delivery: AbstractIncomingMessage, acks: ChannelAcks) -> None:
+        await acks.reject(delivery)
         self._instruments.consumer_dead_lettered.add(
             1, {"messaging.consumer.group.name": self.topology.service}
         )
@@ -396,62 +411,14 @@ class RabbitMQSubscriber:
         return f"RabbitMQSubscriber({self.topology!r})"
 
 
-class _Batcher:
-    """Puts what the partition queues have ready into shared transactions: each queue's
-    task submits its ready deliveries and waits for their results; a worker takes every
-    submission waiting (up to ``size`` deliveries) and processes them as one batch, in
-    submission order, each queue's deliveries in their order. Several workers run at
-    once (the subscriber's ``transactions``)."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Lane:
+    """What a session's queue tasks share: the processors, the channel's acks, the stop."""
 
-    def __init__(self, processor: BatchProcessor, size: int, timeout: float) -> None:
-        self._processor = processor
-        self._size = size
-        self._timeout = timeout
-        self._waiting: asyncio.Queue[_Submission] = asyncio.Queue()
-
-    async def process(self, messages: list[IncomingMessage]) -> list[Outcome | Exception | None]:
-        """The results of ``messages`` (one queue's, in order) once their batch ended.
-
-        Raises:
-            Exception: the batch as a whole failed (or took longer than the timeout).
-        """
-        future: asyncio.Future[list[Outcome | Exception | None] | Exception]
-        future = asyncio.get_running_loop().create_future()
-        self._waiting.put_nowait((messages, future))
-        result = await future
-        if isinstance(result, Exception):
-            raise result
-        return result
-
-    async def work(self) -> None:
-        while True:
-            group = [await self._waiting.get()]
-            count = len(group[0][0])
-            while count < self._size and not self._waiting.empty():
-                group.append(self._waiting.get_nowait())
-                count += len(group[-1][0])
-            messages = [m for submitted, _ in group for m in submitted]
-            try:
-                async with asyncio.timeout(self._timeout):
-                    results: (
-                        list[Outcome | Exception | None] | Exception
-                    ) = await self._processor.process_batch(messages)
-            except Exception as exc:
-                results = exc
-            start = 0
-            for submitted, future in group:
-                if not future.done():  # its queue's task may have been cancelled
-                    end = start + len(submitted)
-                    future.set_result(
-                        results if isinstance(results, Exception) else results[start:end]
-                    )
-                start += len(submitted)
-
-
-_Submission = tuple[
-    list["IncomingMessage"],
-    "asyncio.Future[list[Outcome | Exception | None] | Exception]",
-]
+    single: DeliveryProcessor
+    batch: Batcher | None
+    acks: ChannelAcks
+    stop_event: asyncio.Event
 
 
 def _processors(

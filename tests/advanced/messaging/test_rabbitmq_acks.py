@@ -1,0 +1,208 @@
+"""Acknowledgements on a real RabbitMQ: several deliveries per ``basic.ack``, none lost.
+
+The subscriber acknowledges what committed with ``multiple=True`` up to the
+channel's floor (:mod:`cqrs_ddd_advanced_core.adapters.rabbitmq.acks`). Here:
+fewer ack frames than deliveries and nothing left unacknowledged; a delivery in
+retry does not hold back the acks (and so the prefetch window) of the deliveries
+after it; a connection cut while a batch is in its transaction loses and repeats
+no effect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
+
+import aio_pika
+import pytest
+from aio_pika.message import IncomingMessage as AioPikaMessage
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from cqrs_ddd_advanced_core.adapters.rabbitmq import (
+    ConsumerTopology,
+    RabbitMQPublisher,
+    RabbitMQSubscriber,
+    queue_depths,
+)
+from cqrs_ddd_advanced_core.messaging import IncomingMessage, OutboxRelay
+from cqrs_ddd_advanced_core.messaging.headers import routing_key
+from cqrs_ddd_advanced_core.outbox import Backoff
+from cqrs_ddd_core.persistence import InboxTransaction
+from tests.support.faultproxy import FaultProxy
+from tests.support.messaging import Billing, Shop, charges, create_billing_tables, until
+from tests.support.rabbitmq import unique_name
+
+pytestmark = [pytest.mark.postgres, pytest.mark.timeout(120)]
+
+Loop = Callable[[asyncio.Event], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def running(*loops: Loop) -> AsyncIterator[None]:
+    stop = asyncio.Event()
+    tasks = [asyncio.ensure_future(loop(stop)) for loop in loops]
+    try:
+        yield
+    finally:
+        stop.set()
+        async with asyncio.timeout(30):
+            await asyncio.gather(*tasks)
+
+
+@pytest.fixture
+def ack_frames(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """The ``multiple`` flag of every ``basic.ack`` the process sends (a spy on aio-pika's
+    public ``IncomingMessage.ack``; the call goes through)."""
+    frames: list[bool] = []
+    original = AioPikaMessage.ack
+
+    async def ack(self: AioPikaMessage, multiple: bool = False) -> None:
+        frames.append(multiple)
+        await original(self, multiple=multiple)
+
+    monkeypatch.setattr(AioPikaMessage, "ack", ack)
+    return frames
+
+
+async def _published(shop: Shop, url: str, exchange: str, orders: int) -> list[str]:
+    """One ``OrderPlaced`` per order in the queues (the consumer not running yet)."""
+    for i in range(orders):
+        await shop.place(f"o-{i}")
+    ids: list[str] = []
+    async with RabbitMQPublisher(url, exchange=exchange) as publisher:
+        relay = OutboxRelay(shop.outbox, publisher, batch_size=500)
+        while (result := await relay.run_once()).published:
+            ids.extend(result.published)
+    return ids
+
+
+async def _ready_in(url: str, topology: ConsumerTopology) -> int:
+    """Messages waiting in the partition queues: unacknowledged ones are back once the
+    consumer's connection closed."""
+    return sum((await queue_depths(url, topology.queues)).values())
+
+
+async def test_a_backlog_is_acknowledged_with_fewer_frames_than_deliveries_and_none_left(
+    pg_engine: AsyncEngine, rabbitmq_url: str, ack_frames: list[bool]
+) -> None:
+    await create_billing_tables(pg_engine)
+    shop = Shop(pg_engine)
+    exchange = unique_name("events")
+    topology = ConsumerTopology(unique_name("billing"), partitions=4, exchange=exchange)
+    subscriber = RabbitMQSubscriber(rabbitmq_url, topology)
+    await subscriber.declare()
+    ids = await _published(shop, rabbitmq_url, exchange, orders=80)
+    billing = Billing(pg_engine)
+    async with running(lambda stop: subscriber.run(billing.consumer.process, stop)):
+        await billing.wait_for(len(ids))
+    # The connection is closed: whatever was not acknowledged would be ready again.
+    assert await _ready_in(rabbitmq_url, topology) == 0
+    assert sorted(billing.handled_ids) == sorted(ids)
+    assert True in ack_frames
+    assert len(ack_frames) < len(ids) / 2, ack_frames
+
+
+async def test_a_delivery_in_retry_does_not_hold_back_the_acks_of_the_ones_after_it(
+    pg_engine: AsyncEngine, rabbitmq_url: str
+) -> None:
+    await create_billing_tables(pg_engine)
+    shop = Shop(pg_engine)
+    exchange = unique_name("events")
+    topology = ConsumerTopology(unique_name("billing"), partitions=2, exchange=exchange)
+    # Four unacknowledged deliveries per queue at most: a queue whose committed deliveries
+    # waited for the poison's settling would stop receiving after four.
+    subscriber = RabbitMQSubscriber(
+        rabbitmq_url,
+        topology,
+        prefetch=4,
+        max_attempts=4,
+        backoff=Backoff(initial=timedelta(seconds=1), factor=1, maximum=timedelta(seconds=1)),
+        ack_hold=0.02,
+    )
+    await subscriber.declare()
+    ids = await _published(shop, rabbitmq_url, exchange, orders=60)
+    queue_of: dict[str, str] = {}
+    for message_id in ids:
+        stored = await shop.outbox.get(message_id)
+        assert stored is not None
+        queue_of[message_id] = topology.queues[int(routing_key(stored).rsplit(".", 1)[1]) % 2]
+    poison = ids[0]
+    others = [i for i in ids if queue_of[i] != queue_of[poison]]
+    assert len(others) > 12
+    billing = Billing(pg_engine, fail=lambda m: m.message_id == poison)
+    async with running(lambda stop: subscriber.run(billing.consumer.process, stop)):
+        # The poison is retried for three seconds; the other queue goes on meanwhile.
+        await until(lambda: set(others) <= set(billing.handled_ids), seconds=30)
+        assert len(billing.attempt_numbers[poison]) < 4
+        await billing.wait_for(len(ids) - 1)
+    assert await _ready_in(rabbitmq_url, topology) == 0
+    assert billing.attempt_numbers[poison] == [1, 2, 3, 4]
+
+
+class Gated(Billing):
+    """Billing whose handler waits, for one message, until the test opens the gate."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.gate = asyncio.Event()
+        self.waiting = asyncio.Event()
+        self.gated = ""
+
+    async def charge(self, message: IncomingMessage, tx: InboxTransaction) -> None:
+        if message.message_id == self.gated and not self.gate.is_set():
+            self.waiting.set()
+            await self.gate.wait()
+        await super().charge(message, tx)
+
+
+async def test_a_connection_cut_while_a_batch_is_in_its_transaction_repeats_no_effect(
+    pg_engine: AsyncEngine, rabbitmq_url: str
+) -> None:
+    await create_billing_tables(pg_engine)
+    shop = Shop(pg_engine)
+    exchange = unique_name("events")
+    topology = ConsumerTopology(unique_name("billing"), partitions=4, exchange=exchange)
+    broker = aio_pika.connection.make_url(rabbitmq_url)
+    proxy = FaultProxy(broker.host or "127.0.0.1", broker.port or 5672)
+    port = proxy.start()
+    try:
+        subscriber = RabbitMQSubscriber(
+            f"amqp://{broker.user}:{broker.password}@127.0.0.1:{port}/",
+            topology,
+            reconnect_delay=0.2,
+            connect_timeout=5,
+        )
+        await subscriber.declare()
+        ids = await _published(shop, rabbitmq_url, exchange, orders=40)
+        billing = Gated(pg_engine)
+        billing.gated = ids[len(ids) // 2]
+        async with running(lambda stop: subscriber.run(billing, stop)):
+            async with asyncio.timeout(30):
+                await billing.waiting.wait()  # its batch's transaction is open
+            proxy.cut_all()  # the channel dies with the batch in its transaction
+            billing.gate.set()  # it commits (or the lost session cancels it); no acks
+            async with asyncio.timeout(60):  # the database says what committed
+                while len(await _stored(pg_engine)) < len(ids):  # noqa: ASYNC110 (no event)
+                    await asyncio.sleep(0.05)
+            # Its batch comes again on the new connection: skipped by the inbox.
+            await until(lambda: billing.outcomes["duplicate"] >= 1)
+    finally:
+        proxy.stop()
+    assert Counter(await _stored(pg_engine)) == Counter(ids)  # every effect, once
+
+
+async def _stored(engine: AsyncEngine) -> list[str]:
+    async with engine.connect() as conn:
+        return list((await conn.execute(select(charges.c.message_id))).scalars().all())
+
+
+def test_a_negative_ack_hold_or_linger_is_refused() -> None:
+    topology = ConsumerTopology("svc")
+    with pytest.raises(ValueError, match="ack_hold"):
+        RabbitMQSubscriber("amqp://x/", topology, ack_hold=-1)
+    with pytest.raises(ValueError, match="linger"):
+        RabbitMQSubscriber("amqp://x/", topology, linger=-0.1)

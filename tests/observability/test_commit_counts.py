@@ -194,3 +194,37 @@ def test_a_collection_while_new_aggregate_types_are_counted_loses_none_of_them()
         assert len(_sums(reader.get_metrics_data(), "cqrs.events.stored")) == added[0] > 0
     finally:
         provider.shutdown()
+
+
+class _EqualProvider(NoOpMeterProvider):
+    """Compares equal to every provider of its class and, as Python then does, has no hash."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _EqualProvider)
+
+
+def test_providers_are_told_apart_by_identity_even_when_unhashable_or_equal() -> None:
+    first, second = _EqualProvider(), _EqualProvider()
+    assert first == second
+
+    counts = commit_counts(first)
+    counts.add({"Order": 1}, {})
+
+    assert commit_counts(first) is counts
+    assert commit_counts(second) is not counts
+    assert commit_counts(second).events_stored() == {}
+
+
+def test_a_dropped_provider_leaves_no_counts_for_a_new_one_at_the_same_address() -> None:
+    import gc
+
+    registry = sys.modules["cqrs_ddd_core.telemetry.commit_counts"]._by_provider
+    provider = NoOpMeterProvider()
+    commit_counts(provider).add({"Order": 4}, {})
+    key = id(provider)
+    del provider
+    gc.collect()
+
+    fresh = NoOpMeterProvider()
+    assert commit_counts(fresh).events_stored() == {}
+    assert key not in registry or registry[key][0]() is not None

@@ -36,7 +36,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
-from weakref import WeakKeyDictionary
+from weakref import ref
 
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
@@ -125,7 +125,12 @@ class CommitCounts:
 
 _registry_lock = threading.Lock()
 _global: CommitCounts | None = None
-_by_provider: WeakKeyDictionary[MeterProvider, CommitCounts] = WeakKeyDictionary()
+# Keyed by identity, not by ``==`` and ``hash`` (a provider class may define
+# ``__eq__`` without ``__hash__``, or two providers may compare equal): ``id``
+# -> (a weak reference to the provider, its counts). A dropped provider's
+# entry is pruned at the next registration, and the identity check on lookup
+# makes a reused ``id`` harmless.
+_by_provider: dict[int, tuple[ref[MeterProvider], CommitCounts]] = {}
 
 
 def commit_counts(meter_provider: MeterProvider | None = None) -> CommitCounts:
@@ -142,11 +147,14 @@ def commit_counts(meter_provider: MeterProvider | None = None) -> CommitCounts:
                 _register(get_meter(None), counts, None)
                 _global = counts
             return _global
-        found = _by_provider.get(meter_provider)
-        if found is None:
-            found = CommitCounts()
-            _register(get_meter(meter_provider), found, meter_provider)
-            _by_provider[meter_provider] = found
+        entry = _by_provider.get(id(meter_provider))
+        if entry is not None and entry[0]() is meter_provider:
+            return entry[1]
+        for key in [k for k, (alive, _) in _by_provider.items() if alive() is None]:
+            del _by_provider[key]
+        found = CommitCounts()
+        _register(get_meter(meter_provider), found, meter_provider)
+        _by_provider[id(meter_provider)] = (ref(meter_provider), found)
         return found
 
 

@@ -251,6 +251,10 @@ async def test_grouping_can_be_turned_off(
         ("postgres_commit_batch", True),
         ("postgres_commits_in_flight", 0),
         ("postgres_commits_in_flight", "4"),
+        ("postgres_commit_linger", -0.001),
+        ("postgres_commit_linger", 1.5),
+        ("postgres_commit_linger", float("nan")),
+        ("postgres_commit_linger", True),
     ],
 )
 def test_bad_group_commit_settings_are_refused(option: str, value: Any) -> None:

@@ -143,3 +143,92 @@ async def test_a_queue_longer_than_a_batch_starts_another_drain(
         assert sorted(statements) == [2, 4, 4]
         assert drains_started == [1, 1, 1]
         assert sorted(await stored_ids(engine)) == ids
+
+
+@pytest.fixture
+def taken_at(monkeypatch: pytest.MonkeyPatch, statements: list[int]) -> list[float]:
+    """When (the loop's clock) each statement was taken from the queue."""
+    at: list[float] = []
+    original = postgres_group.run_flush
+
+    async def timed(engine: AsyncEngine, plan: Any, **kwargs: Any) -> tuple[int, int]:
+        source = plan
+
+        def taken() -> Any:
+            found = source()
+            if found is not None:
+                at.append(asyncio.get_running_loop().time())
+            return found
+
+        return await original(engine, taken, **kwargs)
+
+    monkeypatch.setattr(postgres_group, "run_flush", timed)
+    return at
+
+
+async def test_with_a_linger_a_commit_soon_after_another_waits_for_the_ones_made_meanwhile(
+    postgres_database_url: str, statements: list[int], taken_at: list[float]
+) -> None:
+    linger = 0.3
+    async with empty_pg_engine(postgres_database_url, postgres_commit_linger=linger) as engine:
+        loop = asyncio.get_running_loop()
+        await commit_new(engine, "first")  # after a quiet spell: at once, alone
+        queued = loop.time()
+        second = asyncio.create_task(commit_new(engine, "second"))  # soon after: lingers
+        await asyncio.sleep(0)
+        third = asyncio.create_task(commit_new(engine, "third"))  # joins it
+        await asyncio.gather(second, third)
+
+        assert statements == [1, 2]
+        assert taken_at[1] - queued >= linger - 0.01  # it waited (the clock's granularity)
+        assert sorted(await stored_ids(engine)) == ["first", "second", "third"]
+
+
+async def test_with_a_linger_a_commit_after_a_quiet_spell_goes_at_once(
+    postgres_database_url: str, statements: list[int], taken_at: list[float]
+) -> None:
+    linger = 0.3
+    async with empty_pg_engine(postgres_database_url, postgres_commit_linger=linger) as engine:
+        loop = asyncio.get_running_loop()
+        await commit_new(engine, "first")
+        await asyncio.sleep(linger + 0.05)  # the quiet spell itself is what is tested
+        start = loop.time()
+        await commit_new(engine, "second")
+
+        assert statements == [1, 1]
+        assert taken_at[1] - start < linger / 2
+        assert sorted(await stored_ids(engine)) == ["first", "second"]
+
+
+async def test_with_a_linger_a_full_batch_goes_at_once(
+    postgres_database_url: str, statements: list[int], taken_at: list[float]
+) -> None:
+    async with empty_pg_engine(
+        postgres_database_url, postgres_commit_batch=2, postgres_commit_linger=1.0
+    ) as engine:
+        loop = asyncio.get_running_loop()
+        await commit_new(engine, "first")
+        start = loop.time()
+        await asyncio.gather(commit_new(engine, "second"), commit_new(engine, "third"))
+
+        assert statements == [1, 2]
+        assert taken_at[1] - start < 0.5  # not the second's linger: the batch was full
+        assert sorted(await stored_ids(engine)) == ["first", "second", "third"]
+
+
+async def test_with_a_linger_a_commit_cancelled_while_it_lingers_writes_nothing(
+    postgres_database_url: str, statements: list[int]
+) -> None:
+    async with empty_pg_engine(postgres_database_url, postgres_commit_linger=0.3) as engine:
+        committer = postgres_group.committer_for(engine)
+        assert committer is not None
+        await commit_new(engine, "first")
+        lingering = asyncio.create_task(commit_new(engine, "second"))
+        await until(lambda: committer.queued == 1)
+        lingering.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await lingering
+        await commit_new(engine, "third")  # the drain goes on with the next one
+
+        assert statements == [1, 1]
+        assert sorted(await stored_ids(engine)) == ["first", "third"]

@@ -23,6 +23,7 @@ from cqrs_ddd_core.adapters.sqlalchemy.postgres_group import (
     DEFAULT_BATCH,
     DEFAULT_IN_FLIGHT,
     IN_FLIGHT_OPTION,
+    LINGER_OPTION,
     GroupCommitter,
 )
 from cqrs_ddd_core.adapters.sqlalchemy.postgres_notify import (
@@ -84,6 +85,7 @@ def create_engine(
     sqlite_flush: SQLiteFlushMode = "auto",
     postgres_commit_batch: int = DEFAULT_BATCH,
     postgres_commits_in_flight: int = DEFAULT_IN_FLIGHT,
+    postgres_commit_linger: float = 0.0,
     postgres_connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     postgres_statement_timeout: float | None = DEFAULT_STATEMENT_TIMEOUT,
     postgres_commit_timeout: float = DEFAULT_COMMIT_TIMEOUT,
@@ -120,6 +122,12 @@ def create_engine(
             Each keeps its own outcome; see :mod:`.postgres_group`.
         postgres_commits_in_flight: PostgreSQL: statements sent at once
             before further commits wait to be grouped.
+        postgres_commit_linger: PostgreSQL: seconds a commit made less than
+            this long after the previous one waits for more to share its
+            statement (0, the default: none). Fewer, larger statements at
+            high rates (less CPU per commit, here and on the server) for
+            this much more latency per commit at most; a commit after a
+            quiet spell goes at once. See :mod:`.postgres_group`.
         postgres_connect_timeout: PostgreSQL: seconds to open a connection.
         postgres_statement_timeout: PostgreSQL's ``statement_timeout`` in
             seconds for every session of the engine (``None``: the server's).
@@ -157,7 +165,12 @@ def create_engine(
     require(driver.split("+")[1], feature=f"A {parsed.get_backend_name()} engine")
     if driver == "postgresql+asyncpg":
         # validates them
-        GroupCommitter(postgres_commit_batch, postgres_commits_in_flight, postgres_commit_queue)
+        GroupCommitter(
+            postgres_commit_batch,
+            postgres_commits_in_flight,
+            postgres_commit_queue,
+            postgres_commit_linger,
+        )
         check_seconds("postgres_connect_timeout", postgres_connect_timeout)
         check_seconds("postgres_statement_timeout", postgres_statement_timeout, optional=True)
         check_seconds("postgres_commit_timeout", postgres_commit_timeout)
@@ -173,6 +186,7 @@ def create_engine(
             execution_options={
                 BATCH_OPTION: postgres_commit_batch,
                 IN_FLIGHT_OPTION: postgres_commits_in_flight,
+                LINGER_OPTION: float(postgres_commit_linger),
                 COMMIT_TIMEOUT_OPTION: float(postgres_commit_timeout),
                 RESOLVE_TIMEOUT_OPTION: float(postgres_resolve_timeout),
                 COMMIT_QUEUE_OPTION: postgres_commit_queue,

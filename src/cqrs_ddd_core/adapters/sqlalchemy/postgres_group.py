@@ -39,17 +39,27 @@ and reports it (committed: the cancellation reaches the caller at its next
 it raises :class:`CommitOutcomeUnknownError` (the statement goes on within
 the engine's limits, and the retried command is recognised by its event ids).
 
+**Linger (off by default).** With ``postgres_commit_linger`` set to ``L``
+seconds, a commit made less than ``L`` after the previous one does not go at
+once: the drain that takes it waits until it has been queued ``L`` (or the
+batch is full), and takes every commit queued meanwhile. A commit after a
+quiet spell of ``L`` or more goes at once as without linger, so a sender at a
+low rate waits for nobody; at a high rate fewer, larger statements carry the
+same commits (less CPU per commit, client and server), each commit waiting at
+most ``L`` longer.
+
 Configured per engine with the execution options ``postgres_commit_batch``
 (flushes per statement; 1 turns grouping off:
 :func:`.postgres_cancel.commit_alone`),
-``postgres_commits_in_flight`` (statements at once) and the limits of
-:mod:`.postgres_settings`; ``create_engine`` sets them.
+``postgres_commits_in_flight`` (statements at once), ``postgres_commit_linger``
+and the limits of :mod:`.postgres_settings`; ``create_engine`` sets them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -88,6 +98,7 @@ __all__ = [
     "DEFAULT_BATCH",
     "DEFAULT_IN_FLIGHT",
     "IN_FLIGHT_OPTION",
+    "LINGER_OPTION",
     "GroupCommitter",
     "committer_for",
     "describe",
@@ -97,6 +108,7 @@ BATCH_OPTION = "postgres_commit_batch"
 IN_FLIGHT_OPTION = "postgres_commits_in_flight"
 DEFAULT_BATCH = 32
 DEFAULT_IN_FLIGHT = 4
+LINGER_OPTION = "postgres_commit_linger"
 
 
 class GroupCommitter:
@@ -107,7 +119,9 @@ class GroupCommitter:
         "_batch",
         "_drains",
         "_in_flight",
+        "_last",
         "_limit",
+        "_linger",
         "_loop",
         "_queue",
         "_queue_limit",
@@ -120,7 +134,12 @@ class GroupCommitter:
         batch: int = DEFAULT_BATCH,
         in_flight: int = DEFAULT_IN_FLIGHT,
         queue_limit: int = DEFAULT_COMMIT_QUEUE,
+        linger: float = 0.0,
     ) -> None:
+        if isinstance(linger, bool) or not isinstance(linger, (int, float)) or not 0 <= linger <= 1:
+            raise ConfigurationError(
+                f"{LINGER_OPTION} must be a number of seconds from 0 to 1, got {linger!r}"
+            )
         for name, value in (
             (BATCH_OPTION, batch),
             (IN_FLIGHT_OPTION, in_flight),
@@ -137,6 +156,8 @@ class GroupCommitter:
         self._drains: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._room: asyncio.Semaphore | None = None
+        self._linger = float(linger)
+        self._last = -math.inf  # when the last commit was queued (the loop's clock)
 
     @property
     def batch(self) -> int:
@@ -145,6 +166,11 @@ class GroupCommitter:
     @property
     def in_flight(self) -> int:
         return self._limit
+
+    @property
+    def linger(self) -> float:
+        """Seconds a commit made soon after another may wait for more (0: none)."""
+        return self._linger
 
     @property
     def queue_limit(self) -> int:
@@ -176,6 +202,7 @@ class GroupCommitter:
         if loop is not self._loop:  # a new event loop (tests run one per test)
             self._loop, self._queue, self._in_flight, self._sending = loop, deque(), 0, 0
             self._room = asyncio.Semaphore(self._queue_limit)
+            self._last = -math.inf
         room = self._room
         assert room is not None
         if room.locked():  # the queue is full: wait for room, within the commit timeout
@@ -191,6 +218,11 @@ class GroupCommitter:
         else:
             await room.acquire()  # free: returns at once
         entry = QueuedCommit(plan, loop.create_future())
+        if self._linger:
+            now = loop.time()
+            if now - self._last < self._linger:  # others came just before: wait for more
+                entry.ripe = now + self._linger
+            self._last = now
         self._queue.append(entry)
         # A drain that has not taken its batch yet takes this commit too: start
         # another only when none is waiting, or the queue outgrows their batches.
@@ -260,12 +292,26 @@ class GroupCommitter:
     async def _drain(self, engine: AsyncEngine) -> None:
         try:
             while self._queue:
+                if self._linger:
+                    await self._ripen()
+                    if not self._queue:  # all cancelled meanwhile
+                        break
                 await self._send(engine)
         finally:
             # Left only on the way out of a cancellation (the loop is closing):
             # their callers are being cancelled too, and nothing of them was sent.
             self._fail_queued(PersistenceError("PostgreSQL commit not sent: the loop is closing"))
             self._in_flight -= 1
+
+    async def _ripen(self) -> None:
+        """Wait until the first queued commit has lingered its time, or a batch is full
+        (at most the linger: a commit's time to go never moves)."""
+        queue, loop = self._queue, asyncio.get_running_loop()
+        while queue and len(queue) < self._batch:
+            left = queue[0].ripe - loop.time()
+            if left <= 0:
+                return
+            await asyncio.sleep(left)
 
     def _fail_queued(self, error: PersistenceError) -> None:
         while self._queue:
@@ -353,7 +399,8 @@ def committer_for(engine: AsyncEngine) -> GroupCommitter | None:
         batch = options.get(BATCH_OPTION, DEFAULT_BATCH)
         in_flight = options.get(IN_FLIGHT_OPTION, DEFAULT_IN_FLIGHT)
         queue_limit = settings_of(engine).commit_queue
-        committer = _committers[sync_engine] = GroupCommitter(batch, in_flight, queue_limit)
+        linger = options.get(LINGER_OPTION, 0.0)
+        committer = _committers[sync_engine] = GroupCommitter(batch, in_flight, queue_limit, linger)
     return None if committer.batch == 1 else committer
 
 
@@ -362,4 +409,10 @@ def describe(engine: AsyncEngine) -> dict[str, Any]:
     committer = committer_for(engine)
     if committer is None:
         return {BATCH_OPTION: 1}
-    return {BATCH_OPTION: committer.batch, IN_FLIGHT_OPTION: committer.in_flight}
+    described: dict[str, Any] = {
+        BATCH_OPTION: committer.batch,
+        IN_FLIGHT_OPTION: committer.in_flight,
+    }
+    if committer.linger:
+        described[LINGER_OPTION] = committer.linger
+    return described

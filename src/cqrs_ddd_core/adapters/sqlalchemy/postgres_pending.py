@@ -31,13 +31,14 @@ class GroupOutcome:
 class QueuedCommit:
     """One unit of work's flush, waiting for its statement."""
 
-    __slots__ = ("outcome", "plan", "sent", "waiter")
+    __slots__ = ("outcome", "plan", "ripe", "sent", "waiter")
 
     def __init__(self, plan: FlushPlan, waiter: asyncio.Future[None]) -> None:
         self.plan = plan
         self.waiter = waiter
         self.sent = False
         self.outcome: GroupOutcome | None = None
+        self.ripe = 0.0  # when it may go (the loop's clock): lingering, later than queued
 
     def finish(self, timings: list[StepTiming], error: BaseException | None) -> None:
         """Give this commit its outcome and wake its caller (once)."""

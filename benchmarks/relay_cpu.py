@@ -29,7 +29,11 @@ plans per call, buffers hit per call and WAL records per call.
 The trees alternate within each round, on the same throwaway PostgreSQL
 cluster and RabbitMQ node (``benchmarks/pg.py``, ``benchmarks/rabbitmq.py``),
 so that load on a shared machine spreads over all of them. ``--profile DIR``
-runs each relay under ``cProfile`` (CPU clock) and writes ``DIR/<n>.prof``.
+runs each relay under ``cProfile`` (CPU clock) and writes ``DIR/<n>.prof``;
+``--py-spy DIR`` samples each relay during the timed part with ``py-spy`` (on
+``PATH``, or ``--py-spy-bin``; far less overhead than ``cProfile``, whose cost
+per call swells aio-pika's and pamqp's many small functions) into
+``DIR/<n>.txt`` (collapsed stacks).
 """
 
 from __future__ import annotations
@@ -105,6 +109,8 @@ async def _one(
     seconds: float,
     profile: str | None,
     burst: int = 0,
+    spy_out: str | None = None,
+    spy_bin: str = "py-spy",
 ) -> dict[str, Any]:
     import aio_pika
     from sqlalchemy.engine import make_url
@@ -163,6 +169,14 @@ async def _one(
             "postgres": proc_cpu.listener_tree(db.port),
             "sender": proc_cpu.self_cpu,
         }
+        spy = None
+        if spy_out is not None:
+            spy = await asyncio.create_subprocess_exec(
+                spy_bin, "record", "--pid", str(relay.pid), "--rate", "1000",
+                "--format", "raw", "--output", spy_out,
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            )  # fmt: skip
+            await asyncio.sleep(0.5)  # attached
         before = {k: read() for k, read in cpu.items() if read is not None}
         start = time.perf_counter()
         tasks = []
@@ -193,6 +207,9 @@ async def _one(
         async with asyncio.timeout(120):
             await done.wait()
         after = {k: cpu[k]() for k in before}
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)  # it writes its file and exits
+            await asyncio.wait_for(spy.wait(), 60)
         statements = await _admin(db.url, _STATEMENTS)
     finally:
         if relay.returncode is None:
@@ -269,11 +286,22 @@ async def _runs(
                 trees = args.trees if r % 2 == 0 else args.trees[::-1]
                 for tree in trees:
                     runs += 1
-                    profile = None
+                    profile = spy = None
                     if args.profile:
                         profile = str(Path(args.profile) / f"{runs}.prof")
+                    if args.py_spy:
+                        spy = str(Path(args.py_spy) / f"{runs}.txt")
                     result = await _one(
-                        persisted, db, url, tree, args.rate, args.seconds, profile, args.burst
+                        persisted,
+                        db,
+                        url,
+                        tree,
+                        args.rate,
+                        args.seconds,
+                        profile,
+                        args.burst,
+                        spy,
+                        args.py_spy_bin,
                     )
                     result["round"] = r + 1
                     print(json.dumps(result), flush=True)
@@ -296,9 +324,12 @@ def main() -> None:
         "(the relay then claims K per wake-up whatever the load: CPU per message compares)",
     )
     parser.add_argument("--profile", metavar="DIR", help="cProfile each relay into DIR")
+    parser.add_argument("--py-spy", metavar="DIR", help="sample each relay with py-spy into DIR")
+    parser.add_argument("--py-spy-bin", default="py-spy")
     args = parser.parse_args()
-    if args.profile:
-        Path(args.profile).mkdir(parents=True, exist_ok=True)
+    for directory in (args.profile, args.py_spy):
+        if directory:
+            Path(directory).mkdir(parents=True, exist_ok=True)
     asyncio.run(_main(args))
 
 

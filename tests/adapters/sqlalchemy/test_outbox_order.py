@@ -328,7 +328,76 @@ async def test_on_postgresql_claims_and_marks_of_any_size_run_the_same_statement
     assert "IN ('pending', 'failed')" in statement
     assert "IN ('pending', 'failed', 'dead')" in statement
     assert "IN ('failed', 'dead')" in statement
-    assert "message_id = ANY(" in statement
+    assert "unnest(" in statement  # the ids being marked: one array parameter
+
+
+@pytest.mark.postgres
+async def test_on_postgresql_the_claims_cached_plan_finds_the_messages_to_mark_by_index(
+    postgres_database_url: str,
+) -> None:
+    """The relay's claim runs with one cached generic plan, made while the table may
+    be small (a new outbox) and kept while it grows. Its mark must find the
+    messages through indexes: by ``message_id = ANY(<ids>)`` that plan read the
+    whole table (a sequential scan, every row compared with every id) at every
+    claim."""
+    from cqrs_ddd_core.adapters.sqlalchemy.outbox import _PG_COLUMNS
+    from cqrs_ddd_core.adapters.sqlalchemy.outbox_claim import claim_pg
+
+    async with empty_pg_engine(postgres_database_url, pool_size=1) as engine:
+        outbox = Outbox(SQLAlchemyOutboxStore(engine), SQLAlchemyUnitOfWork.factory(engine))
+        for n in range(40):  # as a benchmark's new outbox: 400 rows published, analysed
+            await outbox.add(f"s{n}", 10)
+        await outbox.store.mark_published([f"m{n:05d}" for n in range(1, 401)], at=T0)
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql("ANALYZE outbox")
+        sql, args = claim_pg(_PG_COLUMNS, 200).sql(
+            "postgresql",
+            {
+                "published": ["m00001", "m00002"],
+                "published_at": T0,
+                "now": T0,
+                "hidden_until": T0,
+                "measure": False,
+                "measure_if_empty": True,
+            },
+        )
+        async with engine.connect() as conn:
+            driver: Any = (await conn.get_raw_connection()).driver_connection
+            await driver.execute("SET plan_cache_mode = force_generic_plan")
+            try:
+                (plan,) = await driver.fetchval("EXPLAIN (FORMAT JSON) " + sql, *args)
+            finally:
+                await driver.execute("RESET plan_cache_mode")
+    marked = next(p for p in _nodes(plan["Plan"]) if p.get("Subplan Name") == "CTE marked")
+    scans = [(p["Node Type"], p.get("Relation Name")) for p in _nodes(marked)]
+    assert ("Seq Scan", "outbox") not in scans, scans
+
+
+async def test_on_postgresql_the_claim_is_planned_anew_each_time_the_ids_double(
+    outbox: Outbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plan made on a small outbox is not kept for ever (see the one above): the
+    claim's text, and so its prepared statement, changes as the ids pass 2**10,
+    2**11, ...; between two such steps it stays the same (one plan)."""
+    store = outbox.store
+    if not isinstance(store, SQLAlchemyOutboxStore) or store.engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's cached plans")
+    texts: list[str] = []
+    with _statements(store, monkeypatch) as captured:
+        for count in (1, 1, 1100, 1):
+            await outbox.add(None, count)
+            captured.clear()
+            await store.claim_batch(2000, now=T0)
+            (statement,) = {sql for sql, _ in captured}
+            texts.append(statement)
+    assert texts[0] == texts[1] == texts[2]  # claimed up to id 1,102 with the first plan
+    assert texts[3] != texts[2]  # then the ids passed 1,024
+
+
+def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", ()):
+        yield from _nodes(child)
 
 
 @contextlib.contextmanager

@@ -22,6 +22,7 @@ from cqrs_ddd_core.adapters.sqlalchemy.outbox_claim import (
     in_list,
     is_stuck,
     is_unpublished,
+    plan_for,
 )
 from cqrs_ddd_core.adapters.sqlalchemy.plan import as_utc
 from cqrs_ddd_core.adapters.sqlalchemy.reads import Query, aware, fetch
@@ -166,6 +167,7 @@ class SQLAlchemyOutboxStore:
         )
         self._claim_timeout = claim_timeout
         self._listeners: list[Callable[[], None]] = []
+        self._plan = 0  # outbox_claim.plan_for the largest id claimed (PostgreSQL)
 
     @property
     def engine(self) -> AsyncEngine:
@@ -338,12 +340,16 @@ class SQLAlchemyOutboxStore:
             "measure_if_empty": measure is None,
         }
         try:
-            rows = await fetch(self._engine, claim_pg(_PG_COLUMNS, limit), **parameters)
+            rows = await fetch(self._engine, claim_pg(_PG_COLUMNS, limit, self._plan), **parameters)
         except PersistenceError as exc:
             cause = exc.__cause__ or exc
             raise persistence_error(cause, "Outbox claim failed") from cause
         first = rows[0]  # measured and oldest: the same in every row
-        messages = [] if first[0] is None else [_message(row) for row in rows]
+        if first[0] is None:
+            messages = []
+        else:
+            messages = [_message(row) for row in rows]
+            self._plan = max(self._plan, plan_for(rows[-1][14]))  # ordered by id
         return messages, bool(first[17]), aware(first[18])
 
     async def mark_published(

@@ -26,7 +26,7 @@ async def _main(args: argparse.Namespace) -> None:
 
     configure_filtered()
     async with database() as db, broker() as (url, _where):
-        engine = create_engine(db.url, pool_size=12)
+        engine = create_engine(db.url, pool_size=12, postgres_commit_linger=args.commit_linger)
         try:
             warm = build_persisted(engine, "warm")
             await _fill(warm, 400)
@@ -46,6 +46,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument(
+        "--commit-linger", type=float, default=0.0, help="the sender's postgres_commit_linger"
+    )
     asyncio.run(_main(parser.parse_args()))
 
 

@@ -68,7 +68,7 @@ def tree_cpu(root: int) -> float:
 
 
 def _links(pid: str) -> set[str]:
-    links = set()
+    links: set[str] = set()
     try:
         fds = os.listdir(f"/proc/{pid}/fd")
     except OSError:  # gone, or not ours to read

@@ -35,6 +35,7 @@ import signal
 import statistics
 import sys
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from benchmarks.harness import (
@@ -205,6 +206,7 @@ async def _latency(
     assert consumer.stdout is not None
     committed: dict[str, float] = {}
     consumed: dict[str, float] = {}
+    sent_at: dict[str, float] = {}  # when each command was sent (it returns once committed)
     try:
         assert relay.stderr is not None
         async with asyncio.timeout(60):
@@ -220,6 +222,7 @@ async def _latency(
 
         async def one() -> None:
             command = persisted.command()
+            sent_at[command.account_id] = time.time()
             await send(command)
             committed[command.account_id] = time.time()
 
@@ -260,9 +263,19 @@ async def _latency(
         "p50_ms": round(quantile[49] * 1000, 2),
         "p99_ms": round(quantile[98] * 1000, 2),
         "max_ms": round(latencies[-1] * 1000, 2),
+        # What the commit's own wait adds: the command's p50 from send to its return
+        # (committed), and the p50 from send to the effect.
+        "command_p50_ms": _p50_ms(committed[k] - sent_at[k] for k in committed),
+        "send_to_effect_p50_ms": _p50_ms(
+            consumed[k] - sent_at[k] for k in committed if k in consumed
+        ),
         "relay_and_consumer": "own processes: cqrs-ddd relay, benchmarks.latency_consumer",
         **cpu,
     }
+
+
+def _p50_ms(seconds: Iterable[float]) -> float:
+    return round(float(statistics.median(list(seconds))) * 1000, 2)
 
 
 def _cpu_meters(db_url: str, url: str, relay: int, consumer: int) -> dict[str, Any]:
@@ -350,7 +363,16 @@ async def run(cfg: Config) -> WorkloadResult:
         "latency_run": latency,
         "latency_by_rate": {
             str(r["rate_per_s"]): {
-                k: r[k] for k in ("sent_per_s", "p50_ms", "p99_ms", "cpu_ms_per_message") if k in r
+                k: r[k]
+                for k in (
+                    "sent_per_s",
+                    "p50_ms",
+                    "p99_ms",
+                    "command_p50_ms",
+                    "send_to_effect_p50_ms",
+                    "cpu_ms_per_message",
+                )
+                if k in r
             }
             for r in runs
         },

@@ -437,7 +437,7 @@ class _Turn:
         self.verdict: asyncio.Future[object] = loop.create_future()
         self.go: asyncio.Future[None] | None = None
 
-    def ended(self, _: object) -> None:
+    def ended(self) -> None:
         if not self.ran.done():
             self.ran.set_result(_ENDED)
 
@@ -476,6 +476,8 @@ class _Batch:
         self.turns = [_Turn(self, i) for i in range(len(messages))]
         self.tasks: list[asyncio.Task[Outcome] | None] = [None] * len(messages)
         self.transaction: InboxTransaction | None = None
+        self.running = 0  # pipelines started and not ended
+        self.finished: asyncio.Future[None] | None = None  # set when the last one ends
 
     def _waiting(self, upto: int) -> list[_Turn]:
         """The deliveries before ``upto`` whose handler ran and that wait for the verdict."""
@@ -515,9 +517,8 @@ class _Batch:
             failed = None
             for turn in turns:
                 if replay is None:
-                    task = asyncio.create_task(self._pipeline(turn))
-                    task.add_done_callback(turn.ended)
-                    self.tasks[turn.index] = task
+                    self.tasks[turn.index] = asyncio.create_task(self._pipeline(turn))
+                    self.running += 1
                 elif turn.go is not None:
                     turn.go.set_result(None)
                 if await turn.ran is _ENDED:
@@ -554,13 +555,26 @@ class _Batch:
         else:
             for turn in waiting:
                 turn.verdict.set_result(None)
-        await asyncio.gather(*(t for t in self.tasks if t is not None), return_exceptions=True)
+        if self.running:  # the pipelines return their outcomes
+            self.finished = asyncio.get_running_loop().create_future()
+            await self.finished
 
     async def _pipeline(self, turn: _Turn) -> Outcome:
+        # What a done callback and a final gather did, said from inside the task
+        # (two turns of the loop fewer per delivery): it ended, and the last one
+        # wakes the batch. Every task runs this far: each is awaited (``ran``)
+        # before the next starts, and a cancelled one is cancelled once started.
         _TURN.set(turn)
-        return await self.consumer._chain(
-            self.messages[turn.index], ConsumeContext(self.consumer.name)
-        )
+        try:
+            return await self.consumer._chain(
+                self.messages[turn.index], ConsumeContext(self.consumer.name)
+            )
+        finally:
+            turn.ended()
+            self.running -= 1
+            finished = self.finished
+            if not self.running and finished is not None and not finished.done():
+                finished.set_result(None)
 
     async def abandon(self) -> None:
         """Cancelled (the caller's deadline) or broken: nothing of the batch is kept."""

@@ -605,10 +605,10 @@ async def _in_producer_context(
     the handler sends carries it on; no span, no attributes."""
     if not message.trace_context:
         return await call_next(message, context)
-    producer = trace.get_current_span(propagate.extract(message.trace_context))
-    if not producer.get_span_context().is_valid:
+    parent = propagate.extract(message.trace_context)
+    if not trace.get_current_span(parent).get_span_context().is_valid:
         return await call_next(message, context)
-    token = otel_context.attach(trace.set_span_in_context(producer))
+    token = otel_context.attach(parent)
     try:
         return await call_next(message, context)
     finally:
@@ -621,21 +621,29 @@ class _DebugGate:
     without ``is_enabled_for`` (stdlib-backed: its level may change at any time) is
     always handed the event, and filters it itself."""
 
-    __slots__ = ("_key", "_on")
+    __slots__ = ("_factory", "_on", "_processors", "_wrapper")
 
     def __init__(self) -> None:
-        self._key: tuple[object, ...] = ()
+        self._wrapper: object = None
+        self._factory: object = None
+        self._processors: object = None
         self._on = True
 
     def __call__(self) -> bool:
         config = structlog.get_config()
-        key = (config["wrapper_class"], config["logger_factory"], config["processors"])
-        if len(self._key) != len(key) or any(
-            a is not b for a, b in zip(key, self._key, strict=True)
+        wrapper, factory, processors = (
+            config["wrapper_class"],
+            config["logger_factory"],
+            config["processors"],
+        )
+        if (
+            wrapper is not self._wrapper
+            or factory is not self._factory
+            or (processors is not self._processors)
         ):
-            check = getattr(config["wrapper_class"], "is_enabled_for", None)
+            check = getattr(wrapper, "is_enabled_for", None)
             self._on = not callable(check) or bool(_log.bind().is_enabled_for(logging.DEBUG))
-            self._key = key
+            self._wrapper, self._factory, self._processors = wrapper, factory, processors
         return self._on
 
 

@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import signal
 import statistics
 import sys
@@ -94,10 +95,17 @@ async def _one(args: argparse.Namespace, db_url: str, url: str) -> dict[str, Any
     )
 
     run = f"cpu-{time.time_ns()}"
+    slow = 20 if args.callgrind else 1  # valgrind runs the consumer 20-100x slower
     await RabbitMQSubscriber(url, ConsumerTopology(run, partitions=16, exchange=run)).declare()
     batches = Path(tempfile.gettempdir()) / f"{run}.batches.json"
+    dump = Path(tempfile.gettempdir()) / f"{run}.callgrind"
+    grind = (
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={dump}.%p"]
+        if args.callgrind
+        else []
+    )
     consumer = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "benchmarks.latency_consumer",
+        *grind, sys.executable, "-m", "benchmarks.latency_consumer",
         f"--database-url={db_url}", f"--broker-url={url}", f"--service={run}", f"--exchange={run}",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
         env={**os.environ, "CQRS_BENCH_CONSUMER_BATCHES": str(batches)},
@@ -106,6 +114,7 @@ async def _one(args: argparse.Namespace, db_url: str, url: str) -> dict[str, Any
     assert stdout is not None
     done: dict[str, float] = {}
     sent: dict[str, float] = {}
+    arrived = asyncio.Event()
 
     async def read(count: int) -> None:
         while len(done) < count:
@@ -113,9 +122,10 @@ async def _one(args: argparse.Namespace, db_url: str, url: str) -> dict[str, Any
             if not line:
                 raise RuntimeError("the consumer stopped")
             done[line[0].decode()] = float(line[1])
+            arrived.set()
 
     try:
-        async with asyncio.timeout(60):
+        async with asyncio.timeout(60 * slow):
             while (await stdout.readline()).strip() != b"ready":
                 pass
         connection = await aio_pika.connect(url)
@@ -124,6 +134,9 @@ async def _one(args: argparse.Namespace, db_url: str, url: str) -> dict[str, Any
             exchange = await declare_exchange(channel, run)
 
             async def feed(first: int, count: int) -> None:
+                if args.closed:
+                    await closed(first, count)
+                    return
                 # Open loop: a burst every interval, whatever its confirms take.
                 start = time.perf_counter()
                 publishing: list[asyncio.Future[list[Any]]] = []
@@ -139,6 +152,19 @@ async def _one(args: argparse.Namespace, db_url: str, url: str) -> dict[str, Any
                         asyncio.gather(*(exchange.publish(m, key) for m, key, _ in group))
                     )
                 await asyncio.gather(*publishing)
+
+            async def closed(first: int, count: int) -> None:
+                # Closed loop: a burst, then the next once its effects were reported.
+                end = first + count
+                for i in range(first, end, args.closed):
+                    group = [_message(j, run) for j in range(i, min(i + args.closed, end))]
+                    now = time.time()
+                    for _, _, account in group:
+                        sent[account] = now
+                    await asyncio.gather(*(exchange.publish(m, key) for m, key, _ in group))
+                    while any(account not in done for _, _, account in group):
+                        arrived.clear()
+                        await arrived.wait()
 
             warm = args.warm
             await asyncio.gather(feed(0, warm), read(warm))
@@ -163,11 +189,15 @@ async def _one(args: argparse.Namespace, db_url: str, url: str) -> dict[str, Any
                     stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
                 )  # fmt: skip
                 await asyncio.sleep(0.5)  # attached
+            if args.callgrind:
+                await _callgrind_control("--zero", pid)
             before = {k: m() for k, m in meters.items() if m is not None}
             wall = time.perf_counter()
             await asyncio.gather(feed(warm, args.messages), read(warm + args.messages))
             wall = time.perf_counter() - wall
             after = {k: m() for k, m in meters.items() if m is not None}
+            if args.callgrind:
+                await _callgrind_control("--dump", pid)
             if spy is not None:
                 spy.send_signal(signal.SIGINT)  # it writes its file and exits
                 await asyncio.wait_for(spy.wait(), 60)
@@ -184,7 +214,7 @@ async def _one(args: argparse.Namespace, db_url: str, url: str) -> dict[str, Any
         if consumer.returncode is None:
             consumer.send_signal(signal.SIGTERM)
         try:
-            await asyncio.wait_for(consumer.wait(), 30)
+            await asyncio.wait_for(consumer.wait(), 30 * slow)
         except TimeoutError:
             consumer.kill()
     cpu = {}
@@ -194,6 +224,7 @@ async def _one(args: argparse.Namespace, db_url: str, url: str) -> dict[str, Any
             cpu[name] = round((end - start) * 1000 / args.messages, 3)
     latencies = sorted(done[k] - sent[k] for k in list(sent)[args.warm :] if k in done)
     sizes = await asyncio.to_thread(_sizes, batches)
+    instructions = await asyncio.to_thread(_instructions, dump) if args.callgrind else None
     transactions = sum(sizes.values())
     deliveries = sum(int(k) * v for k, v in sizes.items())
     return {
@@ -202,11 +233,37 @@ async def _one(args: argparse.Namespace, db_url: str, url: str) -> dict[str, Any
         "cpu_ms_per_message": cpu,
         "deliveries_per_transaction": round(deliveries / transactions, 2) if transactions else None,
         **({"syscalls_per_message": counts} if counts else {}),
+        **(
+            {"consumer_instructions_per_message": round(instructions / args.messages)}
+            if instructions is not None
+            else {}
+        ),
         "p50_ms": round(statistics.median(latencies) * 1000, 2),
     }
 
 
 _SYSCALLS = ("sendto", "write", "recvfrom", "read", "epoll_wait")
+
+
+async def _callgrind_control(option: str, pid: int) -> None:
+    control = await asyncio.create_subprocess_exec(
+        "callgrind_control", option, str(pid),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    if await asyncio.wait_for(control.wait(), 120):
+        raise RuntimeError(f"callgrind_control {option} {pid} failed")
+
+
+def _instructions(dump: Path) -> int | None:
+    """The instructions in the dump ``--dump`` made (the timed part); the files removed."""
+    total = None
+    for path in dump.parent.glob(f"{dump.name}.*"):
+        if path.name[len(dump.name) + 1 :].count(".") == 1:  # <pid>.<dump number>
+            text = path.read_text(errors="replace")
+            found = re.search(r"^(?:summary|totals):\s*(\d+)", text, re.MULTILINE)
+            total = int(found.group(1)) if found else None
+        path.unlink()
+    return total
 
 
 def _sizes(path: Path) -> dict[str, int]:
@@ -228,6 +285,8 @@ def main() -> None:
     parser.add_argument("--py-spy", default="", help="sample the consumer into this file")
     parser.add_argument("--py-spy-bin", default="py-spy")
     parser.add_argument("--syscalls", action="store_true", help="count them (perf stat)")
+    parser.add_argument("--closed", type=int, default=0, help="closed loop: bursts of N")
+    parser.add_argument("--callgrind", action="store_true", help="count instructions (valgrind)")
     asyncio.run(_run(parser.parse_args()))
 
 

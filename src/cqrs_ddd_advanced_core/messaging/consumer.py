@@ -437,7 +437,7 @@ class _Turn:
         self.verdict: asyncio.Future[object] = loop.create_future()
         self.go: asyncio.Future[None] | None = None
 
-    def ended(self, _: object) -> None:
+    def ended(self) -> None:
         if not self.ran.done():
             self.ran.set_result(_ENDED)
 
@@ -476,6 +476,8 @@ class _Batch:
         self.turns = [_Turn(self, i) for i in range(len(messages))]
         self.tasks: list[asyncio.Task[Outcome] | None] = [None] * len(messages)
         self.transaction: InboxTransaction | None = None
+        self.running = 0  # pipelines started and not ended
+        self.finished: asyncio.Future[None] | None = None  # set when the last one ends
 
     def _waiting(self, upto: int) -> list[_Turn]:
         """The deliveries before ``upto`` whose handler ran and that wait for the verdict."""
@@ -515,9 +517,8 @@ class _Batch:
             failed = None
             for turn in turns:
                 if replay is None:
-                    task = asyncio.create_task(self._pipeline(turn))
-                    task.add_done_callback(turn.ended)
-                    self.tasks[turn.index] = task
+                    self.tasks[turn.index] = asyncio.create_task(self._pipeline(turn))
+                    self.running += 1
                 elif turn.go is not None:
                     turn.go.set_result(None)
                 if await turn.ran is _ENDED:
@@ -554,13 +555,26 @@ class _Batch:
         else:
             for turn in waiting:
                 turn.verdict.set_result(None)
-        await asyncio.gather(*(t for t in self.tasks if t is not None), return_exceptions=True)
+        if self.running:  # the pipelines return their outcomes
+            self.finished = asyncio.get_running_loop().create_future()
+            await self.finished
 
     async def _pipeline(self, turn: _Turn) -> Outcome:
+        # What a done callback and a final gather did, said from inside the task
+        # (two turns of the loop fewer per delivery): it ended, and the last one
+        # wakes the batch. Every task runs this far: each is awaited (``ran``)
+        # before the next starts, and a cancelled one is cancelled once started.
         _TURN.set(turn)
-        return await self.consumer._chain(
-            self.messages[turn.index], ConsumeContext(self.consumer.name)
-        )
+        try:
+            return await self.consumer._chain(
+                self.messages[turn.index], ConsumeContext(self.consumer.name)
+            )
+        finally:
+            turn.ended()
+            self.running -= 1
+            finished = self.finished
+            if not self.running and finished is not None and not finished.done():
+                finished.set_result(None)
 
     async def abandon(self) -> None:
         """Cancelled (the caller's deadline) or broken: nothing of the batch is kept."""
@@ -591,10 +605,10 @@ async def _in_producer_context(
     the handler sends carries it on; no span, no attributes."""
     if not message.trace_context:
         return await call_next(message, context)
-    producer = trace.get_current_span(propagate.extract(message.trace_context))
-    if not producer.get_span_context().is_valid:
+    parent = propagate.extract(message.trace_context)
+    if not trace.get_current_span(parent).get_span_context().is_valid:
         return await call_next(message, context)
-    token = otel_context.attach(trace.set_span_in_context(producer))
+    token = otel_context.attach(parent)
     try:
         return await call_next(message, context)
     finally:
@@ -607,21 +621,29 @@ class _DebugGate:
     without ``is_enabled_for`` (stdlib-backed: its level may change at any time) is
     always handed the event, and filters it itself."""
 
-    __slots__ = ("_key", "_on")
+    __slots__ = ("_factory", "_on", "_processors", "_wrapper")
 
     def __init__(self) -> None:
-        self._key: tuple[object, ...] = ()
+        self._wrapper: object = None
+        self._factory: object = None
+        self._processors: object = None
         self._on = True
 
     def __call__(self) -> bool:
         config = structlog.get_config()
-        key = (config["wrapper_class"], config["logger_factory"], config["processors"])
-        if len(self._key) != len(key) or any(
-            a is not b for a, b in zip(key, self._key, strict=True)
+        wrapper, factory, processors = (
+            config["wrapper_class"],
+            config["logger_factory"],
+            config["processors"],
+        )
+        if (
+            wrapper is not self._wrapper
+            or factory is not self._factory
+            or (processors is not self._processors)
         ):
-            check = getattr(config["wrapper_class"], "is_enabled_for", None)
+            check = getattr(wrapper, "is_enabled_for", None)
             self._on = not callable(check) or bool(_log.bind().is_enabled_for(logging.DEBUG))
-            self._key = key
+            self._wrapper, self._factory, self._processors = wrapper, factory, processors
         return self._on
 
 

@@ -17,7 +17,8 @@ Metrics (seconds; explicit buckets):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+import time
+from typing import TYPE_CHECKING, ClassVar, Final
 
 from opentelemetry import trace
 
@@ -75,13 +76,18 @@ class LazyTracer:
     while no provider is installed) :meth:`recording` is False and the
     publisher and the consumer skip their span work: extracting the stored
     context, building attributes, starting a span that records nothing. An
-    SDK installed later is picked up by the next call.
+    SDK installed later is picked up within ``RECHECK`` seconds (asking the
+    API for the global provider reads the environment each time: a few
+    microseconds per message otherwise).
 
     Args:
         tracer_provider: Use this provider instead of the global one.
     """
 
-    __slots__ = ("_noop", "_unset", "tracer")
+    __slots__ = ("_next_check", "_noop", "_unset", "tracer")
+
+    RECHECK: ClassVar[float] = 0.1
+    """Seconds between two looks for a global provider installed since."""
 
     def __init__(self, tracer_provider: trace.TracerProvider | None = None) -> None:
         tracer = get_tracer(tracer_provider)
@@ -90,11 +96,16 @@ class LazyTracer:
         # remembered; while it is still the global one there is nothing to record.
         self._unset = trace.get_tracer_provider() if type(tracer) is trace.ProxyTracer else None
         self._noop = isinstance(tracer, trace.NoOpTracer)
+        self._next_check = 0.0  # the first call looks
 
     def recording(self) -> bool:
         """Whether spans can record (an SDK is installed); ``tracer`` is then the SDK's."""
         unset = self._unset
         if unset is not None:
+            now = time.monotonic()
+            if now < self._next_check:
+                return False
+            self._next_check = now + self.RECHECK
             provider = trace.get_tracer_provider()
             if provider is unset:
                 return False

@@ -87,6 +87,17 @@ async def test_deliveries_committed_in_tag_order_are_acknowledged_with_one_frame
     assert broker.outstanding == set()
 
 
+async def test_the_queues_of_one_batch_acknowledging_in_one_turn_share_one_frame() -> None:
+    broker = Broker()
+    acks = ChannelAcks(hold=1.0)
+    queues = [[broker.deliver()] for _ in range(4)]  # a batch of four queues' deliveries
+    # Their tasks resume in one turn of the loop once the batch committed.
+    await asyncio.gather(*(acks.ack(committed(broker, *q)) for q in queues))  # type: ignore[arg-type]
+    await acks.flush()
+    assert broker.frames == [("ack", 4, True)]
+    assert broker.acked == {1, 2, 3, 4}
+
+
 async def test_a_delivery_committed_above_an_outstanding_one_waits_for_it() -> None:
     broker = Broker()
     acks = ChannelAcks(hold=1.0)

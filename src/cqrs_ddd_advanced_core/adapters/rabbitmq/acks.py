@@ -18,6 +18,11 @@ A tag never seen (a numbering with gaps, which RabbitMQ does not make) keeps
 the floor where it is: the deliveries above it are then acknowledged alone
 after ``hold``, never acknowledged unseen. A new channel starts a new count
 (one :class:`ChannelAcks` per channel).
+
+A batch's queues acknowledge their deliveries one after another in one turn
+of the event loop; the first waits for the end of that turn, so that one
+multiple ack covers the whole batch instead of one frame per queue (each
+frame is a write on the socket and work for the broker).
 """
 
 from __future__ import annotations
@@ -50,16 +55,34 @@ class ChannelAcks:
         self._settled: set[int] = set()  # above the floor, settled one by one
         self._held = asyncio.Event()  # set while something waits in _committed
         self._alone_acks = asyncio.Lock()  # flush waits for those run() is sending
+        self._turn = False  # an ack() waits for this turn's others, then advances
 
     async def ack(self, deliveries: Iterable[AbstractIncomingMessage]) -> None:
-        """Acknowledge deliveries whose effects committed (or that were skipped)."""
+        """Acknowledge deliveries whose effects committed (or that were skipped).
+
+        The acknowledgement may go out a turn of the event loop later, with those
+        of the other queues whose deliveries committed in the same transaction.
+        """
+        held = False
         for delivery in deliveries:
             tag = delivery.delivery_tag
             if not self._hold or tag is None:
                 await self._alone(delivery.ack(), tag)
             elif tag > self._floor:  # (at or below it: settled already, nothing to send)
                 self._committed[tag] = delivery
-        await self._advance()
+                held = True
+        if not held:
+            await self._advance()
+        elif not self._turn:
+            # A batch's queues resume in one turn of the loop, one after another:
+            # the first waits for the others to register their deliveries, then
+            # one multiple ack covers them all (not one frame per queue).
+            self._turn = True
+            try:
+                await asyncio.sleep(0)
+            finally:
+                self._turn = False
+            await self._advance()
 
     async def reject(self, delivery: AbstractIncomingMessage) -> None:
         """Reject without requeue: RabbitMQ routes it to the dead-letter exchange."""

@@ -1,6 +1,8 @@
 """The SQL inbox: a consumer's message ids, committed with the handler's effects.
 
-One transaction (``engine.begin()``) holds one delivery or a batch of them:
+One transaction (on a connection of its own, begun by its first statement:
+SQLAlchemy's autobegin, one step fewer than ``begin()`` and the same ``BEGIN``
+sent to the database) holds one delivery or a batch of them:
 the inbox rows go in first with ``INSERT ... ON CONFLICT DO NOTHING``; a row
 that was there already is a redelivery, which the caller skips (rolls back, or
 leaves out of the batch) and acknowledges. A batch's rows go in with one
@@ -67,8 +69,11 @@ transactions inserting the same ids lock them in the same order)."""
 class SQLAlchemyInboxTransaction:
     """One delivery's transaction; the handler writes with :attr:`connection`."""
 
-    def __init__(self, connection: AsyncConnection, transaction: AsyncTransaction) -> None:
+    def __init__(
+        self, connection: AsyncConnection, transaction: AsyncTransaction | None = None
+    ) -> None:
         self.connection: AsyncConnection = connection
+        # None: the connection's own transaction, begun by the first statement.
         self._transaction = transaction
         self._hooks: list[Callable[[], None]] = []
         self._open = True
@@ -126,7 +131,10 @@ class SQLAlchemyInboxTransaction:
             raise PersistenceError("The inbox transaction is closed")
         self._open = False
         try:
-            await self._transaction.commit()
+            if self._transaction is None:
+                await self.connection.commit()
+            else:
+                await self._transaction.commit()
         except DBAPIError as exc:
             await self._close()
             if exc.connection_invalidated:
@@ -148,7 +156,10 @@ class SQLAlchemyInboxTransaction:
             return
         self._open = False
         try:
-            await self._transaction.rollback()
+            if self._transaction is None:
+                await self.connection.rollback()
+            else:
+                await self._transaction.rollback()
         finally:
             await self._close()
 
@@ -177,19 +188,13 @@ class SQLAlchemyInboxStore:
         return self._engine
 
     async def begin(self) -> SQLAlchemyInboxTransaction:
-        """A new transaction on a connection of its own."""
+        """A new transaction on a connection of its own (begun by its first statement,
+        the inbox row's)."""
         try:
             connection = await self._engine.connect()
         except DBAPIError as exc:
             raise persistence_error(exc.orig or exc, "Inbox connection failed") from exc
-        try:
-            transaction = await connection.begin()
-        except BaseException as exc:
-            await connection.close()
-            if isinstance(exc, DBAPIError):
-                raise persistence_error(exc.orig or exc, "Inbox begin failed") from exc
-            raise
-        return SQLAlchemyInboxTransaction(connection, transaction)
+        return SQLAlchemyInboxTransaction(connection)
 
     async def has_handled(self, consumer: str, message_id: str) -> bool:
         """Whether ``consumer`` committed the handling of ``message_id``."""

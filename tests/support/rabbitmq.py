@@ -16,6 +16,10 @@ Without RabbitMQ the tests that need it are skipped with the reason, unless
 :meth:`RabbitMQServer.restart` stops the node and starts it again on the
 same ports and data (durable queues and persistent messages survive it), for
 the tests that take the broker away.
+
+A node with other settings (``config``: ``rabbitmq.conf`` lines, ``plugins``:
+plugins to enable, ``erl_args``: extra Erlang VM flags) is for measuring
+them (``benchmarks/broker_cpu.py``); the tests use the defaults.
 """
 
 from __future__ import annotations
@@ -79,6 +83,9 @@ class RabbitMQServer:
     port: int = 0
     dist_port: int = 0
     basedir: Path | None = None
+    config: str = ""
+    plugins: tuple[str, ...] = ()
+    erl_args: str = ""
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -88,12 +95,19 @@ class RabbitMQServer:
     def start(self) -> RabbitMQServer:
         if self.basedir is None:
             self.basedir = Path(tempfile.mkdtemp(prefix="cqrs-rabbitmq-"))
-            (self.basedir / "enabled_plugins").write_text(PLUGINS)
+            plugins = f"[{','.join(self.plugins)}]." if self.plugins else PLUGINS
+            (self.basedir / "enabled_plugins").write_text(plugins)
             (self.basedir / "owner.pid").write_text(f"{os.getpid()}\n")
-            if os.geteuid() == 0:
-                for path in (self.basedir, self.basedir / "enabled_plugins"):
-                    shutil.chown(path, user="rabbitmq")
             self.port, self.dist_port = _free_port(), _free_port()
+            config = self.config
+            if "rabbitmq_management" in self.plugins and "management.tcp.port" not in config:
+                config += f"\nmanagement.tcp.port = {_free_port()}\n"  # not the shared 15672
+            if config:
+                (self.basedir / "rabbitmq.conf").write_text(config)
+            if os.geteuid() == 0:
+                for path in self.basedir.iterdir():
+                    shutil.chown(path, user="rabbitmq")
+                shutil.chown(self.basedir, user="rabbitmq")
         try:
             self._launch(self.basedir)
         except BaseException:
@@ -121,6 +135,8 @@ class RabbitMQServer:
             "RABBITMQ_QUORUM_DIR": str(base / "quorum"),
             "RABBITMQ_STREAM_DIR": str(base / "stream"),
         }
+        if self.erl_args:
+            env["RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS"] = self.erl_args
         command = [str(SERVER)]
         if os.geteuid() == 0:
             command = [

@@ -211,3 +211,85 @@ def test_a_negative_ack_hold_or_linger_is_refused() -> None:
         RabbitMQSubscriber("amqp://x/", topology, ack_hold=-1)
     with pytest.raises(ValueError, match="linger"):
         RabbitMQSubscriber("amqp://x/", topology, linger=-0.1)
+
+
+@pytest.mark.parametrize("action", ["drop_before", "drop_sent"])
+async def test_a_connection_cut_as_a_queue_starts_consuming_is_survived(
+    pg_engine: AsyncEngine, rabbitmq_url: str, action: str
+) -> None:
+    # The cut reaches the lane in the middle of its basic.consume call: aiormq then
+    # fails that call with whatever the connection was closed with (a bare
+    # Exception, seen in CI), which once ended the subscriber's run for good.
+    await create_billing_tables(pg_engine)
+    shop = Shop(pg_engine)
+    exchange = unique_name("events")
+    topology = ConsumerTopology(unique_name("billing"), partitions=4, exchange=exchange)
+    broker = aio_pika.connection.make_url(rabbitmq_url)
+    proxy = FaultProxy(broker.host or "127.0.0.1", broker.port or 5672)
+    port = proxy.start()
+    try:
+        subscriber = RabbitMQSubscriber(
+            f"amqp://{broker.user}:{broker.password}@127.0.0.1:{port}/",
+            topology,
+            reconnect_delay=0.2,
+            connect_timeout=5,
+        )
+        await subscriber.declare()
+        ids = await _published(shop, rabbitmq_url, exchange, orders=20)
+        queue = topology.queues[-1].encode()
+        # basic.consume (class 60, method 20), reserved short, the queue's name
+        fault = proxy.arm(b"\x00\x3c\x00\x14\x00\x00" + bytes([len(queue)]) + queue, action)  # type: ignore[arg-type]
+        billing = Billing(pg_engine)
+        async with running(lambda stop: subscriber.run(billing, stop)):
+            await until(fault.fired.is_set)
+            async with asyncio.timeout(60):  # consumed on the next connection
+                while len(await _stored(pg_engine)) < len(ids):  # noqa: ASYNC110 (no event)
+                    await asyncio.sleep(0.05)
+    finally:
+        proxy.stop()
+    assert Counter(await _stored(pg_engine)) == Counter(ids)
+
+
+async def test_a_lane_failing_with_a_bare_exception_as_the_connection_dies_is_survived(
+    pg_engine: AsyncEngine, rabbitmq_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What CI saw: the connection cut while a queue's basic.consume was in flight, and
+    # aiormq failed that call with a bare Exception (the connection's close reason),
+    # not an AMQP or OS error: the subscriber's run ended and nothing was consumed
+    # again. Here the first consume on the last queue cuts the connection and fails so.
+    await create_billing_tables(pg_engine)
+    shop = Shop(pg_engine)
+    exchange = unique_name("events")
+    topology = ConsumerTopology(unique_name("billing"), partitions=4, exchange=exchange)
+    broker = aio_pika.connection.make_url(rabbitmq_url)
+    proxy = FaultProxy(broker.host or "127.0.0.1", broker.port or 5672)
+    port = proxy.start()
+    consume = aio_pika.Queue.consume
+    cuts: list[str] = []
+
+    async def cut_then_fail(self: aio_pika.Queue, *args: object, **kwargs: object) -> str:
+        if self.name == topology.queues[-1] and not cuts:
+            cuts.append(self.name)
+            proxy.cut_all()
+            raise Exception  # what aiormq raised
+        return await consume(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(aio_pika.Queue, "consume", cut_then_fail)
+    try:
+        subscriber = RabbitMQSubscriber(
+            f"amqp://{broker.user}:{broker.password}@127.0.0.1:{port}/",
+            topology,
+            reconnect_delay=0.2,
+            connect_timeout=5,
+        )
+        await subscriber.declare()
+        ids = await _published(shop, rabbitmq_url, exchange, orders=20)
+        billing = Billing(pg_engine)
+        async with running(lambda stop: subscriber.run(billing, stop)):
+            async with asyncio.timeout(60):  # consumed on the next connection
+                while len(await _stored(pg_engine)) < len(ids):  # noqa: ASYNC110 (no event)
+                    await asyncio.sleep(0.05)
+    finally:
+        proxy.stop()
+    assert cuts
+    assert Counter(await _stored(pg_engine)) == Counter(ids)

@@ -86,6 +86,7 @@ __all__ = ["RabbitMQSubscriber"]
 
 _log = structlog.get_logger("cqrs_ddd_advanced_core.messaging")
 _CONNECTION_ERRORS = (AMQPError, OSError, asyncio.TimeoutError, RuntimeError)
+_LOST_GRACE = 1.0  # seconds a failed session waits for its connection's close callback
 
 
 class RabbitMQSubscriber:
@@ -228,13 +229,25 @@ class RabbitMQSubscriber:
                 for task in (stop, closed, *tasks):
                     task.cancel()
                 results = await asyncio.gather(stop, closed, *tasks, return_exceptions=True)
-            for result in results:
-                if isinstance(result, BaseException) and not isinstance(
-                    result, asyncio.CancelledError
-                ):
-                    raise result
-            if lost.is_set() and not stop_event.is_set():
-                raise ConnectionError("the RabbitMQ connection was closed")
+            errors = [
+                r
+                for r in results
+                if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError)
+            ]
+            if errors and not lost.is_set():
+                # A task may fail with the connection before its close callback has run:
+                # aiormq fails the calls in flight with whatever the connection was closed
+                # with (a bare Exception, once), so give the callback a moment (bounded).
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(lost.wait(), _LOST_GRACE)
+            if lost.is_set() and (errors or not stop_event.is_set()):
+                # Whatever the tasks failed with, the connection's loss came first:
+                # reconnect (``run``) instead of ending the subscriber for good.
+                raise ConnectionError("the RabbitMQ connection was closed") from (
+                    errors[0] if errors else None
+                )
+            if errors:
+                raise errors[0]
 
     async def _finish(self, lanes: dict[str, asyncio.Task[None]], busy: set[str]) -> None:
         """Stopping: the queues waiting for deliveries stop now; those processing some

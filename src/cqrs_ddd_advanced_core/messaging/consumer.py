@@ -455,6 +455,11 @@ class _Turn:
             ):
                 outcome = await call_next(message, context)
             verdict_future = self.verdict
+            if self.ran.cancelled():
+                # The batch stopped waiting for it (cancelled: its connection was
+                # lost, say) while the handler finished: nothing of the batch
+                # commits, and the batch's abandon cancels this task anyway.
+                raise asyncio.CancelledError
             self.ran.set_result(outcome)
             verdict = await verdict_future
             if verdict is None:

@@ -3,7 +3,11 @@ batch, a failure leaves the deliveries before it committed once and nothing afte
 
 from __future__ import annotations
 
+import asyncio
+import gc
 from typing import Any
+
+import pytest
 
 from cqrs_ddd_advanced_core.messaging import IncomingMessage, MessageConsumer, Outcome
 from cqrs_ddd_core.adapters.memory import InMemoryInboxStore
@@ -126,3 +130,41 @@ async def test_each_delivery_of_a_batch_has_its_span_ended_after_the_commit() ->
     assert by_id["m1"].attributes["cqrs.outcome"] == "handled"
     assert by_id["m2"].status.status_code.name == "ERROR"
     spans.shutdown()
+
+
+async def test_a_batch_cancelled_as_a_handler_finishes_commits_nothing_and_fails_no_pipeline() -> (
+    None
+):
+    # Cancelling the batch (its connection lost) cancels the future it waits on for the
+    # running delivery; the handler finishing right then used to fail its pipeline
+    # with InvalidStateError (logged as a processing failure, and by asyncio as a
+    # task exception never retrieved).
+    inbox = InMemoryInboxStore()
+    built = MessageConsumer("billing", inbox)
+    applied: list[str] = []
+    batch_task: asyncio.Task[Any] | None = None
+
+    async def handle(incoming: IncomingMessage, tx: InboxTransaction) -> None:
+        assert batch_task is not None
+        batch_task.cancel()  # while this handler is still running
+        tx.after_commit(lambda: applied.append(incoming.message_id))
+
+    built.subscribe("OrderPlaced", handle)
+    unretrieved: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, context: unretrieved.append(context))
+    try:
+        batch_task = asyncio.create_task(built.process_batch([message("m1"), message("m2")]))
+        with pytest.raises(asyncio.CancelledError):
+            await batch_task
+        for _ in range(3):
+            await asyncio.sleep(0)
+        gc.collect()
+    finally:
+        loop.set_exception_handler(None)
+    assert applied == []
+    assert not await inbox.has_handled("billing", "m1")
+    assert [
+        c for c in unretrieved if isinstance(c.get("exception"), asyncio.InvalidStateError)
+    ] == []
+    assert unretrieved == []

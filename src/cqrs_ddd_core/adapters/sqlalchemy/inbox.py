@@ -29,7 +29,7 @@ from cqrs_ddd_core.domain.messages import utc_now
 from cqrs_ddd_core.exceptions import CommitOutcomeUnknownError, PersistenceError
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 __all__ = ["SQLAlchemyInboxStore", "SQLAlchemyInboxTransaction"]
 
@@ -69,12 +69,9 @@ transactions inserting the same ids lock them in the same order)."""
 class SQLAlchemyInboxTransaction:
     """One delivery's transaction; the handler writes with :attr:`connection`."""
 
-    def __init__(
-        self, connection: AsyncConnection, transaction: AsyncTransaction | None = None
-    ) -> None:
+    def __init__(self, connection: AsyncConnection) -> None:
+        # The connection's own transaction, begun by its first statement.
         self.connection: AsyncConnection = connection
-        # None: the connection's own transaction, begun by the first statement.
-        self._transaction = transaction
         self._hooks: list[Callable[[], None]] = []
         self._open = True
         self._message_id: str | None = None
@@ -131,10 +128,7 @@ class SQLAlchemyInboxTransaction:
             raise PersistenceError("The inbox transaction is closed")
         self._open = False
         try:
-            if self._transaction is None:
-                await self.connection.commit()
-            else:
-                await self._transaction.commit()
+            await self.connection.commit()
         except DBAPIError as exc:
             await self._close()
             if exc.connection_invalidated:
@@ -156,10 +150,7 @@ class SQLAlchemyInboxTransaction:
             return
         self._open = False
         try:
-            if self._transaction is None:
-                await self.connection.rollback()
-            else:
-                await self._transaction.rollback()
+            await self.connection.rollback()
         finally:
             await self._close()
 

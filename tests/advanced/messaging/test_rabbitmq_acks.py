@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import timedelta
 
 import aio_pika
@@ -32,7 +33,7 @@ from cqrs_ddd_advanced_core.messaging import IncomingMessage, OutboxRelay
 from cqrs_ddd_advanced_core.messaging.headers import routing_key
 from cqrs_ddd_advanced_core.outbox import Backoff
 from cqrs_ddd_core.persistence import InboxTransaction
-from tests.support.faultproxy import FaultProxy
+from tests.support.faultproxy import Action, FaultProxy
 from tests.support.messaging import Billing, Shop, charges, create_billing_tables, until
 from tests.support.rabbitmq import unique_name
 
@@ -162,14 +163,24 @@ class Gated(Billing):
         await super().charge(message, tx)
 
 
-async def test_a_connection_cut_while_a_batch_is_in_its_transaction_repeats_no_effect(
-    pg_engine: AsyncEngine, rabbitmq_url: str
-) -> None:
-    await create_billing_tables(pg_engine)
-    shop = Shop(pg_engine)
+@dataclass
+class Behind:
+    """A consumer's set-up whose RabbitMQ connection goes through a fault proxy."""
+
+    proxy: FaultProxy
+    topology: ConsumerTopology
+    subscriber: RabbitMQSubscriber
+    ids: list[str]  # published, waiting in the queues
+
+
+@contextlib.asynccontextmanager
+async def behind_a_proxy(engine: AsyncEngine, url: str, orders: int) -> AsyncIterator[Behind]:
+    """``orders`` orders placed and published, the subscriber declared (not running)."""
+    await create_billing_tables(engine)
+    shop = Shop(engine)
     exchange = unique_name("events")
     topology = ConsumerTopology(unique_name("billing"), partitions=4, exchange=exchange)
-    broker = aio_pika.connection.make_url(rabbitmq_url)
+    broker = aio_pika.connection.make_url(url)
     proxy = FaultProxy(broker.host or "127.0.0.1", broker.port or 5672)
     port = proxy.start()
     try:
@@ -180,29 +191,41 @@ async def test_a_connection_cut_while_a_batch_is_in_its_transaction_repeats_no_e
             connect_timeout=5,
         )
         await subscriber.declare()
-        ids = await _published(shop, rabbitmq_url, exchange, orders=40)
-        billing = Gated(pg_engine)
-        billing.gated = ids[len(ids) // 2]
-        async with running(lambda stop: subscriber.run(billing, stop)):
-            async with asyncio.timeout(30):
-                await billing.waiting.wait()  # its batch's transaction is open
-            proxy.cut_all()  # the channel dies with the batch in its transaction
-            billing.gate.set()  # it commits (or the lost session cancels it); no acks
-            async with asyncio.timeout(60):  # the database says what committed
-                while len(await _stored(pg_engine)) < len(ids):  # noqa: ASYNC110 (no event)
-                    await asyncio.sleep(0.05)
-            # Its batch comes again on the new connection: skipped by the inbox if it
-            # committed, or handled again if the lost session cancelled it first
-            # (which of the two depends on when the cut reached the session).
-            await until(lambda: billing.outcomes["duplicate"] >= 1 or billing.gated_runs >= 2)
+        ids = await _published(shop, url, exchange, orders=orders)
+        yield Behind(proxy, topology, subscriber, ids)
     finally:
         proxy.stop()
-    assert Counter(await _stored(pg_engine)) == Counter(ids)  # every effect, once
+
+
+async def _all_stored(engine: AsyncEngine, count: int) -> None:
+    async with asyncio.timeout(60):  # the database says what committed
+        while len(await _stored(engine)) < count:  # noqa: ASYNC110 (no event)
+            await asyncio.sleep(0.05)
 
 
 async def _stored(engine: AsyncEngine) -> list[str]:
     async with engine.connect() as conn:
         return list((await conn.execute(select(charges.c.message_id))).scalars().all())
+
+
+async def test_a_connection_cut_while_a_batch_is_in_its_transaction_repeats_no_effect(
+    pg_engine: AsyncEngine, rabbitmq_url: str
+) -> None:
+    async with behind_a_proxy(pg_engine, rabbitmq_url, 40) as setup:
+        ids, subscriber = setup.ids, setup.subscriber
+        billing = Gated(pg_engine)
+        billing.gated = ids[len(ids) // 2]
+        async with running(lambda stop: subscriber.run(billing, stop)):
+            async with asyncio.timeout(30):
+                await billing.waiting.wait()  # its batch's transaction is open
+            setup.proxy.cut_all()  # the channel dies with the batch in its transaction
+            billing.gate.set()  # it commits (or the lost session cancels it); no acks
+            await _all_stored(pg_engine, len(ids))
+            # Its batch comes again on the new connection: skipped by the inbox if it
+            # committed, or handled again if the lost session cancelled it first
+            # (which of the two depends on when the cut reached the session).
+            await until(lambda: billing.outcomes["duplicate"] >= 1 or billing.gated_runs >= 2)
+    assert Counter(await _stored(pg_engine)) == Counter(ids)  # every effect, once
 
 
 def test_a_negative_ack_hold_or_linger_is_refused() -> None:
@@ -215,81 +238,46 @@ def test_a_negative_ack_hold_or_linger_is_refused() -> None:
 
 @pytest.mark.parametrize("action", ["drop_before", "drop_sent"])
 async def test_a_connection_cut_as_a_queue_starts_consuming_is_survived(
-    pg_engine: AsyncEngine, rabbitmq_url: str, action: str
+    pg_engine: AsyncEngine, rabbitmq_url: str, action: Action
 ) -> None:
     # The cut reaches the lane in the middle of its basic.consume call: aiormq then
     # fails that call with whatever the connection was closed with (a bare
-    # Exception, seen in CI), which once ended the subscriber's run for good.
-    await create_billing_tables(pg_engine)
-    shop = Shop(pg_engine)
-    exchange = unique_name("events")
-    topology = ConsumerTopology(unique_name("billing"), partitions=4, exchange=exchange)
-    broker = aio_pika.connection.make_url(rabbitmq_url)
-    proxy = FaultProxy(broker.host or "127.0.0.1", broker.port or 5672)
-    port = proxy.start()
-    try:
-        subscriber = RabbitMQSubscriber(
-            f"amqp://{broker.user}:{broker.password}@127.0.0.1:{port}/",
-            topology,
-            reconnect_delay=0.2,
-            connect_timeout=5,
-        )
-        await subscriber.declare()
-        ids = await _published(shop, rabbitmq_url, exchange, orders=20)
-        queue = topology.queues[-1].encode()
+    # Exception, behind the cut test's rare timeouts), which ended run() for good.
+    async with behind_a_proxy(pg_engine, rabbitmq_url, 20) as setup:
+        queue = setup.topology.queues[-1].encode()
         # basic.consume (class 60, method 20), reserved short, the queue's name
-        fault = proxy.arm(b"\x00\x3c\x00\x14\x00\x00" + bytes([len(queue)]) + queue, action)  # type: ignore[arg-type]
+        consume_frame = b"\x00\x3c\x00\x14\x00\x00" + bytes([len(queue)]) + queue
+        fault = setup.proxy.arm(consume_frame, action)
         billing = Billing(pg_engine)
-        async with running(lambda stop: subscriber.run(billing, stop)):
+        async with running(lambda stop: setup.subscriber.run(billing, stop)):
             await until(fault.fired.is_set)
-            async with asyncio.timeout(60):  # consumed on the next connection
-                while len(await _stored(pg_engine)) < len(ids):  # noqa: ASYNC110 (no event)
-                    await asyncio.sleep(0.05)
-    finally:
-        proxy.stop()
-    assert Counter(await _stored(pg_engine)) == Counter(ids)
+            await _all_stored(pg_engine, len(setup.ids))  # consumed on the next connection
+    assert Counter(await _stored(pg_engine)) == Counter(setup.ids)
 
 
 async def test_a_lane_failing_with_a_bare_exception_as_the_connection_dies_is_survived(
     pg_engine: AsyncEngine, rabbitmq_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # What CI saw: the connection cut while a queue's basic.consume was in flight, and
-    # aiormq failed that call with a bare Exception (the connection's close reason),
+    # Behind the cut test's rare timeouts: the connection cut while a basic.consume was in
+    # flight, and aiormq failed that call with a bare Exception (the connection's close reason),
     # not an AMQP or OS error: the subscriber's run ended and nothing was consumed
     # again. Here the first consume on the last queue cuts the connection and fails so.
-    await create_billing_tables(pg_engine)
-    shop = Shop(pg_engine)
-    exchange = unique_name("events")
-    topology = ConsumerTopology(unique_name("billing"), partitions=4, exchange=exchange)
-    broker = aio_pika.connection.make_url(rabbitmq_url)
-    proxy = FaultProxy(broker.host or "127.0.0.1", broker.port or 5672)
-    port = proxy.start()
     consume = aio_pika.Queue.consume
     cuts: list[str] = []
+    behind: list[Behind] = []
 
     async def cut_then_fail(self: aio_pika.Queue, *args: object, **kwargs: object) -> str:
-        if self.name == topology.queues[-1] and not cuts:
+        if self.name == behind[0].topology.queues[-1] and not cuts:
             cuts.append(self.name)
-            proxy.cut_all()
+            behind[0].proxy.cut_all()
             raise Exception  # what aiormq raised
         return await consume(self, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(aio_pika.Queue, "consume", cut_then_fail)
-    try:
-        subscriber = RabbitMQSubscriber(
-            f"amqp://{broker.user}:{broker.password}@127.0.0.1:{port}/",
-            topology,
-            reconnect_delay=0.2,
-            connect_timeout=5,
-        )
-        await subscriber.declare()
-        ids = await _published(shop, rabbitmq_url, exchange, orders=20)
+    monkeypatch.setattr(aio_pika.Queue, "consume", cut_then_fail)  # called by run() only
+    async with behind_a_proxy(pg_engine, rabbitmq_url, 20) as setup:
+        behind.append(setup)
         billing = Billing(pg_engine)
-        async with running(lambda stop: subscriber.run(billing, stop)):
-            async with asyncio.timeout(60):  # consumed on the next connection
-                while len(await _stored(pg_engine)) < len(ids):  # noqa: ASYNC110 (no event)
-                    await asyncio.sleep(0.05)
-    finally:
-        proxy.stop()
+        async with running(lambda stop: setup.subscriber.run(billing, stop)):
+            await _all_stored(pg_engine, len(setup.ids))  # consumed on the next connection
     assert cuts
-    assert Counter(await _stored(pg_engine)) == Counter(ids)
+    assert Counter(await _stored(pg_engine)) == Counter(setup.ids)

@@ -41,8 +41,9 @@ the engine's limits, and the retried command is recognised by its event ids).
 
 **Linger (off by default).** With ``postgres_commit_linger`` set to ``L``
 seconds, a commit made less than ``L`` after the previous one does not go at
-once: the drain that takes it waits until it has been queued ``L`` (or the
-batch is full), and takes every commit queued meanwhile. A commit after a
+once: the drain that takes it waits until it has been queued ``L`` (not at
+all if a full batch is queued when the drain looks; a batch that fills while
+it waits still waits out ``L``), and takes every commit queued meanwhile. A commit after a
 quiet spell of ``L`` or more goes at once as without linger, so a sender at a
 low rate waits for nobody; at a high rate fewer, larger statements carry the
 same commits (less CPU per commit, client and server), each commit waiting at
@@ -304,8 +305,9 @@ class GroupCommitter:
             self._in_flight -= 1
 
     async def _ripen(self) -> None:
-        """Wait until the first queued commit has lingered its time, or a batch is full
-        (at most the linger: a commit's time to go never moves)."""
+        """Wait until the first queued commit has lingered its time, unless a full batch
+        is queued when it looks (at most the linger: a commit's time to go never
+        moves; a batch that fills during the wait does not cut it short)."""
         queue, loop = self._queue, asyncio.get_running_loop()
         while queue and len(queue) < self._batch:
             left = queue[0].ripe - loop.time()

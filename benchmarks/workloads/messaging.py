@@ -23,8 +23,14 @@ it; it polls once a second) publishes them, and a consumer process
 (``benchmarks.latency_consumer``: a ``MessageConsumer`` with its inbox on
 PostgreSQL behind a ``RabbitMQSubscriber``) commits each one's effect. The
 latency of an event is the time from its command's return (committed) to the
-commit of its effect (wall clocks of one machine). Then the same at lower
-rates (``LOWER_RATES``), to show where a p50 under 20 ms holds on this machine.
+commit of its effect (wall clocks of one machine). The run at 500/s is made
+``RUNS_AT_RATE`` times (fresh relay and consumer processes each time) and the
+target is judged on the median run's p50; all runs' figures are reported. One
+run's p50 on this 2-core machine, where the five processes take ~1.75 of the
+cores at 500/s, varied from 12 to 30 ms between identical runs a minute apart
+(2026-12-04): a single run said more about the minute than about the code.
+Then the same at lower rates (``LOWER_RATES``, one run each), to show where a
+p50 under 20 ms holds on this machine.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ TITLE = "8. Messaging: relay vs raw aio-pika (confirms), commit-to-consumer late
 
 BATCH = 200
 RATE = 500.0  # commands per second for the latency run
+RUNS_AT_RATE = 3  # latency runs at RATE; the target is judged on the median run's p50
 LOWER_RATES = (250.0, 100.0, 50.0, 20.0)  # then these, to find where p50 < 20 ms holds
 
 TARGETS = [
@@ -274,6 +281,12 @@ async def _latency(
     }
 
 
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run whose p50 is the median of the runs' (the lower middle one of an even count)."""
+    ranked = sorted(runs, key=lambda r: r["p50_ms"])
+    return ranked[(len(ranked) - 1) // 2]
+
+
 def _p50_ms(seconds: Iterable[float]) -> float:
     return round(float(statistics.median(list(seconds))) * 1000, 2)
 
@@ -338,8 +351,12 @@ async def run(cfg: Config) -> WorkloadResult:
             persisted = build_persisted(engine, "msg")
             cases = await _relay_vs_raw(persisted, url, rounds, k)
             await _analyze(engine)
-            runs = []
-            for rate in (RATE,) if cfg.quick else (RATE, *LOWER_RATES):
+            at_rate = []
+            for repeat in range(1 if cfg.quick else RUNS_AT_RATE):
+                persisted = build_persisted(engine, f"lat{int(RATE)}-{repeat}")
+                at_rate.append(await _latency(persisted, db.url, url, seconds, RATE))
+            runs = [_median_run(at_rate)]
+            for rate in () if cfg.quick else LOWER_RATES:
                 persisted = build_persisted(engine, f"lat{int(rate)}")
                 runs.append(await _latency(persisted, db.url, url, seconds, rate))
         finally:
@@ -360,7 +377,16 @@ async def run(cfg: Config) -> WorkloadResult:
     result.figures = {
         "commit_to_consumer_p50_ms": latency["p50_ms"],
         "commit_to_consumer_p99_ms": latency["p99_ms"],
-        "latency_run": latency,
+        "latency_run": latency,  # the median run at RATE (by p50)
+        "runs_at_rate": [
+            {
+                "p50_ms": r["p50_ms"],
+                "p99_ms": r["p99_ms"],
+                "cpu_ms_per_message": r["cpu_ms_per_message"]["total"],
+                "cores_busy": r["cores_busy"],
+            }
+            for r in at_rate
+        ],
         "latency_by_rate": {
             str(r["rate_per_s"]): {
                 k: r[k]

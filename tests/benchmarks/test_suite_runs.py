@@ -161,3 +161,16 @@ def test_the_postgres_reader_saw_every_event_in_order(run: tuple[dict[str, Any],
         pytest.skip(f"postgres workload did not run: {workload.get('reason')}")
     check = workload["figures"]["reader_check"]
     assert check["events_seen"] == check["events_written"] > 0
+
+
+def test_the_messaging_latency_is_judged_on_the_median_run(
+    run: tuple[dict[str, Any], str],
+) -> None:
+    workload = run[0]["workloads"]["messaging"]
+    if not _expected_to_run("messaging"):
+        pytest.skip("the messaging workload needs PostgreSQL and RabbitMQ")
+    figures = workload["figures"]
+    runs = figures["runs_at_rate"]
+    assert len(runs) == 1  # --quick: one run at 500/s (three otherwise)
+    assert figures["commit_to_consumer_p50_ms"] == runs[0]["p50_ms"] > 0
+    assert figures["latency_run"]["consumed"] == figures["latency_run"]["commands"]

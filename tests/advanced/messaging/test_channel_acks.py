@@ -10,12 +10,16 @@ The same rules against a real broker: ``test_rabbitmq_acks.py``.
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING, cast
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cqrs_ddd_advanced_core.adapters.rabbitmq.acks import ChannelAcks
+
+if TYPE_CHECKING:
+    from aiormq.abc import AbstractChannel
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -32,10 +36,10 @@ class Broker:
         self.requeued: set[int] = set()
         self._next = 1
 
-    def deliver(self) -> Delivery:
+    def deliver(self) -> int:
         tag, self._next = self._next, self._next + 1
         self.outstanding.add(tag)
-        return Delivery(self, tag)
+        return tag
 
     def settle(self, method: str, tag: int, multiple: bool) -> None:
         self.frames.append((method, tag, multiple))
@@ -52,47 +56,50 @@ class Broker:
         else:
             self.requeued |= covered
 
+    # The channel's side (aiormq's channel, for these calls): a frame is handed to
+    # the connection, other tasks may run meanwhile.
 
-class Delivery:
-    """What the subscriber holds of one delivery (aio-pika's message, for these calls)."""
-
-    def __init__(self, broker: Broker, tag: int) -> None:
-        self.broker = broker
-        self.delivery_tag = tag
-
-    async def ack(self, multiple: bool = False) -> None:
-        await asyncio.sleep(0)  # a frame is handed to the connection: other tasks may run
-        self.broker.settle("ack", self.delivery_tag, multiple)
-
-    async def reject(self, requeue: bool = False) -> None:
+    async def basic_ack(self, delivery_tag: int, multiple: bool = False) -> None:
         await asyncio.sleep(0)
-        self.broker.settle("reject", self.delivery_tag, False)
+        self.settle("ack", delivery_tag, multiple)
 
-    async def nack(self, multiple: bool = False, requeue: bool = True) -> None:
+    async def basic_reject(self, delivery_tag: int, *, requeue: bool = True) -> None:
+        assert not requeue, "a reject goes to the dead-letter exchange, never back"
         await asyncio.sleep(0)
-        self.broker.settle("nack", self.delivery_tag, multiple)
+        self.settle("reject", delivery_tag, False)
+
+    async def basic_nack(
+        self, delivery_tag: int, multiple: bool = False, requeue: bool = True
+    ) -> None:
+        assert requeue, "a delivery given back goes back to its queue"
+        await asyncio.sleep(0)
+        self.settle("nack", delivery_tag, multiple)
 
 
-def committed(broker: Broker, *deliveries: Delivery) -> list[Delivery]:
-    broker.committed.update(d.delivery_tag for d in deliveries)
-    return list(deliveries)
+def acks_on(broker: Broker, hold: float) -> ChannelAcks:
+    return ChannelAcks(cast("AbstractChannel", broker), hold=hold)
+
+
+def committed(broker: Broker, *tags: int) -> list[int]:
+    broker.committed.update(tags)
+    return list(tags)
 
 
 async def test_deliveries_committed_in_tag_order_are_acknowledged_with_one_frame() -> None:
     broker = Broker()
-    acks = ChannelAcks(hold=1.0)
+    acks = acks_on(broker, 1.0)
     batch = [broker.deliver() for _ in range(5)]
-    await acks.ack(committed(broker, *batch))  # type: ignore[arg-type]
+    await acks.ack(committed(broker, *batch))
     assert broker.frames == [("ack", 5, True)]
     assert broker.outstanding == set()
 
 
 async def test_the_queues_of_one_batch_acknowledging_in_one_turn_share_one_frame() -> None:
     broker = Broker()
-    acks = ChannelAcks(hold=1.0)
+    acks = acks_on(broker, 1.0)
     queues = [[broker.deliver()] for _ in range(4)]  # a batch of four queues' deliveries
     # Their tasks resume in one turn of the loop once the batch committed.
-    await asyncio.gather(*(acks.ack(committed(broker, *q)) for q in queues))  # type: ignore[arg-type]
+    await asyncio.gather(*(acks.ack(committed(broker, *q)) for q in queues))
     await acks.flush()
     assert broker.frames == [("ack", 4, True)]
     assert broker.acked == {1, 2, 3, 4}
@@ -100,20 +107,20 @@ async def test_the_queues_of_one_batch_acknowledging_in_one_turn_share_one_frame
 
 async def test_a_delivery_committed_above_an_outstanding_one_waits_for_it() -> None:
     broker = Broker()
-    acks = ChannelAcks(hold=1.0)
+    acks = acks_on(broker, 1.0)
     first, second, third = broker.deliver(), broker.deliver(), broker.deliver()
-    await acks.ack(committed(broker, second, third))  # type: ignore[arg-type]
+    await acks.ack(committed(broker, second, third))
     assert broker.frames == []  # 1 is not settled: an ack of 3 with multiple would cover it
-    await acks.ack(committed(broker, first))  # type: ignore[arg-type]
+    await acks.ack(committed(broker, first))
     assert broker.frames == [("ack", 3, True)]
 
 
 async def test_a_rejected_delivery_is_rejected_alone_and_the_floor_passes_it() -> None:
     broker = Broker()
-    acks = ChannelAcks(hold=1.0)
+    acks = acks_on(broker, 1.0)
     poison, after = broker.deliver(), broker.deliver()
-    await acks.ack(committed(broker, after))  # type: ignore[arg-type]
-    await acks.reject(poison)  # type: ignore[arg-type]
+    await acks.ack(committed(broker, after))
+    await acks.reject(poison)
     assert broker.frames == [("reject", 1, False), ("ack", 2, True)]
     assert broker.rejected == {1}
     assert broker.acked == {2}
@@ -121,17 +128,17 @@ async def test_a_rejected_delivery_is_rejected_alone_and_the_floor_passes_it() -
 
 async def test_what_waits_longer_than_hold_is_acknowledged_alone() -> None:
     broker = Broker()
-    acks = ChannelAcks(hold=0.05)
+    acks = acks_on(broker, 0.05)
     runner = asyncio.create_task(acks.run())
     try:
         stuck, done = broker.deliver(), broker.deliver()  # `stuck` is being retried
-        await acks.ack(committed(broker, done))  # type: ignore[arg-type]
+        await acks.ack(committed(broker, done))
         async with asyncio.timeout(5):
             while broker.outstanding != {1}:  # noqa: ASYNC110 (the hold is a timer)
                 await asyncio.sleep(0.01)
         assert broker.frames == [("ack", 2, False)]
         later = broker.deliver()
-        await acks.ack(committed(broker, stuck, later))  # type: ignore[arg-type]
+        await acks.ack(committed(broker, stuck, later))
         assert broker.frames[1:] == [("ack", 3, True)]  # 2 is not acknowledged twice
     finally:
         runner.cancel()
@@ -139,14 +146,14 @@ async def test_what_waits_longer_than_hold_is_acknowledged_alone() -> None:
 
 async def test_a_tag_never_seen_is_never_covered_and_the_ones_above_go_alone() -> None:
     broker = Broker()
-    acks = ChannelAcks(hold=0.02)
+    acks = acks_on(broker, 0.02)
     runner = asyncio.create_task(acks.run())
     try:
         unseen = broker.deliver()  # delivered, but the subscriber never got it
         seen = [broker.deliver(), broker.deliver()]
-        await acks.ack(committed(broker, *seen))  # type: ignore[arg-type]
+        await acks.ack(committed(broker, *seen))
         async with asyncio.timeout(5):
-            while broker.outstanding != {unseen.delivery_tag}:  # noqa: ASYNC110
+            while broker.outstanding != {unseen}:  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
         assert all(not multiple for _, _, multiple in broker.frames)
     finally:
@@ -155,27 +162,27 @@ async def test_a_tag_never_seen_is_never_covered_and_the_ones_above_go_alone() -
 
 async def test_flush_acknowledges_everything_committed_that_waits() -> None:
     broker = Broker()
-    acks = ChannelAcks(hold=60.0)
+    acks = acks_on(broker, 60.0)
     outstanding, *done = (broker.deliver() for _ in range(4))
-    await acks.ack(committed(broker, *done))  # type: ignore[arg-type]
+    await acks.ack(committed(broker, *done))
     assert broker.frames == []
     await acks.flush()
-    assert broker.outstanding == {outstanding.delivery_tag}
+    assert broker.outstanding == {outstanding}
     assert broker.acked == {2, 3, 4}
 
 
 async def test_with_hold_zero_each_delivery_is_acknowledged_alone_at_once() -> None:
     broker = Broker()
-    acks = ChannelAcks(hold=0)
+    acks = acks_on(broker, 0)
     batch = [broker.deliver() for _ in range(3)]
-    await acks.ack(committed(broker, *batch[1:]))  # type: ignore[arg-type]
-    await acks.ack(committed(broker, batch[0]))  # type: ignore[arg-type]
+    await acks.ack(committed(broker, *batch[1:]))
+    await acks.ack(committed(broker, batch[0]))
     assert broker.frames == [("ack", 2, False), ("ack", 3, False), ("ack", 1, False)]
 
 
 def test_a_negative_hold_is_refused() -> None:
     with pytest.raises(ValueError, match="hold"):
-        ChannelAcks(hold=-1)
+        acks_on(Broker(), -1)
 
 
 # Each step settles one delivery, by tag index into the ones not settled yet:
@@ -198,7 +205,7 @@ def test_any_order_of_settling_acks_only_committed_deliveries_each_once(
 ) -> None:
     async def scenario() -> None:
         broker = Broker()
-        acks = ChannelAcks(hold=0.001)
+        acks = acks_on(broker, 0.001)
         runner = asyncio.create_task(acks.run())
         try:
             left = [broker.deliver() for _ in range(deliveries)]
@@ -208,13 +215,11 @@ def test_any_order_of_settling_acks_only_committed_deliveries_each_once(
                     break
                 chosen = [left.pop(pick % len(left)) for _ in range(min(count, len(left)))]
                 if action == "commit":  # one queue's committed deliveries, concurrently
-                    pending.append(
-                        asyncio.create_task(acks.ack(committed(broker, *chosen)))  # type: ignore[arg-type]
-                    )
+                    pending.append(asyncio.create_task(acks.ack(committed(broker, *chosen))))
                 elif action == "reject":
-                    pending.extend(asyncio.create_task(acks.reject(d)) for d in chosen)  # type: ignore[arg-type]
+                    pending.extend(asyncio.create_task(acks.reject(d)) for d in chosen)
                 elif action == "give_back":
-                    pending.extend(asyncio.create_task(acks.give_back(d)) for d in chosen)  # type: ignore[arg-type]
+                    pending.extend(asyncio.create_task(acks.give_back(d)) for d in chosen)
                 else:
                     left.extend(chosen)  # not settled (yet): in a queue, or being retried
                     await asyncio.sleep(0.002)
@@ -227,7 +232,7 @@ def test_any_order_of_settling_acks_only_committed_deliveries_each_once(
                         await asyncio.sleep(0.001)
             assert broker.acked == broker.committed
             assert not broker.acked & broker.rejected
-            assert broker.outstanding == {d.delivery_tag for d in left}
+            assert broker.outstanding == set(left)
         finally:
             runner.cancel()
 

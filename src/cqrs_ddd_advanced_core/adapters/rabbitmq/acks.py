@@ -23,6 +23,10 @@ A batch's queues acknowledge their deliveries one after another in one turn
 of the event loop; the first waits for the end of that turn, so that one
 multiple ack covers the whole batch instead of one frame per queue (each
 frame is a write on the socket and work for the broker).
+
+The frames go out on the channel's aiormq channel (aio-pika's
+``get_underlay_channel()``), by delivery tag: the subscriber consumes there,
+without aio-pika's per-delivery message objects.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from collections.abc import Awaitable, Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from aio_pika.abc import AbstractIncomingMessage
+    from aiormq.abc import AbstractChannel
 
 __all__ = ["ChannelAcks"]
 
@@ -41,35 +45,36 @@ class ChannelAcks:
     """Acknowledges, rejects and gives back one channel's deliveries (see the module).
 
     Args:
+        channel: The aiormq channel the deliveries came on.
         hold: Seconds a committed delivery may wait for the ones before it to be
             settled before it is acknowledged alone (0: each delivery is
             acknowledged alone at once, one frame each).
     """
 
-    def __init__(self, *, hold: float) -> None:
+    def __init__(self, channel: AbstractChannel, *, hold: float) -> None:
         if hold < 0:
             raise ValueError(f"hold must not be negative, got {hold}")
+        self._channel = channel
         self._hold = hold
         self._floor = 0  # every tag up to it is settled
-        self._committed: dict[int, AbstractIncomingMessage] = {}  # above the floor, to ack
+        self._committed: set[int] = set()  # above the floor, to ack
         self._settled: set[int] = set()  # above the floor, settled one by one
         self._held = asyncio.Event()  # set while something waits in _committed
         self._alone_acks = asyncio.Lock()  # flush waits for those run() is sending
         self._turn = False  # an ack() waits for this turn's others, then advances
 
-    async def ack(self, deliveries: Iterable[AbstractIncomingMessage]) -> None:
+    async def ack(self, tags: Iterable[int]) -> None:
         """Acknowledge deliveries whose effects committed (or that were skipped).
 
         The acknowledgement may go out a turn of the event loop later, with those
         of the other queues whose deliveries committed in the same transaction.
         """
         held = False
-        for delivery in deliveries:
-            tag = delivery.delivery_tag
-            if not self._hold or tag is None:
-                await self._alone(delivery.ack(), tag)
+        for tag in tags:
+            if not self._hold:
+                await self._alone(self._channel.basic_ack(tag), tag)
             elif tag > self._floor:  # (at or below it: settled already, nothing to send)
-                self._committed[tag] = delivery
+                self._committed.add(tag)
                 held = True
         if not held:
             await self._advance()
@@ -84,14 +89,14 @@ class ChannelAcks:
                 self._turn = False
             await self._advance()
 
-    async def reject(self, delivery: AbstractIncomingMessage) -> None:
+    async def reject(self, tag: int) -> None:
         """Reject without requeue: RabbitMQ routes it to the dead-letter exchange."""
-        await self._alone(delivery.reject(requeue=False), delivery.delivery_tag)
+        await self._alone(self._channel.basic_reject(tag, requeue=False), tag)
         await self._advance()
 
-    async def give_back(self, delivery: AbstractIncomingMessage) -> None:
+    async def give_back(self, tag: int) -> None:
         """Return it to its queue untouched (``nack`` with requeue)."""
-        await self._alone(delivery.nack(requeue=True), delivery.delivery_tag)
+        await self._alone(self._channel.basic_nack(tag, requeue=True), tag)
         await self._advance()
 
     async def flush(self) -> None:
@@ -100,7 +105,8 @@ class ChannelAcks:
             await self._advance()
             while self._committed:
                 tag = min(self._committed)
-                await self._alone(self._committed.pop(tag).ack(), tag)
+                self._committed.discard(tag)
+                await self._alone(self._channel.basic_ack(tag), tag)
             await self._advance()
 
     async def run(self) -> None:
@@ -115,31 +121,32 @@ class ChannelAcks:
             async with self._alone_acks:
                 stale = sorted(tag for tag in previous if tag in self._committed)
                 for tag in stale:
-                    await self._alone(self._committed.pop(tag).ack(), tag)
+                    self._committed.discard(tag)
+                    await self._alone(self._channel.basic_ack(tag), tag)
                 previous = set(self._committed)
                 if stale:
                     await self._advance()
 
-    async def _alone(self, settle: Awaitable[None], tag: int | None) -> None:
+    async def _alone(self, settle: Awaitable[None], tag: int) -> None:
         """Send one delivery's frame; only then does its tag count as settled."""
         await settle
-        if self._hold and tag is not None and tag > self._floor:
+        if self._hold and tag > self._floor:
             self._settled.add(tag)
 
     async def _advance(self) -> None:
         """Move the floor over what is settled; one multiple ack for the committed ones."""
-        top: AbstractIncomingMessage | None = None
+        top: int | None = None
         while True:
             following = self._floor + 1
-            delivery = self._committed.pop(following, None)
-            if delivery is not None:
-                top = delivery
+            if following in self._committed:
+                self._committed.discard(following)
+                top = following
             elif following in self._settled:
                 self._settled.discard(following)
             else:
                 break
             self._floor = following
         if top is not None:
-            await top.ack(multiple=True)
+            await self._channel.basic_ack(top, multiple=True)
         if self._committed:
             self._held.set()

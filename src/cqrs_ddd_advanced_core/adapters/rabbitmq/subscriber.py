@@ -40,10 +40,13 @@ acknowledged only after its commit, so a consumer killed mid-batch leaves
 either none of its effects or all of them, and the redelivered ones are
 skipped by the inbox).
 
-The queues share one channel; what committed is acknowledged several
-deliveries at a time (``basic.ack`` with ``multiple``, never past a delivery
-of the channel that is not settled; one that waits for an earlier one goes
-alone after ``ack_hold``): see :mod:`.acks`.
+The queues share one channel, consumed on its aiormq channel (aio-pika's
+``get_underlay_channel()``): a delivery is decoded straight from aiormq's
+``DeliveredMessage`` and settled by its delivery tag, without the message
+object (and second task) aio-pika's ``Queue.consume`` makes of each. What
+committed is acknowledged several deliveries at a time (``basic.ack`` with
+``multiple``, never past a delivery of the channel that is not settled; one
+that waits for an earlier one goes alone after ``ack_hold``): see :mod:`.acks`.
 
 Each batch (with the SQL inbox) is a transaction on a connection of its own,
 and a retried delivery another: give the inbox's engine a pool of at least
@@ -72,7 +75,7 @@ from cqrs_ddd_advanced_core.outbox.service import Backoff
 from cqrs_ddd_core.telemetry.api import get_meter
 
 if TYPE_CHECKING:
-    from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
+    from aiormq.abc import AbstractChannel, DeliveredMessage
     from opentelemetry.metrics import MeterProvider
 
     from cqrs_ddd_advanced_core.adapters.rabbitmq.topology import ConsumerTopology
@@ -198,10 +201,11 @@ class RabbitMQSubscriber:
             channel = await connection.channel()
             await channel.set_qos(prefetch_count=self._prefetch)
             queues = await self.topology.declare(channel)
+            underlay = await channel.get_underlay_channel()
             lost = asyncio.Event()
             connection.close_callbacks.add(lambda *_: lost.set())
             single, batch = _processors(processor)
-            acks = ChannelAcks(hold=self._ack_hold)
+            acks = ChannelAcks(underlay, hold=self._ack_hold)
             tasks = [asyncio.create_task(acks.run())]
             batcher = None
             if batch is not None and self._batch_size > 1:
@@ -210,7 +214,9 @@ class RabbitMQSubscriber:
             busy: set[str] = set()  # queues whose task is processing deliveries
             lanes = {
                 queue.name: asyncio.create_task(
-                    self._consume(queue, _Lane(single, batcher, acks, stop_event), busy)
+                    self._consume(
+                        underlay, queue.name, _Lane(single, batcher, acks, stop_event), busy
+                    )
                 )
                 for queue in queues
             }
@@ -260,13 +266,17 @@ class RabbitMQSubscriber:
         if finishing:
             await asyncio.wait(finishing, timeout=self._process_timeout)
 
-    async def _consume(self, queue: AbstractQueue, lane: _Lane, busy: set[str]) -> None:
-        ready: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+    async def _consume(
+        self, channel: AbstractChannel, queue: str, lane: _Lane, busy: set[str]
+    ) -> None:
+        ready: asyncio.Queue[DeliveredMessage] = asyncio.Queue()
 
-        async def arrived(delivery: AbstractIncomingMessage) -> None:
+        async def arrived(delivery: DeliveredMessage) -> None:
             ready.put_nowait(delivery)
 
-        tag = await queue.consume(arrived)
+        tag = (await channel.basic_consume(queue, arrived)).consumer_tag
+        if tag is None:  # (as aio-pika's Queue.consume: pamqp types it optional)
+            raise RuntimeError(f"queue {queue}: no consumer tag")
         try:
             while True:
                 deliveries = [await ready.get()]
@@ -274,58 +284,56 @@ class RabbitMQSubscriber:
                     deliveries.append(ready.get_nowait())
                 if lane.stop_event.is_set():  # stopping: give them back untouched
                     for delivery in deliveries:
-                        await lane.acks.give_back(delivery)
+                        await _give_back(delivery, lane.acks)
                     return
-                busy.add(queue.name)
+                busy.add(queue)
                 try:
-                    await self._deliver(queue.name, deliveries, lane)
+                    await self._deliver(queue, deliveries, lane)
                 finally:
-                    busy.discard(queue.name)
+                    busy.discard(queue)
                 if lane.stop_event.is_set():
                     return
         finally:
-            await self._stop_consuming(queue, tag, ready, lane.acks)
+            await self._stop_consuming(channel, tag, ready, lane.acks)
 
     async def _stop_consuming(
         self,
-        queue: AbstractQueue,
+        channel: AbstractChannel,
         tag: str,
-        ready: asyncio.Queue[AbstractIncomingMessage],
+        ready: asyncio.Queue[DeliveredMessage],
         acks: ChannelAcks,
     ) -> None:
         """Cancel the consumer and give back what arrived and was not processed (on a
         channel that closed they come back anyway)."""
-        if queue.channel.is_closed:
+        if channel.is_closed:
             return
         with contextlib.suppress(*_CONNECTION_ERRORS):
             async with asyncio.timeout(self._connect_timeout):
-                await queue.cancel(tag)
+                await channel.basic_cancel(tag)
                 while not ready.empty():
-                    await acks.give_back(ready.get_nowait())
+                    await _give_back(ready.get_nowait(), acks)
 
-    async def _deliver(
-        self, queue: str, deliveries: list[AbstractIncomingMessage], lane: _Lane
-    ) -> None:
+    async def _deliver(self, queue: str, deliveries: list[DeliveredMessage], lane: _Lane) -> None:
         """Process deliveries of one queue in their order: in batches of what is ready
         (with other queues' in one transaction, when the processor has
         ``process_batch``); a delivery that fails is retried alone, in place, before
         those after it."""
         acks, stop_event, batch = lane.acks, lane.stop_event, lane.batch
-        pending: list[tuple[AbstractIncomingMessage, IncomingMessage]] = []
+        pending: list[tuple[int, IncomingMessage]] = []  # (delivery tag, message)
         for delivery in deliveries:
-            message = await self._decode(queue, delivery, acks)
-            if message is not None:
-                pending.append((delivery, message))
+            decoded = await self._decode(queue, delivery, acks)
+            if decoded is not None:
+                pending.append(decoded)
         while pending:
             if stop_event.is_set():  # stopping: what was not started goes back
-                for delivery, _ in pending:
-                    await acks.give_back(delivery)
+                for tag, _ in pending:
+                    await acks.give_back(tag)
                 return
             if batch is None:
-                delivery, message = pending.pop(0)
-                if not await self._retry(queue, delivery, message, lane, 1, None):
-                    for delivery, _ in pending:  # stopping: give back the rest
-                        await acks.give_back(delivery)
+                tag, message = pending.pop(0)
+                if not await self._retry(queue, tag, message, lane, 1, None):
+                    for tag, _ in pending:  # stopping: give back the rest
+                        await acks.give_back(tag)
                     return
                 continue
             try:
@@ -340,25 +348,28 @@ class RabbitMQSubscriber:
             done = 0
             while done < len(results) and isinstance(results[done], Outcome):
                 done += 1
-            await acks.ack([delivery for delivery, _ in pending[:done]])
+            await acks.ack([tag for tag, _ in pending[:done]])
             failed = results[done] if done < len(results) else None
             rest = pending[done:]
             if isinstance(failed, Exception):  # attempt 1 failed: the retries, in place
-                delivery, message = rest.pop(0)
-                if not await self._retry(queue, delivery, message, lane, 2, failed):
-                    for delivery, _ in rest:
-                        await acks.give_back(delivery)
+                tag, message = rest.pop(0)
+                if not await self._retry(queue, tag, message, lane, 2, failed):
+                    for tag, _ in rest:
+                        await acks.give_back(tag)
                     return
             pending = rest
 
     async def _decode(
-        self, queue: str, delivery: AbstractIncomingMessage, acks: ChannelAcks
-    ) -> IncomingMessage | None:
+        self, queue: str, delivery: DeliveredMessage, acks: ChannelAcks
+    ) -> tuple[int, IncomingMessage] | None:
+        """The delivery's tag and message; None if it was dead-lettered (undecodable)."""
+        tag = _tag(delivery)
+        properties = delivery.header.properties
         try:
             message = decode(
-                delivery.message_id or "",
+                properties.message_id or "",
                 delivery.body,
-                delivery.headers or {},
+                properties.headers or {},
                 destination=queue,
                 redelivered=bool(delivery.redelivered),
             )
@@ -366,14 +377,14 @@ class RabbitMQSubscriber:
                 raise ValueError("a message without message_id")
         except ValueError as exc:
             _log.error("message_undecodable", queue=queue, error=str(exc))
-            await self._dead_letter(delivery, acks)
+            await self._dead_letter(tag, acks)
             return None
-        return message
+        return tag, message
 
     async def _retry(
         self,
         queue: str,
-        delivery: AbstractIncomingMessage,
+        tag: int,
         message: IncomingMessage,
         lane: _Lane,
         first: int,
@@ -393,13 +404,13 @@ class RabbitMQSubscriber:
                         attempts=attempt - 1,
                         error_type=type(failure).__name__,
                     )
-                    await self._dead_letter(delivery, lane.acks)
+                    await self._dead_letter(tag, lane.acks)
                     return True
                 delay = self._backoff.delay(attempt - 1).total_seconds()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(lane.stop_event.wait(), delay)
                 if lane.stop_event.is_set():  # give it back for the next consumer
-                    await lane.acks.give_back(delivery)
+                    await lane.acks.give_back(tag)
                     return False
             try:
                 async with asyncio.timeout(self._process_timeout):
@@ -411,17 +422,29 @@ class RabbitMQSubscriber:
                 failure = exc
                 attempt += 1
                 continue
-            await lane.acks.ack([delivery])
+            await lane.acks.ack([tag])
             return True
 
-    async def _dead_letter(self, delivery: AbstractIncomingMessage, acks: ChannelAcks) -> None:
-        await acks.reject(delivery)
+    async def _dead_letter(self, tag: int, acks: ChannelAcks) -> None:
+        await acks.reject(tag)
         self._instruments.consumer_dead_lettered.add(
             1, {"messaging.consumer.group.name": self.topology.service}
         )
 
     def __repr__(self) -> str:
         return f"RabbitMQSubscriber({self.topology!r})"
+
+
+def _tag(delivery: DeliveredMessage) -> int:
+    """A ``basic.deliver``'s delivery tag (pamqp types it optional; RabbitMQ always sets it)."""
+    tag = delivery.delivery_tag
+    if tag is None:
+        raise ValueError(f"a delivery without a delivery tag: {delivery.delivery!r}")
+    return tag
+
+
+async def _give_back(delivery: DeliveredMessage, acks: ChannelAcks) -> None:
+    await acks.give_back(_tag(delivery))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

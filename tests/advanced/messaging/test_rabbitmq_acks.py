@@ -73,9 +73,9 @@ def ack_frames(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     return frames
 
 
-async def _published(shop: Shop, url: str, exchange: str, orders: int) -> list[str]:
-    """One ``OrderPlaced`` per order in the queues (the consumer not running yet)."""
-    for i in range(orders):
+async def _published(shop: Shop, url: str, exchange: str, orders: int, first: int = 0) -> list[str]:
+    """One ``OrderPlaced`` per order (``o-<first>``...) in the queues."""
+    for i in range(first, first + orders):
         await shop.place(f"o-{i}")
     ids: list[str] = []
     async with RabbitMQPublisher(url, exchange=exchange) as publisher:
@@ -194,6 +194,43 @@ class Gated(Billing):
                 self.waiting.set()
                 await self.gate.wait()
         await super().charge(message, tx)
+
+
+async def test_stopping_gives_back_what_arrived_behind_a_batch_and_it_is_consumed_once_after(
+    pg_engine: AsyncEngine, rabbitmq_url: str
+) -> None:
+    # One queue: its task is in a batch (gated) while four more deliveries arrive; asked to
+    # stop, it finishes that batch (committed, acknowledged) and gives the four back.
+    await create_billing_tables(pg_engine)
+    shop = Shop(pg_engine)
+    exchange = unique_name("events")
+    topology = ConsumerTopology(unique_name("billing"), partitions=1, exchange=exchange)
+    subscriber = RabbitMQSubscriber(rabbitmq_url, topology)
+    await subscriber.declare()
+    first = await _published(shop, rabbitmq_url, exchange, orders=1)
+    billing = Gated(pg_engine)
+    billing.gated = first[0]
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(subscriber.run(billing.consumer.process, stop))
+    try:
+        async with asyncio.timeout(30):
+            await billing.waiting.wait()
+        behind = await _published(shop, rabbitmq_url, exchange, orders=4, first=1)
+        async with asyncio.timeout(30):  # all four delivered (to its prefetch window)
+            while await _ready_in(rabbitmq_url, topology):  # noqa: ASYNC110 (no event)
+                await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        billing.gate.set()
+        async with asyncio.timeout(30):
+            await task
+    assert billing.handled_ids == first
+    assert await _ready_in(rabbitmq_url, topology) == len(behind)  # given back, not lost
+    after = Billing(pg_engine)
+    async with running(lambda stop: subscriber.run(after.consumer.process, stop)):
+        await after.wait_for(len(behind))
+    assert after.handled_ids == behind  # in order, each once
+    assert await _ready_in(rabbitmq_url, topology) == 0
 
 
 @dataclass

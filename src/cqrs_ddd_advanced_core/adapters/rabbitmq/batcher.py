@@ -131,6 +131,9 @@ class Batcher:
                     return
                 wait = (oldest if self._running else min(oldest, spaced)) - now
             self._changed.clear()
+            if wait is None:
+                await self._changed.wait()
+                continue
             try:
                 async with asyncio.timeout(wait):
                     await self._changed.wait()

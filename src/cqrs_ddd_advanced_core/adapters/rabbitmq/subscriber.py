@@ -59,6 +59,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+from collections import deque
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -269,19 +270,13 @@ class RabbitMQSubscriber:
     async def _consume(
         self, channel: AbstractChannel, queue: str, lane: _Lane, busy: set[str]
     ) -> None:
-        ready: asyncio.Queue[DeliveredMessage] = asyncio.Queue()
-
-        async def arrived(delivery: DeliveredMessage) -> None:
-            ready.put_nowait(delivery)
-
-        tag = (await channel.basic_consume(queue, arrived)).consumer_tag
+        ready = _Arrivals()
+        tag = (await channel.basic_consume(queue, ready.put)).consumer_tag
         if tag is None:  # (as aio-pika's Queue.consume: pamqp types it optional)
             raise RuntimeError(f"queue {queue}: no consumer tag")
         try:
             while True:
-                deliveries = [await ready.get()]
-                while len(deliveries) < self._batch_size and not ready.empty():
-                    deliveries.append(ready.get_nowait())
+                deliveries = await ready.take(self._batch_size)
                 if lane.stop_event.is_set():  # stopping: give them back untouched
                     for delivery in deliveries:
                         await _give_back(delivery, lane.acks)
@@ -300,7 +295,7 @@ class RabbitMQSubscriber:
         self,
         channel: AbstractChannel,
         tag: str,
-        ready: asyncio.Queue[DeliveredMessage],
+        ready: _Arrivals,
         acks: ChannelAcks,
     ) -> None:
         """Cancel the consumer and give back what arrived and was not processed (on a
@@ -310,8 +305,8 @@ class RabbitMQSubscriber:
         with contextlib.suppress(*_CONNECTION_ERRORS):
             async with asyncio.timeout(self._connect_timeout):
                 await channel.basic_cancel(tag)
-                while not ready.empty():
-                    await _give_back(ready.get_nowait(), acks)
+                for delivery in ready.take_all():
+                    await _give_back(delivery, acks)
 
     async def _deliver(self, queue: str, deliveries: list[DeliveredMessage], lane: _Lane) -> None:
         """Process deliveries of one queue in their order: in batches of what is ready
@@ -433,6 +428,40 @@ class RabbitMQSubscriber:
 
     def __repr__(self) -> str:
         return f"RabbitMQSubscriber({self.topology!r})"
+
+
+class _Arrivals:
+    """One queue's deliveries not taken yet, in their order (one taker: an
+    ``asyncio.Queue`` without its bookkeeping)."""
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: deque[DeliveredMessage] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+
+    async def put(self, delivery: DeliveredMessage) -> None:
+        """The consumer callback (aiormq runs it in a task of its own)."""
+        self._items.append(delivery)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def take(self, most: int) -> list[DeliveredMessage]:
+        """What arrived, at most ``most`` (the oldest first); waits for one."""
+        items = self._items
+        while not items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return [items.popleft() for _ in range(min(most, len(items)))]
+
+    def take_all(self) -> list[DeliveredMessage]:
+        taken = list(self._items)
+        self._items.clear()
+        return taken
 
 
 def _tag(delivery: DeliveredMessage) -> int:

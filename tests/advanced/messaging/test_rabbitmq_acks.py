@@ -5,7 +5,8 @@ channel's floor (:mod:`cqrs_ddd_advanced_core.adapters.rabbitmq.acks`). Here:
 fewer ack frames than deliveries and nothing left unacknowledged; a delivery in
 retry does not hold back the acks (and so the prefetch window) of the deliveries
 after it; a connection cut while a batch is in its transaction loses and repeats
-no effect.
+no effect; a stop gives back what waited behind the batch; no aio-pika message
+object is made of a delivery.
 """
 
 from __future__ import annotations

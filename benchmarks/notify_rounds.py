@@ -20,12 +20,15 @@ did them all (a kept connection), and the server's statements. ``--instructions`
 counts instead, under valgrind's callgrind, the instructions of the sending
 process per round (a short and a long run, the difference per round:
 start-up cancels out); the load of the machine does not change them.
+``--plain`` runs on the cluster ``benchmarks.pg`` starts (as the latency
+runs do), without ``pg_stat_statements``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -82,7 +85,8 @@ async def _child(args: argparse.Namespace) -> None:
             assert notifier.failures == 0
             return
         server = proc_cpu.listener_tree(args.port)
-        await _admin(args.url, "SELECT pg_stat_statements_reset()")
+        if not args.plain:
+            await _admin(args.url, "SELECT pg_stat_statements_reset()")
         senders.clear()
         await rounds(1)
         (backend,) = senders if len(senders) == 1 else (0,)  # the one that notified, if kept
@@ -92,7 +96,7 @@ async def _child(args: argparse.Namespace) -> None:
         after = (proc_cpu.self_cpu(), server() if server is not None else 0.0)
         notifier_after = proc_cpu.process_cpu(backend) if backend else None
         one_backend = len(senders) == 1
-        statements = await _admin(args.url, _STATEMENTS)
+        statements = [] if args.plain else await _admin(args.url, _STATEMENTS)
         assert notifier.failures == 0
     finally:
         await listener.close()
@@ -131,10 +135,12 @@ async def _main(args: argparse.Namespace) -> None:
     from benchmarks.pg import _admin, database
     from benchmarks.relay_cpu import _cluster
 
-    with _cluster():
+    with contextlib.nullcontext() if args.plain else _cluster():
         async with database() as db:
-            await _admin(db.url, "CREATE EXTENSION pg_stat_statements")
+            if not args.plain:
+                await _admin(db.url, "CREATE EXTENSION pg_stat_statements")
             child = ["benchmarks.notify_rounds", "--child", f"--url={db.url}", f"--port={db.port}"]
+            child += ["--plain"] if args.plain else []
             for r in range(args.rounds):
                 for tree in args.trees if r % 2 == 0 else args.trees[::-1]:
                     if args.instructions:
@@ -176,6 +182,11 @@ def main() -> None:
     parser.add_argument("--instructions", action="store_true", help="count under callgrind")
     parser.add_argument("--short", type=int, default=100)
     parser.add_argument("--long", type=int, default=400)
+    parser.add_argument(
+        "--plain",
+        action="store_true",
+        help="the suite's durable cluster without pg_stat_statements (no statements listed)",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--count-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)

@@ -108,7 +108,7 @@ async def test_a_commit_is_one_statement_with_no_begin_or_commit_around_it(
     assert statements[0].startswith("WITH ")
     assert "INSERT INTO events" in statements[0]
     assert "notify" not in statements[0].lower()
-    assert statements[1] == "SELECT pg_notify('cqrs_events', ''), pg_notify('cqrs_outbox', '')"
+    assert statements[1] == 'NOTIFY "cqrs_events"; NOTIFY "cqrs_outbox"'
     assert [(t.operation, t.collection) for t in uow.timings] == [
         ("INSERT", "events"),
         ("INSERT", "outbox"),

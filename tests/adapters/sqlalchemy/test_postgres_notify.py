@@ -219,7 +219,7 @@ async def notify_backends(engine: AsyncEngine) -> list[int]:
         rows = await conn.execute(
             text(
                 "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-                "AND wait_event_type = 'Lock' AND query LIKE '%pg_notify(''cqrs_%'"
+                "AND wait_event_type = 'Lock' AND query LIKE 'NOTIFY \"cqrs_%'"
             )
         )
         return [row[0] for row in rows]

@@ -31,9 +31,9 @@ from typing import Any
 
 import asyncpg
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from cqrs_ddd_core.adapters.sqlalchemy import (
     EVENTS_CHANNEL,
@@ -99,10 +99,12 @@ class Heard:
 
     def __init__(self) -> None:
         self.times: dict[str, list[float]] = {EVENTS_CHANNEL: [], OUTBOX_NOTIFY_CHANNEL: []}
+        self.senders: list[int] = []  # the server process that sent each notification
         self.changed = asyncio.Event()
 
-    def __call__(self, _conn: Any, _pid: int, channel: str, _payload: str) -> None:
+    def __call__(self, _conn: Any, pid: int, channel: str, _payload: str) -> None:
         self.times[channel].append(time.monotonic())
+        self.senders.append(pid)
         self.changed.set()
 
     def count(self, channel: str = EVENTS_CHANNEL) -> int:
@@ -217,7 +219,7 @@ async def notify_backends(engine: AsyncEngine) -> list[int]:
         rows = await conn.execute(
             text(
                 "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-                "AND wait_event_type = 'Lock' AND query LIKE '%pg_notify(''cqrs_%'"
+                "AND wait_event_type = 'Lock' AND query LIKE 'NOTIFY \"cqrs_%'"
             )
         )
         return [row[0] for row in rows]
@@ -225,6 +227,37 @@ async def notify_backends(engine: AsyncEngine) -> list[int]:
 
 def pending_notify_tasks() -> list[asyncio.Task[Any]]:
     return [t for t in asyncio.all_tasks() if t.get_name() == TASK_NAME and not t.done()]
+
+
+async def backend_alive(url: str, pid: int) -> bool:
+    """Whether server process ``pid`` is still connected."""
+    conn = await asyncio.wait_for(asyncpg.connect(url), BOUND)
+    try:
+        found = await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid)
+        return bool(found)
+    finally:
+        await conn.close()
+
+
+async def gone(url: str, pid: int) -> None:
+    """Wait until server process ``pid`` has gone (bounded)."""
+
+    async def ended() -> bool:
+        return not await backend_alive(url, pid)
+
+    await until(ended, f"backend {pid} gone")
+
+
+async def rounds_heard(engine: AsyncEngine, heard: Heard, n: int) -> None:
+    """Ask ``engine``'s notifier for ``n`` rounds, one after the other, each heard."""
+    from cqrs_ddd_core.adapters.sqlalchemy.postgres_notify import notifier_for
+
+    notifier = notifier_for(engine)
+    for _ in range(n):
+        want = heard.count() + 1
+        notifier.committed(engine, events=True, outbox=False)
+        await heard.until(lambda want=want: heard.count() == want)
+        await settled(lambda: not notifier.busy, "the round done")
 
 
 # -- what the schema holds -----------------------------------------------------
@@ -348,6 +381,101 @@ async def test_a_stream_of_commits_sends_at_most_one_round_per_interval(
     assert 1 <= notifier.rounds <= elapsed / ROUND_INTERVAL + 1
     # Each round is heard, the last one after the last commit (none is lost).
     await heard.until(lambda: heard.count() == notifier.rounds)
+
+
+# -- the kept connection ------------------------------------------------------------
+
+
+async def test_rounds_send_on_one_kept_connection_without_a_pool_checkout(
+    engine: AsyncEngine, heard: Heard
+) -> None:
+    from cqrs_ddd_core.adapters.sqlalchemy.postgres_notify import notifier_for
+
+    checkouts = [0]
+
+    def checked_out(*_: object) -> None:
+        checkouts[0] += 1
+
+    await rounds_heard(engine, heard, 1)  # opens it
+    event.listen(engine.sync_engine, "checkout", checked_out)
+    try:
+        await rounds_heard(engine, heard, 5)
+    finally:
+        event.remove(engine.sync_engine, "checkout", checked_out)
+    assert checkouts[0] == 0
+    assert len(set(heard.senders)) == 1  # one server process sent them all
+    assert notifier_for(engine).rounds == 6
+
+
+async def test_the_kept_connection_takes_no_place_in_the_pool(
+    postgres_database_url: str, heard: Heard
+) -> None:
+    url = make_url(postgres_database_url).set(drivername="postgresql+asyncpg")
+    engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=BOUND / 4)
+    try:
+        await rounds_heard(engine, heard, 2)
+        async with engine.connect() as conn:  # the pool's one connection is free
+            assert (await conn.execute(text("SELECT 1"))).scalar_one() == 1
+            await rounds_heard(engine, heard, 1)  # while it is checked out
+        assert len(set(heard.senders)) == 1
+    finally:
+        await engine.dispose()
+
+
+async def test_disposing_the_engine_closes_the_kept_connection_and_a_new_one_follows(
+    postgres_database_url: str, heard: Heard
+) -> None:
+    engine = create_engine(postgres_database_url)
+    try:
+        await rounds_heard(engine, heard, 1)
+        (first,) = heard.senders
+        assert await backend_alive(postgres_database_url, first)
+        await asyncio.wait_for(engine.dispose(), BOUND)
+        await gone(postgres_database_url, first)
+        assert pending_notify_tasks() == []
+
+        await rounds_heard(engine, heard, 1)  # the engine used again: a new connection
+        second = heard.senders[-1]
+        assert second != first
+    finally:
+        await engine.dispose()
+    await gone(postgres_database_url, second)
+
+
+async def test_a_synchronous_dispose_closes_the_kept_connection(
+    postgres_database_url: str, heard: Heard
+) -> None:
+    engine = create_engine(postgres_database_url)
+    try:
+        await rounds_heard(engine, heard, 1)
+        (first,) = heard.senders
+        engine.sync_engine.dispose()  # in the loop's thread, not in a greenlet: cannot wait
+        await gone(postgres_database_url, first)
+        assert pending_notify_tasks() == []
+    finally:
+        await engine.dispose()
+
+
+async def test_a_kept_connection_ended_between_rounds_is_replaced(
+    engine: AsyncEngine, heard: Heard, postgres_database_url: str
+) -> None:
+    from cqrs_ddd_core.adapters.sqlalchemy.postgres_notify import notifier_for
+
+    await rounds_heard(engine, heard, 1)
+    (first,) = heard.senders
+    admin = await asyncio.wait_for(asyncpg.connect(postgres_database_url), BOUND)
+    try:
+        await admin.fetchval("SELECT pg_terminate_backend($1)", first)
+    finally:
+        await admin.close()
+    await gone(postgres_database_url, first)
+    notifier = notifier_for(engine)
+    for _ in range(3):  # at most one wake-up lost, if its end was not seen yet
+        notifier.committed(engine, events=True, outbox=False)
+        await settled(lambda: not notifier.busy, "the round done")
+    await heard.until(lambda: heard.count() >= 3)
+    assert notifier.failures <= 1
+    assert first not in heard.senders[1:]
 
 
 # -- failures and closing ----------------------------------------------------------

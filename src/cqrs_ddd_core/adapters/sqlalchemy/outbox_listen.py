@@ -1,6 +1,6 @@
 """Waking relays in other processes when outbox rows commit (PostgreSQL ``LISTEN``).
 
-The adapter sends ``pg_notify`` on :data:`~.tables.OUTBOX_NOTIFY_CHANNEL`
+The adapter sends ``NOTIFY`` on :data:`~.tables.OUTBOX_NOTIFY_CHANNEL`
 after each commit that wrote outbox rows, from a transaction of its own
 (:mod:`.postgres_notify`); a lost one delays the relay until its next poll.
 :class:`OutboxListener` holds one

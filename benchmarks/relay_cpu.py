@@ -111,6 +111,7 @@ async def _one(
     burst: int = 0,
     spy_out: str | None = None,
     spy_bin: str = "py-spy",
+    callgrind_out: str | None = None,
 ) -> dict[str, Any]:
     import aio_pika
     from sqlalchemy.engine import make_url
@@ -134,6 +135,11 @@ async def _one(
     else:
         code = f"OUT = {profile!r}\n{_PROFILED}"
         command = [sys.executable, "-c", code, *args]
+    if callgrind_out is not None:
+        command = [
+            "valgrind", "--tool=callgrind", "--instr-atstart=no",
+            f"--callgrind-out-file={callgrind_out}", *command,
+        ]  # fmt: skip
     relay = await asyncio.create_subprocess_exec(
         *command, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
     )
@@ -158,10 +164,12 @@ async def _one(
         await channel.set_qos(prefetch_count=1000)
         for queue in topology.queues:
             await (await channel.get_queue(queue)).consume(on_message, no_ack=True)
-        async with asyncio.timeout(60):
+        async with asyncio.timeout(60 if callgrind_out is None else 600):
             while b"running" not in await relay.stderr.readline():
                 pass
         await asyncio.sleep(1.5)  # its first look at the outbox
+        if callgrind_out is not None:
+            await asyncio.sleep(5)  # the rest of its first batches, under valgrind
         await _admin(db.url, "SELECT pg_stat_statements_reset()")
         delivered.clear()
         cpu = {
@@ -177,6 +185,9 @@ async def _one(
                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
             )  # fmt: skip
             await asyncio.sleep(0.5)  # attached
+        if callgrind_out is not None:
+            await _callgrind_control("--instr=on", relay.pid)
+            await _callgrind_control("--zero", relay.pid)
         before = {k: read() for k, read in cpu.items() if read is not None}
         start = time.perf_counter()
         tasks = []
@@ -191,7 +202,7 @@ async def _one(
             for first in range(0, n, burst):
                 caught_up.clear()
                 await asyncio.gather(*(one() for _ in range(min(burst, n - first))))
-                async with asyncio.timeout(60):
+                async with asyncio.timeout(60 if callgrind_out is None else 600):
                     while len(delivered) < len(committed):
                         await caught_up.wait()
                         caught_up.clear()
@@ -207,6 +218,8 @@ async def _one(
         async with asyncio.timeout(120):
             await done.wait()
         after = {k: cpu[k]() for k in before}
+        if callgrind_out is not None:
+            await _callgrind_control("--dump", relay.pid)
         if spy is not None:
             spy.send_signal(signal.SIGINT)  # it writes its file and exits
             await asyncio.wait_for(spy.wait(), 60)
@@ -246,7 +259,29 @@ async def _one(
             for r in statements
         },
     }
+    if callgrind_out is not None:
+        result["relay_instructions_per_message"] = round(_instructions(callgrind_out) / n)
     return result
+
+
+async def _callgrind_control(option: str, pid: int) -> None:
+    control = await asyncio.create_subprocess_exec(
+        "callgrind_control", option, str(pid),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    async with asyncio.timeout(120):
+        await control.wait()
+
+
+def _instructions(out: str) -> int:
+    """Instructions counted between ``--instr=on`` and the dump (its ``.1`` file)."""
+    total = 0
+    for path in sorted(Path(out).parent.glob(Path(out).name + ".*")):
+        for line in path.read_text().splitlines():
+            if line.startswith("summary:") or line.startswith("totals:"):
+                total += int(line.split()[1])
+                break
+    return total
 
 
 async def _main(args: argparse.Namespace) -> None:
@@ -286,7 +321,9 @@ async def _runs(
                 trees = args.trees if r % 2 == 0 else args.trees[::-1]
                 for tree in trees:
                     runs += 1
-                    profile = spy = None
+                    profile = spy = grind = None
+                    if args.callgrind:
+                        grind = str(Path(args.callgrind) / f"{runs}.out")
                     if args.profile:
                         profile = str(Path(args.profile) / f"{runs}.prof")
                     if args.py_spy:
@@ -302,6 +339,7 @@ async def _runs(
                         args.burst,
                         spy,
                         args.py_spy_bin,
+                        grind,
                     )
                     result["round"] = r + 1
                     print(json.dumps(result), flush=True)
@@ -326,8 +364,14 @@ def main() -> None:
     parser.add_argument("--profile", metavar="DIR", help="cProfile each relay into DIR")
     parser.add_argument("--py-spy", metavar="DIR", help="sample each relay with py-spy into DIR")
     parser.add_argument("--py-spy-bin", default="py-spy")
+    parser.add_argument(
+        "--callgrind",
+        metavar="DIR",
+        help="run each relay under valgrind's callgrind, counting instructions during the "
+        "timed part only: relay_instructions_per_message (load-independent; use --burst)",
+    )
     args = parser.parse_args()
-    for directory in (args.profile, args.py_spy):
+    for directory in (args.profile, args.py_spy, args.callgrind):
         if directory:
             Path(directory).mkdir(parents=True, exist_ok=True)
     asyncio.run(_main(args))

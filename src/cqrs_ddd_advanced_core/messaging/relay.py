@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -199,9 +199,7 @@ class OutboxRelay:
                 )
                 streams.setdefault(key, []).append(message)
             given_back: list[str] = []
-            await asyncio.gather(
-                *(self._publish_stream(s, deadline, result, given_back) for s in streams.values())
-            )
+            await self._publish_streams(list(streams.values()), deadline, result, given_back)
             if mark and result.published:
                 await self._store.mark_published(result.published, at=self._clock())
             if given_back:
@@ -211,40 +209,88 @@ class OutboxRelay:
         await self._measure_lag()
         return result
 
-    async def _publish_stream(
+    async def _publish_streams(
         self,
-        messages: Sequence[OutboxMessage],
+        streams: list[list[OutboxMessage]],
         deadline: float,
         result: BatchResult,
         given_back: list[str],
     ) -> None:
+        """Publish each stream in a task of its own, all bounded by one timer for the
+        batch (``deadline``): past it, a stream still publishing has the publish in
+        flight cut, which counts as that message's failure, and the rest given back.
+
+        One timer, not an ``asyncio.timeout`` per stream nor ``asyncio.gather``:
+        with a few messages per batch, those were a tenth of the relay's
+        instructions per message. If this task is cancelled, so are the streams."""
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            given_back.extend(m.message_id for m in messages)
+            for messages in streams:
+                given_back.extend(m.message_id for m in messages)
             return
+        cut = _Cut()
+        tasks = [
+            asyncio.ensure_future(self._publish_stream(messages, cut, result, given_back))
+            for messages in streams
+        ]
+        timer = asyncio.get_running_loop().call_later(remaining, cut.fire)
+        error: BaseException | None = None
+        try:
+            for task in tasks:
+                try:
+                    await task
+                except Exception as exc:  # as gather: the first error, once all are done
+                    error = error or exc
+        except BaseException:  # cancelled: the streams are cancelled too
+            for task in tasks:
+                task.cancel()
+            raise
+        finally:
+            timer.cancel()
+        if error is not None:
+            raise error
+
+    async def _publish_stream(
+        self,
+        messages: Sequence[OutboxMessage],
+        cut: _Cut,
+        result: BatchResult,
+        given_back: list[str],
+    ) -> None:
         publish, record = self._publisher.publish, self._instruments.publish_duration.record
         upcaster = self._upcaster
         sent = 0
+        failure: Exception | None = None
+        task = asyncio.current_task()
+        assert task is not None
+        if cut.fired:  # the deadline passed before this stream began
+            given_back.extend(m.message_id for m in messages)
+            return
+        cut.publishing.add(task)
         try:
-            # One timeout for the stream, not one per message: past the deadline it
-            # cuts the publish in flight, which counts as that message's failure.
-            async with asyncio.timeout(remaining):
-                for message in messages:
-                    start = time.perf_counter()
-                    await publish(message if upcaster is None else _upcast(upcaster, message))
-                    record(time.perf_counter() - start)
-                    result.published.append(message.message_id)
-                    sent += 1
+            for message in messages:
+                start = time.perf_counter()
+                await publish(message if upcaster is None else _upcast(upcaster, message))
+                record(time.perf_counter() - start)
+                result.published.append(message.message_id)
+                sent += 1
+        except asyncio.CancelledError:
+            if task not in cut.cut or task.uncancel() > 0:
+                raise  # cancelled from outside, not (only) by the batch's deadline
+            failure = TimeoutError(f"publish deadline passed ({len(messages)} messages)")
         except Exception as exc:
-            if sent == len(messages):  # all were confirmed
-                raise
-            failed = messages[sent]
-            await self._failed(failed, exc)
-            result.failed.append(failed.message_id)
-            given_back.extend(m.message_id for m in messages[sent + 1 :])
+            failure = exc
         finally:
+            cut.publishing.discard(task)  # from here on the deadline leaves this stream be
             if sent:
                 self._instruments.sent.add(sent)
+        if failure is not None:
+            if sent == len(messages):  # all were confirmed
+                raise failure
+            failed = messages[sent]
+            await self._failed(failed, failure)
+            result.failed.append(failed.message_id)
+            given_back.extend(m.message_id for m in messages[sent + 1 :])
 
     async def _failed(self, message: OutboxMessage, exc: Exception) -> None:
         attempt = message.attempts + 1
@@ -410,6 +456,24 @@ class OutboxRelay:
             f"OutboxRelay(publisher={self._publisher!r}, batch_size={self._batch_size}, "
             f"max_attempts={self._max_attempts})"
         )
+
+
+class _Cut:
+    """A batch's deadline: when it fires, the streams still publishing are cancelled
+    (each turns that into its in-flight message's failure)."""
+
+    __slots__ = ("cut", "fired", "publishing")
+
+    def __init__(self) -> None:
+        self.fired = False
+        self.publishing: set[asyncio.Task[Any]] = set()
+        self.cut: set[asyncio.Task[Any]] = set()  # cancelled by the deadline
+
+    def fire(self) -> None:
+        self.fired = True
+        for task in self.publishing:
+            task.cancel()
+            self.cut.add(task)
 
 
 def _upcast(upcaster: Upcaster, message: OutboxMessage) -> OutboxMessage:

@@ -446,3 +446,63 @@ async def test_an_idle_relay_marks_its_last_batch_after_mark_delay() -> None:
 def test_a_negative_mark_delay_is_refused() -> None:
     with pytest.raises(ValueError, match="mark_delay"):
         OutboxRelay(InMemoryOutboxStore(), Broker(), mark_delay=-1)
+
+
+class Hang(Broker):
+    """Never confirms the messages listed in ``hang``; counts the publishes cancelled."""
+
+    def __init__(self, *hang: str) -> None:
+        super().__init__()
+        self.hang = set(hang)
+        self.hanging = asyncio.Event()
+        self.cancelled: list[str] = []
+
+    async def publish(self, message: OutboxMessage) -> None:
+        if message.message_id in self.hang:
+            self.hanging.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.cancelled.append(message.message_id)
+                raise
+        await super().publish(message)
+
+
+async def test_past_the_publish_deadline_the_publish_in_flight_fails_and_its_stream_waits() -> None:
+    """The batch's deadline cuts a stream's publish in flight: that message's attempt
+    failed (retried after the backoff), the rest of its stream is given back, the
+    other streams are published, and the relay goes on."""
+    store, broker, clock = InMemoryOutboxStore(), Hang("a-0"), Clock()
+    await commit(store, "a", "a", "b", "c")
+    relay = OutboxRelay(store, broker, clock=clock, publish_deadline=0.2)
+    async with asyncio.timeout(5):
+        result = await relay.run_once()
+    assert result.failed == ["a-0"]
+    assert sorted(result.published) == ["b-2", "c-3"]
+    assert broker.cancelled == ["a-0"]
+    failed = await store.get("a-0")
+    assert failed is not None
+    assert failed.status is OutboxStatus.FAILED
+    assert failed.attempts == 1
+    assert (failed.last_error or "").startswith("TimeoutError")
+    behind = await store.get("a-1")
+    assert behind is not None
+    assert behind.status is OutboxStatus.PENDING
+    assert behind.next_attempt_at is None  # given back: due again behind a-0
+    assert "a-1" not in broker.ids
+
+
+async def test_a_relay_cancelled_mid_batch_cancels_every_stream_s_publish() -> None:
+    """Cancelling the relay cancels the publishes in flight of all the batch's streams,
+    none left running on its own."""
+    store, broker = InMemoryOutboxStore(), Hang("a-0", "b-1", "c-2")
+    await commit(store, "a", "b", "c")
+    task = asyncio.create_task(OutboxRelay(store, broker, publish_deadline=60).run_once())
+    async with asyncio.timeout(5):
+        await broker.hanging.wait()
+        await asyncio.sleep(0.05)  # every stream in flight
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0)
+    assert sorted(broker.cancelled) == ["a-0", "b-1", "c-2"]

@@ -92,19 +92,28 @@ async def _ready_in(url: str, topology: ConsumerTopology) -> int:
     return sum((await queue_depths(url, topology.queues)).values())
 
 
+async def _consumed_by_billing(
+    engine: AsyncEngine, url: str, orders: int
+) -> tuple[list[str], Billing, ConsumerTopology]:
+    """``orders`` published to a 4-partition billing service, consumed until each was
+    handled; the subscriber has stopped (its connection closed) when this returns."""
+    await create_billing_tables(engine)
+    shop = Shop(engine)
+    exchange = unique_name("events")
+    topology = ConsumerTopology(unique_name("billing"), partitions=4, exchange=exchange)
+    subscriber = RabbitMQSubscriber(url, topology)
+    await subscriber.declare()
+    ids = await _published(shop, url, exchange, orders=orders)
+    billing = Billing(engine)
+    async with running(lambda stop: subscriber.run(billing.consumer.process, stop)):
+        await billing.wait_for(len(ids))
+    return ids, billing, topology
+
+
 async def test_a_backlog_is_acknowledged_with_fewer_frames_than_deliveries_and_none_left(
     pg_engine: AsyncEngine, rabbitmq_url: str, ack_frames: list[bool]
 ) -> None:
-    await create_billing_tables(pg_engine)
-    shop = Shop(pg_engine)
-    exchange = unique_name("events")
-    topology = ConsumerTopology(unique_name("billing"), partitions=4, exchange=exchange)
-    subscriber = RabbitMQSubscriber(rabbitmq_url, topology)
-    await subscriber.declare()
-    ids = await _published(shop, rabbitmq_url, exchange, orders=80)
-    billing = Billing(pg_engine)
-    async with running(lambda stop: subscriber.run(billing.consumer.process, stop)):
-        await billing.wait_for(len(ids))
+    ids, billing, topology = await _consumed_by_billing(pg_engine, rabbitmq_url, 80)
     # The connection is closed: whatever was not acknowledged would be ready again.
     assert await _ready_in(rabbitmq_url, topology) == 0
     assert sorted(billing.handled_ids) == sorted(ids)
@@ -126,16 +135,7 @@ async def test_deliveries_are_consumed_without_an_aio_pika_message_object_each(
         original(self, *args, **kwargs)
 
     monkeypatch.setattr(aio_pika.IncomingMessage, "__init__", init)
-    await create_billing_tables(pg_engine)
-    shop = Shop(pg_engine)
-    exchange = unique_name("events")
-    topology = ConsumerTopology(unique_name("billing"), partitions=4, exchange=exchange)
-    subscriber = RabbitMQSubscriber(rabbitmq_url, topology)
-    await subscriber.declare()
-    ids = await _published(shop, rabbitmq_url, exchange, orders=20)
-    billing = Billing(pg_engine)
-    async with running(lambda stop: subscriber.run(billing.consumer.process, stop)):
-        await billing.wait_for(len(ids))
+    ids, billing, topology = await _consumed_by_billing(pg_engine, rabbitmq_url, 20)
     assert await _ready_in(rabbitmq_url, topology) == 0  # every one acknowledged
     assert sorted(billing.handled_ids) == sorted(ids)
     assert built == Counter()

@@ -18,24 +18,25 @@ from cqrs_ddd_core.persistence import OutboxMessage
 from tests.support.rabbitmq import unique_name
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+EVERY_FIELD = OutboxMessage(
+    message_id="e-1",
+    message_type="OrderPlaced",
+    payload={"n": 1},
+    created_at=T0,
+    aggregate_type="Order",
+    aggregate_id="o-1",
+    correlation_id="c-1",
+    causation_id="k-1",
+    trace_context={"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"},
+    aggregate_version=3,
+    schema_version=2,
+)
 
 
 @pytest.mark.parametrize(
     "message",
     [
-        OutboxMessage(
-            message_id="e-1",
-            message_type="OrderPlaced",
-            payload={"n": 1},
-            created_at=T0,
-            aggregate_type="Order",
-            aggregate_id="o-1",
-            correlation_id="c-1",
-            causation_id="k-1",
-            trace_context={"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"},
-            aggregate_version=3,
-            schema_version=2,
-        ),
+        EVERY_FIELD,
         OutboxMessage(message_id="e-2", message_type="Pinged", payload={}, created_at=T0),
     ],
     ids=["every-field", "no-aggregate"],
@@ -95,18 +96,7 @@ async def test_without_aiormqs_channel_it_publishes_through_aio_pika_the_same_me
     """The publisher sends on aiormq's channel when aio-pika hands one over; if it
     ever hands over something else, ``Exchange.publish`` sends: what arrives is the
     same, property for property, and the confirm is awaited as before."""
-    message = OutboxMessage(
-        message_id="e-9",
-        message_type="OrderPlaced",
-        payload={"n": 9},
-        created_at=T0,
-        aggregate_type="Order",
-        aggregate_id="o-9",
-        correlation_id="c-9",
-        trace_context={"traceparent": "00-" + "3" * 32 + "-" + "4" * 16 + "-01"},
-        aggregate_version=1,
-    )
-    direct = await _publish_and_get(rabbitmq_url, message)
+    direct = await _publish_and_get(rabbitmq_url, EVERY_FIELD)
 
     original = aio_pika.Channel.get_underlay_channel
     wrapped: list[object] = []
@@ -126,11 +116,11 @@ async def test_without_aiormqs_channel_it_publishes_through_aio_pika_the_same_me
         return await sent(self, outgoing, *a, **k)
 
     monkeypatch.setattr(aio_pika.Exchange, "publish", publish)
-    fallback = await _publish_and_get(rabbitmq_url, message)
+    fallback = await _publish_and_get(rabbitmq_url, EVERY_FIELD)
 
     assert wrapped, "the publisher asked aio-pika for its channel's own"
-    assert through_aio_pika == ["e-9"]
-    assert fallback.body == direct.body == b'{"n":9}'
+    assert through_aio_pika == ["e-1"]
+    assert fallback.body == direct.body == b'{"n":1}'
     assert fallback.routing_key == direct.routing_key
     for name in (
         "message_id",

@@ -31,8 +31,6 @@ import asyncio
 import contextlib
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -131,9 +129,9 @@ def _env(tree: str) -> dict[str, str]:
 
 
 async def _main(args: argparse.Namespace) -> None:
-    from benchmarks.instructions import callgrind
     from benchmarks.pg import _admin, database
     from benchmarks.relay_cpu import _cluster
+    from benchmarks.sender_cpu import child_result, counted
 
     with contextlib.nullcontext() if args.plain else _cluster():
         async with database() as db:
@@ -144,33 +142,16 @@ async def _main(args: argparse.Namespace) -> None:
             for r in range(args.rounds):
                 for tree in args.trees if r % 2 == 0 else args.trees[::-1]:
                     if args.instructions:
-                        counts = []
-                        for count in (args.short, args.long):
-                            saved = os.environ.copy()
-                            os.environ.update(_env(tree))
-                            try:
-                                counts.append(
-                                    await asyncio.to_thread(
-                                        callgrind,
-                                        [*child, "--count-only", f"--count={count}", "--workdir"],
-                                    )
-                                )
-                            finally:
-                                os.environ.clear()
-                                os.environ.update(saved)
+                        counts = [
+                            await counted(
+                                _env(tree), [*child, "--count-only", f"--count={n}", "--workdir"]
+                            )
+                            for n in (args.short, args.long)
+                        ]
                         per = (counts[1] - counts[0]) / (args.long - args.short)
                         result: dict[str, Any] = {"instructions_per_round": round(per)}
                     else:
-                        done = await asyncio.to_thread(
-                            subprocess.run,
-                            [sys.executable, "-m", *child, f"--count={args.count}"],
-                            env=_env(tree),
-                            capture_output=True,
-                            text=True,
-                        )
-                        if done.returncode:
-                            raise SystemExit(f"the sender failed:\n{done.stderr}")
-                        result = json.loads(done.stdout.strip().splitlines()[-1])
+                        result = await child_result([*child, f"--count={args.count}"], _env(tree))
                     print(json.dumps({"round": r + 1, "tree": tree, **result}), flush=True)
 
 

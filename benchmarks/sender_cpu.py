@@ -184,8 +184,36 @@ def _linger(tree: str) -> list[str]:
     return [f"--linger={tree.split('@')[1]}"] if "@" in tree else []
 
 
-async def _main(args: argparse.Namespace) -> None:
+async def counted(env: dict[str, str], command: list[str]) -> int:
+    """The instructions ``python -m <command>`` executes under callgrind, with ``env``
+    (the process's environment while it starts: callgrind's child inherits it)."""
     from benchmarks.instructions import callgrind
+
+    saved = os.environ.copy()
+    os.environ.update(env)
+    try:
+        return await asyncio.to_thread(callgrind, command)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+async def child_result(command: list[str], env: dict[str, str]) -> dict[str, Any]:
+    """Run ``python -m <command>`` with ``env``; its last line of output, a JSON object."""
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", *command],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode:
+        raise SystemExit(f"the sender failed:\n{done.stderr}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+async def _main(args: argparse.Namespace) -> None:
     from benchmarks.pg import _admin, database
     from benchmarks.relay_cpu import _cluster
 
@@ -203,15 +231,7 @@ async def _main(args: argparse.Namespace) -> None:
                                 db.url, db.port, f"--count={count}", f"--burst={args.burst}",
                                 *_linger(tree),
                             )  # fmt: skip
-                            saved = os.environ.copy()
-                            os.environ.update(_env(tree))
-                            try:
-                                counts.append(
-                                    await asyncio.to_thread(callgrind, [*child, "--workdir"])
-                                )
-                            finally:
-                                os.environ.clear()
-                                os.environ.update(saved)
+                            counts.append(await counted(_env(tree), [*child, "--workdir"]))
                         per = (counts[1] - counts[0]) / (args.long - args.short)
                         result: dict[str, Any] = {"instructions_per_command": round(per)}
                     else:
@@ -220,16 +240,9 @@ async def _main(args: argparse.Namespace) -> None:
                         extra += _linger(tree)
                         if args.profile:
                             extra.append(f"--profile={Path(args.profile) / f'{runs}.prof'}")
-                        done = await asyncio.to_thread(
-                            subprocess.run,
-                            [sys.executable, "-m", *_child_command(db.url, db.port, *extra)],
-                            env=_env(tree),
-                            capture_output=True,
-                            text=True,
+                        result = await child_result(
+                            _child_command(db.url, db.port, *extra), _env(tree)
                         )
-                        if done.returncode:
-                            raise SystemExit(f"the sender failed:\n{done.stderr}")
-                        result = json.loads(done.stdout.strip().splitlines()[-1])
                     print(json.dumps({"round": r + 1, "tree": tree, **result}), flush=True)
 
 
